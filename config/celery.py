@@ -1,0 +1,31 @@
+"""Celery application.
+
+Two queues: `default` for web-side work (imports, exports, lease expiry) and `gpu`
+for sampling and training, which a GPU node consumes with concurrency 1. Tasks are
+acknowledged after they finish, so a worker that dies mid-task hands it to another;
+every task is written to be safe to run twice.
+"""
+
+import os
+
+from celery import Celery
+from celery.schedules import crontab
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("rlhf_platform")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_queues=[Queue("default"), Queue("gpu")],
+    task_default_queue="default",
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+    beat_schedule={
+        "expire-leases": {"task": "labeling.tasks.expire_leases", "schedule": crontab(minute="*")},
+    },
+)
+app.autodiscover_tasks()

@@ -1,0 +1,278 @@
+"""Reading prompt files and InstructGPT's intake rules, free of the database.
+
+`read_rows` turns a JSONL or CSV file into numbered rows, refusing the whole file
+when it is not valid UTF-8, JSONL or CSV. `parse_row` turns one row into a
+`Candidate` or raises `RowError` with the reason. The rules that need the
+database (deduplication against stored prompts, the per-user cap) live in
+`services.prompts_ingest`.
+"""
+
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from . import pii
+from .models import Prompt, UseCase
+
+
+class FileRefused(Exception):
+    """The file as a whole cannot be read; nothing of it is imported."""
+
+
+class RowError(Exception):
+    """One row cannot be imported; the reason says why."""
+
+
+@dataclass(frozen=True)
+class IntakeRules:
+    dedup_prefix_chars: int
+    cap_per_user: int
+    split_ratios: tuple
+    redact_pii: bool
+    max_chars: int
+    languages: tuple
+    annotate: bool
+    demonstration_share: float
+
+    @classmethod
+    def from_settings(cls):
+        return cls(
+            dedup_prefix_chars=settings.PROMPT_DEDUP_PREFIX_CHARS,
+            cap_per_user=settings.PROMPT_CAP_PER_USER,
+            split_ratios=tuple(settings.PROMPT_SPLIT_RATIOS),
+            redact_pii=settings.PROMPT_REDACT_PII,
+            max_chars=settings.PROMPT_MAX_CHARS,
+            languages=tuple(settings.PROMPT_LANGUAGES),
+            annotate=settings.INTAKE_ANNOTATE,
+            demonstration_share=settings.INTAKE_DEMONSTRATION_SHARE,
+        )
+
+
+@dataclass
+class Candidate:
+    text: str
+    turns: list | None
+    source: str
+    source_user_id: str
+    language: str
+    use_case: str
+    metadata: dict
+    dedup_key: str
+    split: str
+    redactions: Counter = field(default_factory=Counter)
+
+
+# Reading files
+
+TEXT_FIELDS = ("prompt", "text")
+CHAT_FIELDS = ("messages", "turns")
+USER_FIELDS = ("source_user_id", "user_id")
+KNOWN_FIELDS = {*TEXT_FIELDS, *CHAT_FIELDS, *USER_FIELDS, "source", "language", "use_case", "metadata"}
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts the bytes read through it, for progress by position in the file."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.bytes_read = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.bytes_read += len(data)
+        return len(data)
+
+
+def format_for_filename(filename):
+    name = filename.lower()
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    if name.endswith(".csv"):
+        return "csv"
+    raise FileRefused(f"{filename!r} is neither JSONL (.jsonl) nor CSV (.csv); rename it or name the format.")
+
+
+def read_rows(binary_file, fmt):
+    """Yield (line number, row dict, bytes read so far) for every row of the file.
+
+    Raises FileRefused as soon as the file shows it is not valid UTF-8, JSONL or
+    CSV; the caller runs inside a transaction, so nothing of the file is kept.
+    """
+    counter = _CountingReader(binary_file)
+    text = io.TextIOWrapper(io.BufferedReader(counter), encoding="utf-8-sig", errors="strict", newline="")
+    rows = _jsonl_rows(text) if fmt == "jsonl" else _csv_rows(text)
+    line = 0
+    try:
+        for line, row in rows:
+            yield line, row, counter.bytes_read
+    except UnicodeDecodeError as exc:
+        raise FileRefused(
+            f"The file is not valid UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} after line {line}). "
+            "Save it as UTF-8 and upload it again."
+        ) from None
+
+
+def _jsonl_rows(text):
+    for number, line in enumerate(text, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise FileRefused(
+                f"Line {number} is not valid JSON ({exc.msg} at column {exc.colno}), so this is not a JSONL file. "
+                "Each line must hold one JSON object."
+            ) from None
+        yield number, row
+
+
+def _csv_rows(text):
+    reader = csv.DictReader(text, strict=True)
+    try:
+        header = reader.fieldnames
+        if not header:
+            raise FileRefused("The CSV file is empty: it needs a header row with a 'prompt' column.")
+        if not set(header) & set(TEXT_FIELDS):
+            raise FileRefused(
+                f"The CSV header has no 'prompt' column; it has: {', '.join(header)}. Add a 'prompt' column."
+            )
+        start = reader.line_num + 1
+        for row in reader:
+            if None in row:
+                row = {"__error__": f"the row has more fields than the header ({len(header)})"}
+            yield start, row
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise FileRefused(f"The CSV file is malformed at line {reader.line_num}: {exc}.") from None
+
+
+# One row
+
+def parse_row(row, rules, *, default_source=Prompt.Source.IMPORTED):
+    if not isinstance(row, dict):
+        raise RowError(f"expected a JSON object, got {type(row).__name__}")
+    if "__error__" in row:
+        raise RowError(row["__error__"])
+
+    turns = _turns(row)
+    text = _first(row, TEXT_FIELDS)
+    if turns is not None:
+        text = "\n\n".join(f"{turn['role'].capitalize()}: {turn['content']}" for turn in turns)
+    if not isinstance(text, str):
+        raise RowError("the prompt must be text" if text is not None else "the row has no 'prompt'")
+    if not text.strip():
+        raise RowError("the prompt is empty")
+    if len(text) > rules.max_chars:
+        raise RowError(f"the prompt is {len(text):,} characters long; the limit is {rules.max_chars:,}")
+
+    source = _choice(row.get("source") or default_source, Prompt.Source, "source")
+    use_case = _choice(row["use_case"], UseCase, "use case") if row.get("use_case") else ""
+    language = str(row.get("language") or "en").strip().lower()
+    if language not in rules.languages:
+        raise RowError(f"unknown language {language!r}; accepted: {', '.join(rules.languages)}")
+    user_id = _first(row, USER_FIELDS)
+    user_id = "" if user_id is None else str(user_id).strip()
+    if len(user_id) > 128:
+        raise RowError("the source user id is longer than 128 characters")
+    metadata = row.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise RowError("metadata must be an object")
+    metadata = {**{k: v for k, v in row.items() if k not in KNOWN_FIELDS and v not in ("", None)}, **metadata}
+
+    redactions = Counter()
+    if rules.redact_pii:
+        text, redactions = pii.redact(text)
+        for turn in turns or []:
+            turn["content"], _ = pii.redact(turn["content"])
+
+    key = dedup_key(text, rules.dedup_prefix_chars)
+    return Candidate(
+        text=text,
+        turns=turns,
+        source=source,
+        source_user_id=user_id,
+        language=language,
+        use_case=use_case,
+        metadata=metadata,
+        dedup_key=key,
+        split=split_for(user_id or key or text, rules.split_ratios),
+        redactions=redactions,
+    )
+
+
+def _first(row, names):
+    for name in names:
+        if row.get(name) not in (None, ""):
+            return row[name]
+    return None
+
+
+def _turns(row):
+    turns = _first(row, CHAT_FIELDS)
+    if turns is None:
+        return None
+    if isinstance(turns, str):  # a CSV cell holding JSON
+        try:
+            turns = json.loads(turns)
+        except json.JSONDecodeError:
+            raise RowError("messages must be a JSON list of {role, content} objects") from None
+    shape_ok = isinstance(turns, list) and turns and all(
+        isinstance(t, dict) and t.get("role") in ("user", "assistant") and isinstance(t.get("content"), str)
+        for t in turns
+    )
+    if not shape_ok:
+        raise RowError("messages must be a non-empty list of {role: user|assistant, content: text} objects")
+    if turns[-1]["role"] != "user":
+        raise RowError("the last message must be the user's, since the model replies to it")
+    return [{"role": t["role"], "content": t["content"]} for t in turns]
+
+
+def _choice(value, choices, what):
+    value = str(value).strip().lower()
+    if value not in choices.values:
+        raise RowError(f"unknown {what} {value!r}; use one of: {', '.join(choices.values)}")
+    return value
+
+
+# Rules
+
+def normalise(text):
+    return " ".join(text.lower().split())
+
+
+def dedup_key(text, prefix_chars):
+    """Prompts whose normalised text shares the first `prefix_chars` characters are duplicates."""
+    if not prefix_chars:
+        return ""
+    return hashlib.sha256(normalise(text)[:prefix_chars].encode()).hexdigest()
+
+
+def stable_fraction(value, salt):
+    digest = hashlib.sha256(f"{salt}:{value}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_for(source_user_id, ratios):
+    """Train/valid/test by a stable hash of the source user, so no user straddles two splits."""
+    point = stable_fraction(source_user_id, "split")
+    train, valid, _ = ratios
+    if point < train:
+        return Prompt.Split.TRAIN
+    if point < train + valid:
+        return Prompt.Split.VALID
+    return Prompt.Split.TEST
+
+
+def wants_demonstration(candidate, rules):
+    return candidate.split == Prompt.Split.TRAIN and stable_fraction(
+        candidate.dedup_key or candidate.text, "demonstration"
+    ) < rules.demonstration_share

@@ -1,0 +1,60 @@
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from labeling import intake, services
+from labeling.models import LabelerProfile, Prompt, Role
+
+DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "fixtures" / "demo_prompts.jsonl"
+
+# Demo logins: printed on every run, and refused outside DEBUG unless --force is given.
+ACCOUNTS = [
+    ("admin", "admin-demo", Role.ADMIN),
+    ("researcher", "researcher-demo", Role.RESEARCHER),
+    ("labeler1", "labeler-demo", Role.LABELER),
+    ("labeler2", "labeler-demo", Role.LABELER),
+    ("labeler3", "labeler-demo", Role.LABELER),
+]
+LABELER_LANGUAGES = {"labeler1": ["en"], "labeler2": ["en", "es"], "labeler3": ["en", "fr", "de"]}
+
+
+class Command(BaseCommand):
+    help = "Create demo accounts (one admin, one researcher, three labelers) and load the demo prompts."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--force", action="store_true", help="Run even with DEBUG off (known passwords!).")
+
+    def handle(self, *args, force, **options):
+        if not settings.DEBUG and not force:
+            raise CommandError("seed_demo creates accounts with known passwords; run it with DEBUG=1 or --force.")
+        with transaction.atomic():
+            self._accounts()
+            report = self._prompts()
+        self.stdout.write(
+            f"Demo prompts: {report.accepted} loaded, {report.duplicates} already there, {report.rejected} rejected."
+        )
+        self.stdout.write("Demo logins (username / password):")
+        for username, password, role in ACCOUNTS:
+            self.stdout.write(f"  {role.label:<11} {username} / {password}")
+
+    def _accounts(self):
+        User = get_user_model()
+        for username, password, role in ACCOUNTS:
+            user, created = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
+            if created:
+                user.set_password(password)
+                user.save()
+            services.user_set_role(user=user, role=role)
+            if role == Role.LABELER:
+                LabelerProfile.objects.filter(user=user).update(
+                    status=LabelerProfile.Status.ACTIVE, languages=LABELER_LANGUAGES[username]
+                )
+
+    def _prompts(self):
+        with DEMO_PROMPTS.open("rb") as handle:
+            return services.prompts_ingest(
+                rows=intake.read_rows(handle, "jsonl"), default_source=Prompt.Source.CUSTOMER
+            )

@@ -1,0 +1,120 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class UseCase(models.TextChoices):
+    """InstructGPT's use-case categories (Ouyang et al. 2022, Table 1)."""
+
+    GENERATION = "generation", "Generation"
+    OPEN_QA = "open_qa", "Open QA"
+    CLOSED_QA = "closed_qa", "Closed QA"
+    BRAINSTORMING = "brainstorming", "Brainstorming"
+    CHAT = "chat", "Chat"
+    REWRITE = "rewrite", "Rewrite"
+    SUMMARIZATION = "summarization", "Summarization"
+    CLASSIFICATION = "classification", "Classification"
+    EXTRACT = "extract", "Extract"
+    OTHER = "other", "Other"
+
+
+class Prompt(models.Model):
+    class Source(models.TextChoices):
+        PLAIN = "plain", "Labeler-written: plain"
+        FEW_SHOT = "few_shot", "Labeler-written: few-shot"
+        USER_BASED = "user_based", "Labeler-written: user-based"
+        CUSTOMER = "customer", "Customer"
+        IMPORTED = "imported", "Imported"
+
+    class Split(models.TextChoices):
+        TRAIN = "train"
+        VALID = "valid"
+        TEST = "test"
+
+    text = models.TextField(help_text="The prompt; for a chat, its turns rendered as text.")
+    turns = models.JSONField(
+        null=True, blank=True, help_text='Chat turns as [{"role": "user", "content": "..."}, ...], or empty.'
+    )
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.IMPORTED, db_index=True)
+    source_user_id = models.CharField(max_length=128, blank=True, db_index=True)
+    split = models.CharField(max_length=5, choices=Split.choices, db_index=True)
+    language = models.CharField(max_length=16, default="en", db_index=True)
+    use_case = models.CharField(max_length=16, choices=UseCase.choices, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    dedup_key = models.CharField(
+        max_length=64, blank=True, help_text="Hash of the normalised prefix; empty when deduplication is off."
+    )
+    redactions = models.JSONField(default=dict, blank=True, help_text="Count of redacted PII by kind.")
+    needs_completions = models.BooleanField(default=False, db_index=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    import_job = models.ForeignKey(
+        "ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="prompts"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["dedup_key"], condition=~Q(dedup_key=""), name="unique_prompt_dedup_key"),
+            models.CheckConstraint(condition=~Q(text=""), name="prompt_text_not_empty"),
+        ]
+
+    def __str__(self):
+        return self.text[:80]
+
+
+class ModelVersion(models.Model):
+    class Kind(models.TextChoices):
+        SFT = "sft", "SFT"
+        REWARD = "reward", "Reward model"
+        POLICY = "policy", "Policy"
+
+    class Status(models.TextChoices):
+        TRAINING = "training"
+        READY = "ready"
+        ACTIVE = "active"
+        RETIRED = "retired"
+        FAILED = "failed"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    name = models.CharField(max_length=100)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.TRAINING)
+    artifact_path = models.CharField(max_length=500, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    training_run = models.OneToOneField(
+        "TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="model_version"
+    )
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind"], condition=Q(status="active"), name="one_active_model_version_per_kind"
+            ),
+            models.UniqueConstraint(fields=["kind", "name"], name="unique_model_version_name_per_kind"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.name}"
+
+
+class Completion(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="completions")
+    text = models.TextField()
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="completions"
+    )
+    sampling_params = models.JSONField(default=dict, blank=True)
+    seed = models.BigIntegerField(null=True, blank=True)
+    token_count = models.PositiveIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=16, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return self.text[:80]

@@ -1,0 +1,86 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Task(models.Model):
+    class Kind(models.TextChoices):
+        WRITE_PROMPT = "write_prompt", "Write a prompt"
+        WRITE_DEMONSTRATION = "write_demonstration", "Write a demonstration"
+        RANK_COMPLETIONS = "rank_completions", "Rank completions"
+        ANNOTATE_PROMPT = "annotate_prompt", "Annotate a prompt"
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    prompt = models.ForeignKey("Prompt", null=True, blank=True, on_delete=models.CASCADE, related_name="tasks")
+    completions = models.ManyToManyField("Completion", blank=True, related_name="tasks")
+    params = models.JSONField(
+        default=dict, blank=True, help_text="Kind-specific instructions, e.g. the prompt style to write."
+    )
+    required_annotations = models.PositiveSmallIntegerField(default=1)
+    priority = models.SmallIntegerField(default=0, help_text="Higher first.")
+    is_gold = models.BooleanField(default=False)
+    gold_answer = models.JSONField(null=True, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-priority", "created_at"]
+        indexes = [models.Index(fields=["state", "kind", "-priority", "created_at"], name="task_queue_order")]
+        constraints = [
+            models.CheckConstraint(condition=Q(required_annotations__gte=1), name="task_needs_an_annotation"),
+            models.CheckConstraint(
+                condition=Q(kind="write_prompt") | Q(prompt__isnull=False), name="task_has_prompt_unless_writing_one"
+            ),
+            models.CheckConstraint(
+                condition=Q(is_gold=False) | Q(gold_answer__isnull=False), name="gold_task_has_answer"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} #{self.pk}"
+
+
+class Assignment(models.Model):
+    """One labeler's lease on one task, and what became of it."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active"
+        SUBMITTED = "submitted"
+        SKIPPED = "skipped"
+        EXPIRED = "expired"
+
+    class SkipReason(models.TextChoices):
+        UNCLEAR_INTENT = "unclear_intent", "Unclear intent"
+        NOT_MY_LANGUAGE = "not_my_language", "Not my language"
+        BEYOND_COMFORT = "beyond_comfort", "Beyond my comfort"
+        BROKEN_OUTPUT = "broken_output", "Broken or empty output"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="assignments")
+    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
+    leased_at = models.DateTimeField(auto_now_add=True)
+    lease_expires_at = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    skip_reason = models.CharField(max_length=20, choices=SkipReason.choices, blank=True)
+    display_order = models.JSONField(
+        default=list, blank=True, help_text="Completion ids in the order this labeler sees them."
+    )
+    time_spent_seconds = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-leased_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "labeler"], name="one_assignment_per_task_and_labeler"),
+            models.CheckConstraint(
+                condition=~Q(state="skipped") | ~Q(skip_reason=""), name="skipped_assignment_has_reason"
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "lease_expires_at"], name="assignment_lease_expiry")]
+
+    def __str__(self):
+        return f"{self.task} for {self.labeler}"

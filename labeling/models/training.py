@@ -1,0 +1,91 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Export(models.Model):
+    """An immutable dataset snapshot: a file and the manifest that describes it."""
+
+    class Kind(models.TextChoices):
+        PREFERENCE_PAIRS = "preference_pairs", "Preference pairs (TRL)"
+        RANKINGS = "rankings", "K-way rankings"
+        SFT = "sft", "SFT demonstrations"
+        PPO_PROMPTS = "ppo_prompts", "PPO prompts"
+        ANNOTATIONS = "annotations", "Prompt annotations"
+        OASST = "oasst", "Open Assistant message trees"
+        LABELER_STATS = "labeler_stats", "Labeler statistics"
+
+    class Format(models.TextChoices):
+        JSONL = "jsonl", "JSONL"
+        JSONL_GZ = "jsonl.gz", "JSONL.gz"
+        PARQUET = "parquet", "Parquet"
+        CSV = "csv", "CSV"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    format = models.CharField(max_length=10, choices=Format.choices, default=Format.JSONL)
+    filters = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    progress = models.FloatField(default=0)
+    row_count = models.PositiveIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
+    file = models.FileField(upload_to="exports/", blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=1), name="export_progress_is_a_share")
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} export #{self.pk}"
+
+
+class TrainingRun(models.Model):
+    class Kind(models.TextChoices):
+        SFT = "sft", "Supervised fine-tuning"
+        REWARD = "reward", "Reward model"
+        PPO = "ppo", "PPO policy"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    config = models.JSONField(default=dict, blank=True)
+    export = models.ForeignKey(Export, null=True, blank=True, on_delete=models.PROTECT, related_name="training_runs")
+    base_model = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The model version training starts from.",
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    progress = models.FloatField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=1), name="run_progress_is_a_share")
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} run #{self.pk}"

@@ -1,0 +1,300 @@
+"""Writes. Every function here is keyword-only, atomic, and raises ValidationError
+with a message a person can act on."""
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import islice
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from . import intake
+from .models import Assignment, CompletionRating, ImportJob, LabelerProfile, Prompt, Ranking, Role, Task
+
+logger = logging.getLogger(__name__)
+
+INGEST_CHUNK = 1000
+
+
+# People
+
+def user_set_role(*, user, role):
+    """Put the user in exactly one role group; admins are staff so the Django admin lets them in."""
+    role = Role(role)
+    user.groups.remove(*Group.objects.filter(name__in=Role.values).exclude(name=role))
+    user.groups.add(Group.objects.get(name=role))
+    user.is_staff = role == Role.ADMIN or user.is_superuser
+    user.save(update_fields=["is_staff"])
+    if role == Role.LABELER:
+        LabelerProfile.objects.get_or_create(user=user)
+    return user
+
+
+# Prompt intake
+
+@dataclass
+class IntakeReport:
+    rows_read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    over_cap: int = 0
+    rejected: int = 0
+    split_counts: Counter = field(default_factory=Counter)
+    redactions: Counter = field(default_factory=Counter)
+    tasks_opened: Counter = field(default_factory=Counter)
+    row_errors: list = field(default_factory=list)
+    row_errors_omitted: int = 0
+    prompt_ids: list = field(default_factory=list)
+
+    def add_error(self, line, reason, max_errors):
+        if len(self.row_errors) < max_errors:
+            self.row_errors.append({"line": line, "reason": reason})
+        else:
+            self.row_errors_omitted += 1
+
+
+def prompts_ingest(*, rows, created_by=None, import_job=None, rules=None, on_progress=None,
+                   default_source=Prompt.Source.IMPORTED, keep_ids=False):
+    """Apply the intake rules to numbered rows and store the prompts that pass.
+
+    `rows` yields (line, row dict, bytes read). Rows are handled in chunks; each
+    chunk is checked against the prompts already stored, which include the chunks
+    of this file stored before it, so memory does not grow with the file. Run it
+    inside a transaction: a failure midway must leave nothing behind.
+    """
+    rules = rules or intake.IntakeRules.from_settings()
+    max_errors = settings.PROMPT_IMPORT_MAX_REPORTED_ERRORS
+    report = IntakeReport()
+    rows = iter(rows)
+    while chunk := list(islice(rows, INGEST_CHUNK)):
+        candidates = []
+        for line, row, _ in chunk:
+            report.rows_read += 1
+            try:
+                candidates.append((line, intake.parse_row(row, rules, default_source=default_source)))
+            except intake.RowError as exc:
+                report.rejected += 1
+                report.add_error(line, str(exc), max_errors)
+        _store_chunk(candidates, rules, report, max_errors, created_by=created_by, import_job=import_job,
+                     keep_ids=keep_ids)
+        if on_progress:
+            on_progress(report.rows_read, chunk[-1][2])
+    return report
+
+
+def _store_chunk(candidates, rules, report, max_errors, *, created_by, import_job, keep_ids):
+    keys = {c.dedup_key for _, c in candidates if c.dedup_key}
+    stored = dict(Prompt.objects.filter(dedup_key__in=keys).values_list("dedup_key", "id")) if keys else {}
+    users = {c.source_user_id for _, c in candidates if c.source_user_id}
+    per_user = Counter(
+        dict(
+            Prompt.objects.filter(source_user_id__in=users)
+            .order_by()
+            .values_list("source_user_id")
+            .annotate(n=Count("id"))
+        )
+        if users and rules.cap_per_user
+        else {}
+    )
+    seen_lines = {}
+    accepted = []
+    for line, candidate in candidates:
+        key, user = candidate.dedup_key, candidate.source_user_id
+        if key and key in stored:
+            report.duplicates += 1
+            report.add_error(line, f"duplicate of stored prompt #{stored[key]}", max_errors)
+        elif key and key in seen_lines:
+            report.duplicates += 1
+            report.add_error(line, f"duplicate of line {seen_lines[key]}", max_errors)
+        elif user and rules.cap_per_user and per_user[user] >= rules.cap_per_user:
+            report.over_cap += 1
+            report.add_error(
+                line, f"source user {user!r} already has {rules.cap_per_user} prompts, the cap per user", max_errors
+            )
+        else:
+            if key:
+                seen_lines[key] = line
+            if user:
+                per_user[user] += 1
+            accepted.append(candidate)
+
+    prompts = Prompt.objects.bulk_create(
+        Prompt(
+            text=c.text,
+            turns=c.turns,
+            source=c.source,
+            source_user_id=c.source_user_id,
+            split=c.split,
+            language=c.language,
+            use_case=c.use_case,
+            metadata=c.metadata,
+            dedup_key=c.dedup_key,
+            redactions=dict(c.redactions),
+            needs_completions=True,
+            created_by=created_by,
+            import_job=import_job,
+        )
+        for c in accepted
+    )
+    tasks = []
+    for prompt, candidate in zip(prompts, accepted):
+        report.accepted += 1
+        report.split_counts[prompt.split] += 1
+        report.redactions.update(candidate.redactions)
+        if rules.annotate:
+            tasks.append(Task(kind=Task.Kind.ANNOTATE_PROMPT, prompt=prompt))
+        if intake.wants_demonstration(candidate, rules):
+            tasks.append(Task(kind=Task.Kind.WRITE_DEMONSTRATION, prompt=prompt))
+    Task.objects.bulk_create(tasks)
+    report.tasks_opened.update(task.kind for task in tasks)
+    if keep_ids:
+        report.prompt_ids.extend(p.pk for p in prompts)
+
+
+def import_job_create(*, uploaded_file, created_by, fmt=None):
+    """Store an uploaded file as an import job; `import_job_start` runs it."""
+    fmt = fmt or _format_or_error(uploaded_file.name)
+    if fmt not in ImportJob.Format.values:
+        raise ValidationError(f"Unknown format {fmt!r}; use jsonl or csv.")
+    if not uploaded_file.size:
+        raise ValidationError("The file is empty.")
+    return ImportJob.objects.create(
+        file=uploaded_file, filename=uploaded_file.name[:255], format=fmt, size_bytes=uploaded_file.size,
+        created_by=created_by,
+    )
+
+
+def _format_or_error(filename):
+    try:
+        return intake.format_for_filename(filename)
+    except intake.FileRefused as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def import_job_start(*, job, inline=None):
+    """Run small files now; queue large ones for a worker. Returns the job, refreshed."""
+    if inline is None:
+        inline = job.size_bytes <= settings.PROMPT_IMPORT_INLINE_MAX_BYTES
+    if inline:
+        return import_job_run(job_id=job.pk)
+    from .tasks import import_prompts
+
+    transaction.on_commit(lambda: import_prompts.delay(job.pk))
+    return job
+
+
+def import_job_run(*, job_id, on_progress=None):
+    """Import the job's file in one transaction. Safe to run twice: a finished job is left alone."""
+    claimed = ImportJob.objects.filter(
+        pk=job_id, state__in=[ImportJob.State.QUEUED, ImportJob.State.RUNNING]
+    ).update(state=ImportJob.State.RUNNING, started_at=timezone.now())
+    job = ImportJob.objects.get(pk=job_id)
+    if not claimed:
+        return job
+
+    def progress(rows_read, bytes_read):
+        cache.set(job.progress_cache_key, {"rows_read": rows_read, "bytes_read": bytes_read}, timeout=86400)
+        if on_progress:
+            on_progress(rows_read, bytes_read)
+
+    try:
+        with transaction.atomic(), job.file.open("rb") as binary:
+            report = prompts_ingest(
+                rows=intake.read_rows(binary, job.format),
+                created_by=job.created_by,
+                import_job=job,
+                on_progress=progress,
+            )
+            _finish_job(job, ImportJob.State.SUCCEEDED, report=report)
+    except intake.FileRefused as exc:
+        _finish_job(job, ImportJob.State.FAILED, error=f"{exc} Nothing was imported.")
+    except Exception as exc:
+        logger.exception("Import job %s failed", job.pk)
+        _finish_job(job, ImportJob.State.FAILED, error=f"The import failed and nothing was imported: {exc}")
+    cache.delete(job.progress_cache_key)
+    return job
+
+
+def _finish_job(job, state, *, report=None, error=""):
+    job.state, job.error, job.finished_at = state, error, timezone.now()
+    if report is not None:
+        for name in ("rows_read", "accepted", "duplicates", "over_cap", "rejected", "row_errors",
+                     "row_errors_omitted"):
+            setattr(job, name, getattr(report, name))
+        job.split_counts = dict(report.split_counts)
+        job.redactions = dict(report.redactions)
+        job.tasks_opened = dict(report.tasks_opened)
+    job.save()
+
+
+def prompts_create(*, rows, created_by):
+    """Bulk creation from the API: the same rules as a file, all or nothing on a crash."""
+    with transaction.atomic():
+        return prompts_ingest(rows=rows, created_by=created_by, keep_ids=True)
+
+
+# Results
+
+def ranking_save(*, task, labeler, groups, ratings, none_acceptable=False, assignment=None):
+    """Store a ranking of the task's completions with one rating per completion.
+
+    `groups` are lists of completion ids, best first, ties sharing a group;
+    `ratings` maps a completion id to {"rating": 1-7, flag: bool, ..., "notes": str}.
+    The ranking must place every completion of the task exactly once.
+    """
+    expected = set(task.completions.values_list("id", flat=True))
+    placed = [cid for group in groups for cid in group]
+    if not groups or any(not group for group in groups):
+        raise ValidationError("Every rank slot must hold at least one completion.")
+    repeated = sorted({cid for cid in placed if placed.count(cid) > 1})
+    if repeated:
+        raise ValidationError(f"Each completion must be ranked once; ranked more than once: {repeated}.")
+    missing, unknown = sorted(expected - set(placed)), sorted(set(placed) - expected)
+    if missing:
+        raise ValidationError(f"Rank every completion before submitting; not ranked yet: {missing}.")
+    if unknown:
+        raise ValidationError(f"These completions are not part of task #{task.pk}: {unknown}.")
+    ratings = {int(cid): value for cid, value in ratings.items()}
+    if set(ratings) != expected:
+        raise ValidationError(f"Rate every completion; missing ratings for: {sorted(expected - set(ratings))}.")
+
+    rows = [_rating(cid, value) for cid, value in sorted(ratings.items())]
+
+    with transaction.atomic():
+        ranking = Ranking.objects.create(
+            task=task, labeler=labeler, groups=groups, none_acceptable=none_acceptable, assignment=assignment
+        )
+        for row in rows:
+            row.ranking = ranking
+        CompletionRating.objects.bulk_create(rows)
+    return ranking
+
+
+def _rating(completion_id, value):
+    rating = value.get("rating")
+    if not isinstance(rating, int) or not 1 <= rating <= 7:
+        raise ValidationError(f"The rating of completion {completion_id} must be a whole number from 1 to 7.")
+    unknown = set(value) - {"rating", "notes", *CompletionRating.FLAGS}
+    if unknown:
+        raise ValidationError(f"Unknown fields in the rating of completion {completion_id}: {sorted(unknown)}.")
+    flags = {name: bool(value.get(name, False)) for name in CompletionRating.FLAGS}
+    return CompletionRating(
+        completion_id=completion_id, rating=rating, notes=value.get("notes", ""), **flags
+    )
+
+
+# Leases
+
+def assignments_expire(*, now=None):
+    """Mark active assignments whose lease has run out as expired, returning their tasks to the queue."""
+    now = now or timezone.now()
+    return Assignment.objects.filter(state=Assignment.State.ACTIVE, lease_expires_at__lt=now).update(
+        state=Assignment.State.EXPIRED
+    )
+

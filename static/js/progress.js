@@ -1,0 +1,23 @@
+// Polls a progress endpoint and fills the page's <progress> bar; reloads when the work is done.
+(function () {
+  const box = document.getElementById("progress");
+  if (!box) return;
+  const bar = box.querySelector("progress");
+  const text = box.querySelector(".progress-text");
+  async function poll() {
+    try {
+      const response = await fetch(box.dataset.url, { headers: { Accept: "application/json" } });
+      const state = await response.json();
+      if (state.finished) { window.location.reload(); return; }
+      const percent = state.size_bytes ? Math.round((100 * state.bytes_read) / state.size_bytes) : 0;
+      bar.value = percent;
+      if (state.state === "running") {
+        text.textContent = `${percent}% · ${state.rows_read.toLocaleString()} rows read`;
+      }
+    } catch (error) {
+      text.textContent = "Lost contact with the server; retrying…";
+    }
+    setTimeout(poll, 1000);
+  }
+  poll();
+})();
