@@ -136,20 +136,23 @@ def _jsonl_rows(text):
 
 
 def _csv_rows(text):
-    reader = csv.DictReader(text, strict=True)
+    reader = csv.reader(text, strict=True)
     try:
-        header = reader.fieldnames
+        header = next(reader, None)
         if not header:
             raise FileRefused("The CSV file is empty: it needs a header row with a 'prompt' column.")
+        header = [name.strip() for name in header]
         if not set(header) & set(TEXT_FIELDS):
             raise FileRefused(
                 f"The CSV header has no 'prompt' column; it has: {', '.join(header)}. Add a 'prompt' column."
             )
         start = reader.line_num + 1
-        for row in reader:
-            if None in row:
-                row = {"__error__": f"the row has more fields than the header ({len(header)})"}
-            yield start, row
+        for values in reader:
+            if values:
+                if len(values) > len(header):
+                    yield start, {"__error__": f"the row has more fields than the header ({len(header)})"}
+                else:
+                    yield start, dict(zip(header, values))
             start = reader.line_num + 1
     except csv.Error as exc:
         raise FileRefused(f"The CSV file is malformed at line {reader.line_num}: {exc}.") from None
