@@ -167,11 +167,14 @@ def parse_row(row, rules, *, default_source=Prompt.Source.IMPORTED):
         raise RowError(row["__error__"])
 
     turns = _turns(row)
-    text = _first(row, TEXT_FIELDS)
     if turns is not None:
         text = "\n\n".join(f"{turn['role'].capitalize()}: {turn['content']}" for turn in turns)
-    if not isinstance(text, str):
-        raise RowError("the prompt must be text" if text is not None else "the row has no 'prompt'")
+    else:
+        text = next((row[name] for name in TEXT_FIELDS if name in row), None)
+        if text is None:
+            raise RowError("the row has no 'prompt' (or 'messages')")
+        if not isinstance(text, str):
+            raise RowError("the prompt must be text")
     if not text.strip():
         raise RowError("the prompt is empty")
     if len(text) > rules.max_chars:

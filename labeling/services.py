@@ -85,6 +85,7 @@ def prompts_ingest(*, rows, created_by=None, import_job=None, rules=None, on_pro
                      keep_ids=keep_ids)
         if on_progress:
             on_progress(report.rows_read, chunk[-1][2])
+    report.row_errors.sort(key=lambda error: error["line"])
     return report
 
 

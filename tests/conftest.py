@@ -38,3 +38,13 @@ def users(labeler, researcher, admin_user, no_role_user):
 def as_researcher(client, researcher):
     client.force_login(researcher)
     return client
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def media_in_tmp(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"

@@ -1,0 +1,108 @@
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from labeling.models import ImportJob, Prompt, Task
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api(researcher):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=researcher).key}")
+    return client
+
+
+def test_a_researcher_creates_prompts_in_bulk_through_the_intake_rules(api):
+    response = api.post(
+        "/api/prompts/",
+        {"prompts": [
+            {"prompt": "Draft a polite reminder about an unpaid invoice.", "source_user_id": "acme",
+             "use_case": "generation"},
+            {"prompt": "draft a polite reminder about an UNPAID invoice."},
+            {"prompt": "Contact me at a@b.co", "language": "klingon"},
+            {"messages": [{"role": "user", "content": "Hi! Call 415-555-0132 tomorrow"}], "language": "en"},
+        ]},
+        format="json",
+    )
+    assert response.status_code == 201
+    report = response.json()
+    assert (report["accepted"], report["duplicates"], report["rejected"]) == (2, 1, 1)
+    assert report["row_errors"][1]["line"] == 3
+    assert report["row_errors"][1]["reason"].startswith("unknown language 'klingon'")
+    assert report["redactions"] == {"phone": 1}
+    assert sorted(Prompt.objects.values_list("id", flat=True)) == sorted(report["prompt_ids"])
+    assert Task.objects.filter(prompt_id__in=report["prompt_ids"], kind="annotate_prompt").count() == 2
+
+
+def test_a_bulk_request_with_no_usable_prompt_is_a_400_that_says_why(api):
+    response = api.post("/api/prompts/", {"prompts": [{"prompt": ""}]}, format="json")
+    assert response.status_code == 400
+    assert response.json()["row_errors"] == [{"line": 1, "reason": "the prompt is empty"}]
+
+
+def test_a_malformed_bulk_request_is_a_400(api):
+    response = api.post("/api/prompts/", {"prompts": "not a list"}, format="json")
+    assert response.status_code == 400
+    assert "prompts" in response.json()
+
+
+def test_uploading_a_file_through_the_api(api):
+    response = api.post(
+        "/api/imports/",
+        {"file": SimpleUploadedFile("p.csv", b"prompt,source_user_id\nWhat is RLHF?,u1\n,u2\n")},
+        format="multipart",
+    )
+    assert response.status_code == 201
+    job = response.json()
+    assert (job["state"], job["accepted"], job["rejected"]) == ("succeeded", 1, 1)
+    assert job["row_errors"] == [{"line": 3, "reason": "the prompt is empty"}]
+    assert api.get(f"/api/imports/{job['id']}/").json()["accepted"] == 1
+
+
+def test_a_large_upload_is_accepted_for_a_worker(api, settings):
+    settings.PROMPT_IMPORT_INLINE_MAX_BYTES = 1
+    response = api.post("/api/imports/", {"file": SimpleUploadedFile("p.jsonl", b'{"prompt": "x"}\n')},
+                        format="multipart")
+    assert response.status_code == 202
+    assert response.json()["state"] == "queued"
+    assert response.json()["progress"] == {"bytes_read": 0, "rows_read": 0}
+
+
+def test_an_upload_of_the_wrong_type_is_a_400(api):
+    response = api.post("/api/imports/", {"file": SimpleUploadedFile("p.txt", b"hello")}, format="multipart")
+    assert response.status_code == 400
+    assert "neither JSONL" in response.json()["detail"]
+    assert not ImportJob.objects.exists()
+
+
+def test_session_authentication_works_too(client, researcher):
+    client.force_login(researcher)
+    assert client.get("/api/prompts/").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/prompts/", "/api/imports/"])
+def test_labelers_and_strangers_are_refused(path, labeler):
+    client = APIClient()
+    assert client.get(path).status_code == 401
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=labeler).key}")
+    response = client.get(path)
+    assert response.status_code == 403
+    assert response.json()["detail"] == "This endpoint is for researchers and admins."
+
+
+def test_prompts_list_filters_by_split(api):
+    Prompt.objects.create(text="a", split="train")
+    Prompt.objects.create(text="b", split="test")
+    body = api.get("/api/prompts/?split=test").json()
+    assert body["count"] == 1 and body["results"][0]["text"] == "b"
+
+
+def test_the_openapi_schema_and_docs_are_served(client):
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    assert b"/api/prompts/" in schema.content and b"/api/imports/" in schema.content
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200 and b"swagger" in docs.content.lower()

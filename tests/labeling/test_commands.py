@@ -1,0 +1,84 @@
+import json
+from io import StringIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from labeling.models import ImportJob, LabelerProfile, Prompt, Role, Task
+from labeling.permissions import roles_of
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args, **options):
+    out, err = StringIO(), StringIO()
+    call_command(*args, stdout=out, stderr=err, **options)
+    return out.getvalue() + err.getvalue()
+
+
+def test_import_prompts_reports_what_happened(tmp_path):
+    path = tmp_path / "batch.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in [
+        {"prompt": "List five uses for a paperclip.", "use_case": "brainstorming"},
+        {"prompt": "list five uses for a PAPERCLIP."},
+        {"prompt": "Mail x@example.com", "language": "zz"},
+    ]))
+    output = run("import_prompts", str(path))
+    assert "Imported 1 of 3 rows: 1 duplicates, 0 over the per-user cap, 1 rejected." in output
+    assert "line 2: duplicate of line 1" in output
+    assert "line 3: unknown language 'zz'" in output
+    assert Prompt.objects.get().use_case == "brainstorming"
+
+
+def test_import_prompts_refuses_a_broken_file_and_says_why(tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_text("title\nhello\n")
+    with pytest.raises(CommandError, match="no 'prompt' column"):
+        run("import_prompts", str(path))
+    assert ImportJob.objects.get().state == ImportJob.State.FAILED
+
+
+def test_import_prompts_names_a_missing_file(tmp_path):
+    with pytest.raises(CommandError, match="is not a file"):
+        run("import_prompts", str(tmp_path / "nope.jsonl"))
+
+
+def test_import_prompts_can_queue_for_a_worker(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "hi"}\n')
+    output = run("import_prompts", str(path), "--queue", "--no-wait")
+    assert "Queued import job" in output
+    assert ImportJob.objects.get().state == ImportJob.State.QUEUED
+
+
+def test_seed_demo_creates_the_accounts_and_about_sixty_prompts(settings):
+    settings.DEBUG = True
+    output = run("seed_demo")
+    User = get_user_model()
+    assert {name: roles_of(User.objects.get(username=name)) for name in ["admin", "researcher", "labeler1"]} == {
+        "admin": {Role.ADMIN}, "researcher": {Role.RESEARCHER}, "labeler1": {Role.LABELER}
+    }
+    assert User.objects.get(username="admin").is_staff
+    assert LabelerProfile.objects.filter(status=LabelerProfile.Status.ACTIVE).count() == 3
+    assert "labeler1 / labeler-demo" in output
+    assert User.objects.get(username="labeler1").check_password("labeler-demo")
+    prompts = Prompt.objects.all()
+    assert 55 <= prompts.count() <= 70
+    assert set(prompts.values_list("use_case", flat=True)) == {
+        "generation", "open_qa", "closed_qa", "brainstorming", "chat", "rewrite", "summarization",
+        "classification", "extract", "other",
+    }
+    assert Task.objects.filter(kind="annotate_prompt").count() == prompts.count()
+    again = run("seed_demo")
+    assert "0 loaded" in again and Prompt.objects.count() == prompts.count()
+
+
+def test_seed_demo_refuses_to_create_known_passwords_outside_debug(settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="known passwords"):
+        run("seed_demo")
+
+
+def test_no_model_change_lacks_a_migration():
+    run("makemigrations", "--check", "--dry-run")

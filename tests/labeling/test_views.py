@@ -1,0 +1,110 @@
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from labeling.models import ImportJob, Prompt
+
+pytestmark = pytest.mark.django_db
+
+# Every page, and the roles that may open it.
+PAGES = {
+    "labeler-home": {"labeler"},
+    "research-home": {"researcher", "admin"},
+    "imports": {"researcher", "admin"},
+    "import-detail": {"researcher", "admin"},
+    "import-progress": {"researcher", "admin"},
+    "admin:index": {"admin"},
+    "admin:labeling_prompt_changelist": {"admin"},
+}
+
+
+@pytest.fixture
+def job(researcher):
+    return ImportJob.objects.create(filename="p.jsonl", format="jsonl", created_by=researcher)
+
+
+def url_of(name, job):
+    return reverse(name, args=[job.pk]) if name.startswith("import-") else reverse(name)
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("role", ["labeler", "researcher", "admin", "none"])
+def test_every_page_admits_its_roles_and_refuses_the_others(client, users, job, page, role):
+    client.force_login(users[role])
+    response = client.get(url_of(page, job))
+    if role in PAGES[page]:
+        assert response.status_code == 200
+    elif page.startswith("admin:"):
+        assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    else:
+        assert response.status_code == 403
+        assert b"not for your role" in response.content
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if not p.startswith("admin:")])
+def test_anonymous_visitors_are_sent_to_sign_in(client, job, page):
+    response = client.get(url_of(page, job))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.parametrize(
+    "role, start", [("labeler", "labeler-home"), ("researcher", "research-home"), ("admin", "admin:index"),
+                    ("none", "no-role")]
+)
+def test_each_role_lands_on_its_start_page_after_signing_in(client, users, role, start):
+    response = client.post(reverse("login"), {"username": users[role].username, "password": "password"})
+    assert response.status_code == 302
+    assert client.get(response["Location"])["Location"] == reverse(start)
+
+
+def test_research_home_shows_the_make_up_of_the_dataset(as_researcher):
+    Prompt.objects.create(text="a", split="train", source="customer", use_case="chat")
+    Prompt.objects.create(text="b", split="test", source="customer", use_case="chat")
+    page = as_researcher.get(reverse("research-home")).content.decode()
+    assert "2 prompts" in page
+    assert "Chat" in page and "50.0%" in page
+
+
+def upload(client, content, name="prompts.jsonl", **extra):
+    return client.post(reverse("imports"), {"file": SimpleUploadedFile(name, content), **extra})
+
+
+def test_uploading_a_small_file_imports_it_and_shows_the_report(as_researcher):
+    content = b'{"prompt": "Good one"}\n{"prompt": ""}\n{"prompt": "good ONE"}\n'
+    response = upload(as_researcher, content)
+    job = ImportJob.objects.get()
+    assert response["Location"] == job.get_absolute_url()
+    page = as_researcher.get(job.get_absolute_url()).content.decode()
+    assert job.state == "succeeded"
+    assert '<dd class="accepted">1</dd>' in page
+    assert "the prompt is empty" in page
+    assert "duplicate of line 1" in page
+
+
+def test_a_refused_file_says_why_on_the_report(as_researcher):
+    upload(as_researcher, b"not json at all\n")
+    page = as_researcher.get(ImportJob.objects.get().get_absolute_url()).content.decode()
+    assert "Nothing was imported" in page
+    assert "Line 1 is not valid JSON" in page
+
+
+def test_an_unusable_upload_is_a_400_with_the_reason_next_to_the_field(as_researcher):
+    response = upload(as_researcher, b"a,b", name="prompts.xlsx")
+    assert response.status_code == 400
+    assert "neither JSONL (.jsonl) nor CSV" in response.content.decode()
+    assert not ImportJob.objects.exists()
+
+
+def test_a_large_file_goes_to_a_worker_and_the_page_shows_progress(as_researcher, settings):
+    settings.PROMPT_IMPORT_INLINE_MAX_BYTES = 10
+    response = upload(as_researcher, b'{"prompt": "A prompt long enough to queue"}\n')
+    job = ImportJob.objects.get()
+    assert job.state == "queued"
+    page = as_researcher.get(response["Location"]).content.decode()
+    assert "<progress" in page
+    progress = json.loads(as_researcher.get(reverse("import-progress", args=[job.pk])).content)
+    assert progress == {"state": "queued", "finished": False, "rows_read": 0, "bytes_read": 0,
+                        "size_bytes": job.size_bytes}
