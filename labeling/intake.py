@@ -72,6 +72,8 @@ class Candidate:
 TEXT_FIELDS = ("prompt", "text")
 CHAT_FIELDS = ("messages", "turns")
 USER_FIELDS = ("source_user_id", "user_id")
+SOURCES = tuple(Prompt.Source.values)
+USE_CASES = tuple(UseCase.values)
 KNOWN_FIELDS = {*TEXT_FIELDS, *CHAT_FIELDS, *USER_FIELDS, "source", "language", "use_case", "metadata"}
 
 
@@ -180,8 +182,8 @@ def parse_row(row, rules, *, default_source=Prompt.Source.IMPORTED):
     if len(text) > rules.max_chars:
         raise RowError(f"the prompt is {len(text):,} characters long; the limit is {rules.max_chars:,}")
 
-    source = _choice(row.get("source") or default_source, Prompt.Source, "source")
-    use_case = _choice(row["use_case"], UseCase, "use case") if row.get("use_case") else ""
+    source = _choice(row.get("source") or default_source, SOURCES, "source")
+    use_case = _choice(row["use_case"], USE_CASES, "use case") if row.get("use_case") else ""
     language = str(row.get("language") or "en").strip().lower()
     if language not in rules.languages:
         raise RowError(f"unknown language {language!r}; accepted: {', '.join(rules.languages)}")
@@ -242,10 +244,10 @@ def _turns(row):
     return [{"role": t["role"], "content": t["content"]} for t in turns]
 
 
-def _choice(value, choices, what):
+def _choice(value, allowed, what):
     value = str(value).strip().lower()
-    if value not in choices.values:
-        raise RowError(f"unknown {what} {value!r}; use one of: {', '.join(choices.values)}")
+    if value not in allowed:
+        raise RowError(f"unknown {what} {value!r}; use one of: {', '.join(allowed)}")
     return value
 
 

@@ -50,20 +50,26 @@ def _is_phone(match):
     return 9 <= sum(c.isdigit() for c in match.group()) <= 15
 
 
+# (kind, pattern, check of a match, digits the text needs, a character it needs): the last two
+# skip patterns that cannot match, which is most of them for most prompts.
 _RULES = [
-    ("email", EMAIL, None),
-    ("card", CARD, _is_card),
-    ("ssn", SSN, None),
-    ("ip", IPV4, None),
-    ("ip", IPV6, _is_ipv6),
-    ("phone", PHONE, _is_phone),
+    ("email", EMAIL, None, 0, "@"),
+    ("card", CARD, _is_card, 13, ""),
+    ("ssn", SSN, None, 9, "-"),
+    ("ip", IPV4, None, 4, "."),
+    ("ip", IPV6, _is_ipv6, 0, ":"),
+    ("phone", PHONE, _is_phone, 9, ""),
 ]
+DIGIT = re.compile(r"\d")
 
 
 def redact(text):
     """Return the text with personal data replaced by placeholders, and a Counter of what was replaced."""
     counts = Counter()
-    for kind, pattern, accept in _RULES:
+    digits = len(DIGIT.findall(text))
+    for kind, pattern, accept, min_digits, needed in _RULES:
+        if digits < min_digits or needed not in text:
+            continue
 
         def replace(match, kind=kind, accept=accept):
             if accept is not None and not accept(match):

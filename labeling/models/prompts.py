@@ -35,25 +35,29 @@ class Prompt(models.Model):
     turns = models.JSONField(
         null=True, blank=True, help_text='Chat turns as [{"role": "user", "content": "..."}, ...], or empty.'
     )
-    source = models.CharField(max_length=16, choices=Source.choices, default=Source.IMPORTED, db_index=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.IMPORTED)
     source_user_id = models.CharField(max_length=128, blank=True, db_index=True)
-    split = models.CharField(max_length=5, choices=Split.choices, db_index=True)
-    language = models.CharField(max_length=16, default="en", db_index=True)
+    split = models.CharField(max_length=5, choices=Split.choices)
+    language = models.CharField(max_length=16, default="en")
     use_case = models.CharField(max_length=16, choices=UseCase.choices, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     dedup_key = models.CharField(
         max_length=64, blank=True, help_text="Hash of the normalised prefix; empty when deduplication is off."
     )
     redactions = models.JSONField(default=dict, blank=True, help_text="Count of redacted PII by kind.")
-    needs_completions = models.BooleanField(default=False, db_index=True)
+    needs_completions = models.BooleanField(default=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     import_job = models.ForeignKey(
         "ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="prompts"
     )
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-id"]
+        # Few indexes: imports write prompts in bulk, and every index slows that down.
+        indexes = [
+            models.Index(fields=["id"], condition=Q(needs_completions=True), name="prompt_needs_completions"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["dedup_key"], condition=~Q(dedup_key=""), name="unique_prompt_dedup_key"),
             models.CheckConstraint(condition=~Q(text=""), name="prompt_text_not_empty"),
