@@ -146,7 +146,7 @@ def _store_chunk(candidates, rules, report, max_errors, *, created_by, import_jo
     openings = {Task.Kind.ANNOTATE_PROMPT: [], Task.Kind.WRITE_DEMONSTRATION: []}
     for prompt, candidate in zip(prompts, accepted):
         report.accepted += 1
-        report.split_counts[prompt.split] += 1
+        report.split_counts[str(prompt.split)] += 1
         report.redactions.update(candidate.redactions)
         if rules.annotate:
             openings[Task.Kind.ANNOTATE_PROMPT].append(prompt.pk)
@@ -154,7 +154,7 @@ def _store_chunk(candidates, rules, report, max_errors, *, created_by, import_jo
             openings[Task.Kind.WRITE_DEMONSTRATION].append(prompt.pk)
     for kind, prompt_ids in openings.items():
         if prompt_ids:
-            report.tasks_opened[kind] += _tasks_open(kind=kind, prompt_ids=prompt_ids)
+            report.tasks_opened[str(kind)] += _tasks_open(kind=kind, prompt_ids=prompt_ids)
     if keep_ids:
         report.prompt_ids.extend(p.pk for p in prompts)
 

@@ -1,5 +1,14 @@
-import pytest
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import pytest
+import redis
+from django.db import connection
+
+from config.celery import app as celery_app
 from labeling.models import Role
 from tests.factories import UserFactory
 
@@ -48,3 +57,61 @@ def fast_password_hashing(settings):
 @pytest.fixture(autouse=True)
 def media_in_tmp(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+
+
+# A real Celery worker, for integration and browser tests.
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def database_url():
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """A broker of the configured kind, private to these tests so that no other worker takes their tasks."""
+    if os.environ.get("REDIS_URL"):
+        url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/15"
+        redis.Redis.from_url(url).flushdb()  # no stale messages from an interrupted run
+    else:
+        url = f"sqla+sqlite:///{tmp_path_factory.mktemp('broker') / 'broker.sqlite3'}"
+    previous, celery_app.conf.broker_url = celery_app.conf.broker_url, url
+    yield url
+    celery_app.conf.broker_url = previous
+
+
+@pytest.fixture
+def worker(broker, transactional_db, tmp_path):
+    """A worker process on the test database; uploads reach it through DATA_DIR/media, the tests' MEDIA_ROOT."""
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": broker,
+        "DATA_DIR": str(tmp_path),
+        "SECRET_KEY": "worker-under-test",
+    }
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default", "--pool", "solo",
+             "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
+        )
+        yield process
+        process.terminate()
+        process.wait(timeout=30)
+    print(log_path.read_text()[-3000:])  # shown by pytest when the test fails
+
+
+def wait_for(condition, timeout=90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.25)
+    return False

@@ -60,9 +60,11 @@ class Command(BaseCommand):
             raise CommandError(job.error)
         self.stdout.write(
             f"Imported {job.accepted} of {job.rows_read} rows: {job.duplicates} duplicates, {job.over_cap} over "
-            f"the per-user cap, {job.rejected} rejected. Splits: {job.split_counts}. Redacted: {job.redactions or 'none'}."
-            f" Tasks opened: {job.tasks_opened or 'none'}."
+            f"the per-user cap, {job.rejected} rejected."
         )
+        for title, counts in [("Splits", job.split_counts), ("PII redacted", job.redactions),
+                              ("Tasks opened", job.tasks_opened)]:
+            self.stdout.write(f"{title}: {', '.join(f'{name} {n}' for name, n in counts.items()) or 'none'}.")
         for error in job.row_errors:
             self.stdout.write(f"  line {error['line']}: {error['reason']}")
         if job.row_errors_omitted:
