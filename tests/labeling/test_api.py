@@ -106,3 +106,10 @@ def test_the_openapi_schema_and_docs_are_served(client):
     assert b"/api/prompts/" in schema.content and b"/api/imports/" in schema.content
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_the_schema_is_valid_openapi_without_warnings(tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yml"))
+    assert "/api/imports/{id}/" in (tmp_path / "schema.yml").read_text()
