@@ -2,8 +2,10 @@
 
 import json
 
+from django.core.cache import cache
 from playwright.sync_api import expect
 
+from labeling import services
 from labeling.models import ImportJob, Prompt
 from tests.browser.conftest import sign_in
 
@@ -38,3 +40,23 @@ def test_a_labeler_lands_on_the_work_page_and_is_kept_out_of_research(page, labe
     response = page.goto("/research/imports/")
     assert response.status == 403
     expect(page.get_by_role("heading", name="This page is not for your role")).to_be_visible()
+
+
+def test_the_import_page_shows_progress_and_then_the_report(page, researcher, settings, tmp_path, transactional_db):
+    settings.PROMPT_IMPORT_INLINE_MAX_BYTES = 100
+    upload = tmp_path / "few.jsonl"
+    upload.write_text("\n".join(json.dumps({"prompt": f"Name a colour, take {i}"}) for i in range(20)))
+    sign_in(page, researcher.username)
+    page.goto("/research/imports/")
+    page.get_by_label("File", exact=True).set_input_files(upload)
+    page.get_by_role("button", name="Import").click()
+    expect(page.get_by_text("Waiting for a worker.")).to_be_visible()
+
+    job = ImportJob.objects.get()
+    ImportJob.objects.filter(pk=job.pk).update(state="running")
+    cache.set(job.progress_cache_key, {"rows_read": 10, "bytes_read": job.size_bytes // 2})
+    expect(page.get_by_text("50% · 10 rows read")).to_be_visible()
+    expect(page.locator("progress")).to_have_attribute("value", "50")
+
+    services.import_job_run(job_id=job.pk)  # what the worker does
+    expect(page.locator("dd.accepted")).to_have_text("20")
