@@ -218,12 +218,16 @@ def import_job_start(*, job, inline=None):
 
 
 def import_job_run(*, job_id, on_progress=None):
-    """Import the job's file in one transaction. Safe to run twice: a finished job is left alone."""
-    claimed = ImportJob.objects.filter(
-        pk=job_id, state__in=[ImportJob.State.QUEUED, ImportJob.State.RUNNING]
-    ).update(state=ImportJob.State.RUNNING, started_at=timezone.now())
+    """Import the job's file in one transaction.
+
+    Safe to run twice: a finished job is left alone, and while one worker imports,
+    it holds the job's row lock, so a second delivery of the same task returns.
+    """
+    ImportJob.objects.filter(pk=job_id, state=ImportJob.State.QUEUED).update(
+        state=ImportJob.State.RUNNING, started_at=timezone.now()
+    )
     job = ImportJob.objects.get(pk=job_id)
-    if not claimed:
+    if job.is_finished:
         return job
 
     def progress(rows_read, bytes_read):
@@ -232,13 +236,16 @@ def import_job_run(*, job_id, on_progress=None):
             on_progress(rows_read, bytes_read)
 
     try:
-        with transaction.atomic(), job.file.open("rb") as binary:
-            report = prompts_ingest(
-                rows=intake.read_rows(binary, job.format),
-                created_by=job.created_by,
-                import_job=job,
-                on_progress=progress,
-            )
+        with transaction.atomic():
+            if not ImportJob.objects.select_for_update(skip_locked=True).filter(pk=job.pk, state=job.state):
+                return ImportJob.objects.get(pk=job.pk)  # another worker holds it, or has just finished it
+            with job.file.open("rb") as binary:
+                report = prompts_ingest(
+                    rows=intake.read_rows(binary, job.format),
+                    created_by=job.created_by,
+                    import_job=job,
+                    on_progress=progress,
+                )
             _finish_job(job, ImportJob.State.SUCCEEDED, report=report)
     except intake.FileRefused as exc:
         _finish_job(job, ImportJob.State.FAILED, error=f"{exc} Nothing was imported.")

@@ -4,6 +4,15 @@ from django.db import models
 from django.urls import reverse
 
 
+class JobState(models.TextChoices):
+    """States of background work with a report: imports and exports."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 class ImportJob(models.Model):
     """One uploaded prompt file and the report of what its import did."""
 
@@ -11,11 +20,7 @@ class ImportJob(models.Model):
         JSONL = "jsonl", "JSONL"
         CSV = "csv", "CSV"
 
-    class State(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
+    State = JobState
 
     file = models.FileField(upload_to="imports/%Y/%m/")
     filename = models.CharField(max_length=255)

@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from .intake import JobState
+
 
 class Export(models.Model):
     """An immutable dataset snapshot: a file and the manifest that describes it."""
@@ -21,11 +23,7 @@ class Export(models.Model):
         PARQUET = "parquet", "Parquet"
         CSV = "csv", "CSV"
 
-    class State(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
+    State = JobState
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     format = models.CharField(max_length=10, choices=Format.choices, default=Format.JSONL)

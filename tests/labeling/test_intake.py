@@ -1,10 +1,12 @@
 """Prompt intake, one rule at a time, on hand-made files."""
 
 import json
+import threading
 from collections import Counter
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection, transaction
 
 from labeling import intake, services
 from labeling.models import ImportJob, Prompt, Task
@@ -268,3 +270,26 @@ def test_a_share_of_train_prompts_gets_demonstration_tasks(settings):
     run_import(jsonl(*[{"prompt": f"Prompt number {i}"} for i in range(400)]))
     share = Task.objects.filter(kind=Task.Kind.WRITE_DEMONSTRATION).count() / 400
     assert 0.18 < share < 0.32
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has no row locks; it serialises writers instead")
+def test_a_second_delivery_of_a_running_import_leaves_it_to_the_first(transactional_db):
+    job = services.import_job_create(uploaded_file=SimpleUploadedFile("p.jsonl", b'{"prompt": "x"}'), created_by=None)
+    ImportJob.objects.filter(pk=job.pk).update(state=ImportJob.State.RUNNING)  # as the first worker does
+    holding, release = threading.Event(), threading.Event()
+
+    def first_worker():
+        with transaction.atomic():
+            ImportJob.objects.select_for_update().get(pk=job.pk)
+            holding.set()
+            release.wait(10)
+        connection.close()
+
+    thread = threading.Thread(target=first_worker)
+    thread.start()
+    holding.wait(10)
+    second = services.import_job_run(job_id=job.pk)
+    release.set()
+    thread.join()
+    assert second.state == ImportJob.State.RUNNING
+    assert not Prompt.objects.exists()
