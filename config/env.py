@@ -5,6 +5,7 @@ ImproperlyConfigured naming the variable when its value cannot be used, so a bad
 deployment stops at start-up instead of misbehaving later.
 """
 
+import math
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -58,6 +59,8 @@ def env_float(name, default, *, minimum=None, maximum=None):
         number = float(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number; got {value!r}.") from None
+    if not math.isfinite(number):
+        raise ImproperlyConfigured(f"{name} must be a finite number; got {value!r}.")
     _check_range(name, number, minimum, maximum)
     return number
 
@@ -78,7 +81,7 @@ def env_ratios(name, default, *, count):
         ratios = tuple(float(item) for item in value.split(","))
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be {count} comma-separated numbers; got {value!r}.") from None
-    if len(ratios) != count or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
+    if len(ratios) != count or not all(math.isfinite(r) and r >= 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
         raise ImproperlyConfigured(
             f"{name} must be {count} non-negative numbers that add up to 1; got {value!r}."
         )

@@ -21,7 +21,8 @@ SECRET_KEY = env_str("SECRET_KEY", required=not DEBUG) or "insecure-key-for-loca
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if env_bool("BEHIND_HTTPS_PROXY", False):  # only a proxy that sets the header may be trusted with it
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -153,6 +154,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Prompts, labeling tasks, human feedback and datasets for training language models.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -169,9 +171,12 @@ PROMPT_CAP_PER_USER = env_int("PROMPT_CAP_PER_USER", 200, minimum=0)
 PROMPT_SPLIT_RATIOS = env_ratios("PROMPT_SPLIT_RATIOS", (0.8, 0.1, 0.1), count=3)
 PROMPT_REDACT_PII = env_bool("PROMPT_REDACT_PII", True)
 PROMPT_MAX_CHARS = env_int("PROMPT_MAX_CHARS", 8000, minimum=1)
-PROMPT_LANGUAGES = env_list(
-    "PROMPT_LANGUAGES", ["en", "es", "fr", "de", "it", "pt", "nl", "pl", "ru", "ja", "zh", "ko", "ar", "hi", "tr"]
-)
+PROMPT_LANGUAGES = [
+    code.lower()
+    for code in env_list(
+        "PROMPT_LANGUAGES", ["en", "es", "fr", "de", "it", "pt", "nl", "pl", "ru", "ja", "zh", "ko", "ar", "hi", "tr"]
+    )
+]
 PROMPT_IMPORT_INLINE_MAX_BYTES = env_int("PROMPT_IMPORT_INLINE_MAX_BYTES", 256 * 1024, minimum=0)
 PROMPT_IMPORT_MAX_REPORTED_ERRORS = env_int("PROMPT_IMPORT_MAX_REPORTED_ERRORS", 1000, minimum=1)
 INTAKE_ANNOTATE = env_bool("INTAKE_ANNOTATE", True)

@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count, Q
 
 from .models import (
@@ -19,6 +21,18 @@ from .models import (
     Task,
     TrainingRun,
 )
+
+
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class PeopleAdmin(UserAdmin):
+    """Admins manage people; only a superuser can grant superuser status or single permissions."""
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        return readonly if request.user.is_superuser else [*readonly, "is_superuser", "user_permissions"]
 
 
 @admin.register(LabelerProfile)

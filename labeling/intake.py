@@ -7,9 +7,9 @@ database (deduplication against stored prompts, the per-user cap) live in
 `services.prompts_ingest`.
 """
 
+import codecs
 import csv
 import hashlib
-import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -77,21 +77,27 @@ USE_CASES = tuple(UseCase.values)
 KNOWN_FIELDS = {*TEXT_FIELDS, *CHAT_FIELDS, *USER_FIELDS, "source", "language", "use_case", "metadata"}
 
 
-class _CountingReader(io.RawIOBase):
-    """Counts the bytes read through it, for progress by position in the file."""
+class _Lines:
+    """Decodes a binary file one line at a time, so a bad byte is reported on its own line."""
 
-    def __init__(self, raw):
-        self.raw = raw
+    def __init__(self, binary_file):
+        self.binary_file = binary_file
+        self.number = 0
         self.bytes_read = 0
 
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        data = self.raw.read(len(buffer))
-        buffer[: len(data)] = data
-        self.bytes_read += len(data)
-        return len(data)
+    def __iter__(self):
+        for raw in self.binary_file:
+            self.number += 1
+            self.bytes_read += len(raw)
+            if self.number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise FileRefused(
+                    f"Line {self.number} is not valid UTF-8 (byte {raw[exc.start:exc.start + 1]!r} at position "
+                    f"{exc.start + 1}). Save the file as UTF-8 and upload it again."
+                ) from None
 
 
 def format_for_filename(filename):
@@ -109,42 +115,41 @@ def read_rows(binary_file, fmt):
     Raises FileRefused as soon as the file shows it is not valid UTF-8, JSONL or
     CSV; the caller runs inside a transaction, so nothing of the file is kept.
     """
-    counter = _CountingReader(binary_file)
-    text = io.TextIOWrapper(io.BufferedReader(counter), encoding="utf-8-sig", errors="strict", newline="")
-    rows = _jsonl_rows(text) if fmt == "jsonl" else _csv_rows(text)
-    line = 0
-    try:
-        for line, row in rows:
-            yield line, row, counter.bytes_read
-    except UnicodeDecodeError as exc:
-        raise FileRefused(
-            f"The file is not valid UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} after line {line}). "
-            "Save it as UTF-8 and upload it again."
-        ) from None
+    lines = _Lines(binary_file)
+    for number, row in _jsonl_rows(lines) if fmt == "jsonl" else _csv_rows(lines):
+        yield number, row, lines.bytes_read
 
 
-def _jsonl_rows(text):
-    for number, line in enumerate(text, start=1):
-        if not line.strip():
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _jsonl_rows(lines):
+    for text in lines:
+        if not text.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(text, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
             raise FileRefused(
-                f"Line {number} is not valid JSON ({exc.msg} at column {exc.colno}), so this is not a JSONL file. "
-                "Each line must hold one JSON object."
+                f"Line {lines.number} is not valid JSON ({exc.msg} at column {exc.colno}), so this is not a JSONL "
+                "file. Each line must hold one JSON object."
             ) from None
-        yield number, row
+        except (ValueError, RecursionError) as exc:  # NaN, a 5,000-digit number, nesting deeper than Python's stack
+            row = {"__error__": f"the row holds a value that cannot be stored ({exc or 'nested too deeply'})"}
+        yield lines.number, row
 
 
-def _csv_rows(text):
-    reader = csv.reader(text, strict=True)
+def _csv_rows(lines):
+    # Over-long prompts get a row error from the length rule, not a refusal of the file.
+    csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))
+    reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)
         if not header:
             raise FileRefused("The CSV file is empty: it needs a header row with a 'prompt' column.")
-        header = [name.strip() for name in header]
-        if not set(header) & set(TEXT_FIELDS):
+        header = [name.strip().lower() for name in header]
+        if not set(header) & {*TEXT_FIELDS, *CHAT_FIELDS}:
             raise FileRefused(
                 f"The CSV header has no 'prompt' column; it has: {', '.join(header)}. Add a 'prompt' column."
             )
@@ -167,6 +172,7 @@ def parse_row(row, rules, *, default_source=Prompt.Source.IMPORTED):
         raise RowError(f"expected a JSON object, got {type(row).__name__}")
     if "__error__" in row:
         raise RowError(row["__error__"])
+    _check_text(row)
 
     turns = _turns(row)
     if turns is not None:
@@ -184,10 +190,15 @@ def parse_row(row, rules, *, default_source=Prompt.Source.IMPORTED):
 
     source = _choice(row.get("source") or default_source, SOURCES, "source")
     use_case = _choice(row["use_case"], USE_CASES, "use case") if row.get("use_case") else ""
-    language = str(row.get("language") or "en").strip().lower()
+    language = row.get("language") or "en"
+    if not isinstance(language, str):
+        raise RowError("the language must be a code such as 'en'")
+    language = language.strip().lower()
     if language not in rules.languages:
         raise RowError(f"unknown language {language!r}; accepted: {', '.join(rules.languages)}")
     user_id = _first(row, USER_FIELDS)
+    if user_id is not None and not isinstance(user_id, (str, int)):
+        raise RowError("the source user id must be text or a number")
     user_id = "" if user_id is None else str(user_id).strip()
     if len(user_id) > 128:
         raise RowError("the source user id is longer than 128 characters")
@@ -201,6 +212,7 @@ def parse_row(row, rules, *, default_source=Prompt.Source.IMPORTED):
         text, redactions = pii.redact(text)
         for turn in turns or []:
             turn["content"], _ = pii.redact(turn["content"])
+        metadata = _redact_values(metadata, redactions)
 
     key = dedup_key(text, rules.dedup_prefix_chars)
     return Candidate(
@@ -239,9 +251,43 @@ def _turns(row):
     )
     if not shape_ok:
         raise RowError("messages must be a non-empty list of {role: user|assistant, content: text} objects")
+    for number, turn in enumerate(turns, start=1):
+        if not turn["content"].strip():
+            raise RowError(f"message {number} is empty")
     if turns[-1]["role"] != "user":
         raise RowError("the last message must be the user's, since the model replies to it")
     return [{"role": t["role"], "content": t["content"]} for t in turns]
+
+
+def _check_text(value):
+    """Refuse what a database cannot store as text: NUL characters and lone surrogates."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise RowError("the row contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RowError("the row contains text that is not valid Unicode (a lone surrogate)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)
+
+
+def _redact_values(value, counts):
+    """Redact personal data in every string of a metadata tree, adding to `counts`."""
+    if isinstance(value, str):
+        value, found = pii.redact(value)
+        counts.update(found)
+        return value
+    if isinstance(value, dict):
+        return {key: _redact_values(item, counts) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_values(item, counts) for item in value]
+    return value
 
 
 def _choice(value, allowed, what):

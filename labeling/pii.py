@@ -16,9 +16,23 @@ SSN = re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")
 IPV4 = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])")
 # Candidates for IPv6 addresses: hex groups with two or more colons, checked by the ipaddress module.
 IPV6 = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])")
-# A phone number: an optional +country code, then groups of digits separated by
-# spaces, dots, dashes or parentheses, with 9 to 15 digits in all.
-PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?![\w])")
+# Phone numbers in the shapes people write them: international with a +, a bracketed
+# area code, North American 3-3-4 groups, or national numbers that start with 0. Digits
+# glued to a word, a time (10:30), a decimal (19.99) or a date (2024-01-15) are left alone.
+PHONE = re.compile(
+    r"""
+    (?<![\w.:+-])(?<!\d\s)
+    (?:
+        \+\d{1,3}[\s.-]?(?:\(\d{1,5}\)[\s.-]?)?\d{1,5}(?:[\s.-]?\d{1,5}){1,4}
+      | (?:1[\s.-])?\(\d{3}\)[\s.-]?\d{3}[\s.-]?\d{4}
+      | (?:1[.-])?\d{3}([.-])\d{3}\1\d{4}
+      | \d{3}\ \d{3}\ \d{4}
+      | 0\d{2,4}[\s-]?\d{3,4}[\s-]?\d{3,4}
+    )
+    (?![\w:]|[.-]\d)
+    """,
+    re.VERBOSE,
+)
 
 PLACEHOLDERS = {"email": "[EMAIL]", "card": "[CARD]", "ssn": "[SSN]", "ip": "[IP]", "phone": "[PHONE]"}
 

@@ -20,6 +20,7 @@ from .models import Assignment, CompletionRating, ImportJob, LabelerProfile, Pro
 logger = logging.getLogger(__name__)
 
 INGEST_CHUNK = 2000
+INTAKE_LOCK = 72_616_001  # any fixed number: the key of PostgreSQL's advisory lock for prompt intake
 
 
 # People
@@ -70,6 +71,7 @@ def prompts_ingest(*, rows, created_by=None, import_job=None, rules=None, on_pro
     """
     rules = rules or intake.IntakeRules.from_settings()
     max_errors = settings.PROMPT_IMPORT_MAX_REPORTED_ERRORS
+    _serialise_intake()
     report = IntakeReport()
     rows = iter(rows)
     while chunk := list(islice(rows, INGEST_CHUNK)):
@@ -87,6 +89,18 @@ def prompts_ingest(*, rows, created_by=None, import_job=None, rules=None, on_pro
             on_progress(report.rows_read, chunk[-1][2])
     report.row_errors.sort(key=lambda error: error["line"])
     return report
+
+
+def _serialise_intake():
+    """One intake at a time, until its transaction ends.
+
+    Deduplication and the per-user cap check each chunk against stored prompts;
+    two imports running side by side would not see each other's rows. SQLite's
+    IMMEDIATE transactions already serialise writers; PostgreSQL needs a lock.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INTAKE_LOCK])
 
 
 def _store_chunk(candidates, rules, report, max_errors, *, created_by, import_job, keep_ids):
@@ -257,15 +271,19 @@ def import_job_run(*, job_id, on_progress=None):
 
 
 def _finish_job(job, state, *, report=None, error=""):
-    job.state, job.error, job.finished_at = state, error, timezone.now()
+    """Record the outcome, unless another delivery of the task has already recorded one."""
+    fields = {"state": state, "error": error, "finished_at": timezone.now()}
     if report is not None:
-        for name in ("rows_read", "accepted", "duplicates", "over_cap", "rejected", "row_errors",
-                     "row_errors_omitted"):
-            setattr(job, name, getattr(report, name))
-        job.split_counts = dict(report.split_counts)
-        job.redactions = dict(report.redactions)
-        job.tasks_opened = dict(report.tasks_opened)
-    job.save()
+        fields.update(
+            {name: getattr(report, name) for name in (
+                "rows_read", "accepted", "duplicates", "over_cap", "rejected", "row_errors", "row_errors_omitted"
+            )},
+            split_counts=dict(report.split_counts),
+            redactions=dict(report.redactions),
+            tasks_opened=dict(report.tasks_opened),
+        )
+    ImportJob.objects.filter(pk=job.pk, state=ImportJob.State.RUNNING).update(**fields)
+    job.refresh_from_db()
 
 
 def prompts_create(*, rows, created_by):
@@ -283,6 +301,11 @@ def ranking_save(*, task, labeler, groups, ratings, none_acceptable=False, assig
     `ratings` maps a completion id to {"rating": 1-7, flag: bool, ..., "notes": str}.
     The ranking must place every completion of the task exactly once.
     """
+    well_formed = isinstance(groups, list) and all(
+        isinstance(group, list) and all(type(cid) is int for cid in group) for group in groups
+    )
+    if not well_formed:
+        raise ValidationError("The ranking must be a list of groups of completion ids, best first.")
     expected = set(task.completions.values_list("id", flat=True))
     placed = [cid for group in groups for cid in group]
     if not groups or any(not group for group in groups):
@@ -295,10 +318,14 @@ def ranking_save(*, task, labeler, groups, ratings, none_acceptable=False, assig
         raise ValidationError(f"Rank every completion before submitting; not ranked yet: {missing}.")
     if unknown:
         raise ValidationError(f"These completions are not part of task #{task.pk}: {unknown}.")
-    ratings = {int(cid): value for cid, value in ratings.items()}
+    try:
+        ratings = {int(cid): value for cid, value in ratings.items()}
+    except (TypeError, ValueError, AttributeError):
+        raise ValidationError("Ratings must map each completion id to its rating.") from None
     if set(ratings) != expected:
         raise ValidationError(f"Rate every completion; missing ratings for: {sorted(expected - set(ratings))}.")
-
+    if Ranking.objects.filter(task=task, labeler=labeler).exists():
+        raise ValidationError(f"You have already ranked task #{task.pk}.")
     rows = [_rating(cid, value) for cid, value in sorted(ratings.items())]
 
     with transaction.atomic():
@@ -312,16 +339,22 @@ def ranking_save(*, task, labeler, groups, ratings, none_acceptable=False, assig
 
 
 def _rating(completion_id, value):
+    if not isinstance(value, dict):
+        raise ValidationError(f"The rating of completion {completion_id} must be an object with a 'rating'.")
     rating = value.get("rating")
-    if not isinstance(rating, int) or not 1 <= rating <= 7:
+    if type(rating) is not int or not 1 <= rating <= 7:
         raise ValidationError(f"The rating of completion {completion_id} must be a whole number from 1 to 7.")
     unknown = set(value) - {"rating", "notes", *CompletionRating.FLAGS}
     if unknown:
         raise ValidationError(f"Unknown fields in the rating of completion {completion_id}: {sorted(unknown)}.")
-    flags = {name: bool(value.get(name, False)) for name in CompletionRating.FLAGS}
-    return CompletionRating(
-        completion_id=completion_id, rating=rating, notes=value.get("notes", ""), **flags
-    )
+    flags = {name: value.get(name, False) for name in CompletionRating.FLAGS}
+    not_yes_no = sorted(name for name, flag in flags.items() if not isinstance(flag, bool))
+    if not_yes_no:
+        raise ValidationError(f"Flags of completion {completion_id} must be true or false: {not_yes_no}.")
+    notes = value.get("notes", "")
+    if not isinstance(notes, str):
+        raise ValidationError(f"The notes on completion {completion_id} must be text.")
+    return CompletionRating(completion_id=completion_id, rating=rating, notes=notes, **flags)
 
 
 # Leases

@@ -35,7 +35,7 @@ def research_home(request):
 
 @role_required(Role.RESEARCHER)
 def imports(request):
-    form = ImportForm(request.POST or None, request.FILES or None)
+    form = ImportForm(request.POST, request.FILES) if request.method == "POST" else ImportForm()
     status = 200
     if request.method == "POST":
         if form.is_valid():

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from ..models import ImportJob, Prompt
+from ..models import ImportJob, Prompt, UseCase
 
 
 class PromptSerializer(serializers.ModelSerializer):
@@ -10,6 +10,13 @@ class PromptSerializer(serializers.ModelSerializer):
             "id", "text", "turns", "source", "source_user_id", "split", "language", "use_case", "metadata",
             "redactions", "needs_completions", "created_at",
         ]
+
+
+class PromptFilterSerializer(serializers.Serializer):
+    split = serializers.ChoiceField(choices=Prompt.Split.choices, required=False)
+    source = serializers.ChoiceField(choices=Prompt.Source.choices, required=False)
+    language = serializers.RegexField(r"^[a-z]{2,3}(-[A-Za-z0-9]+)*$", max_length=16, required=False)
+    use_case = serializers.ChoiceField(choices=UseCase.choices, required=False)
 
 
 class PromptRowSerializer(serializers.Serializer):
@@ -25,7 +32,15 @@ class PromptRowSerializer(serializers.Serializer):
 
 
 class PromptBulkSerializer(serializers.Serializer):
+    """The request body as documented in the schema."""
+
     prompts = PromptRowSerializer(many=True, allow_empty=False, max_length=10_000)
+
+
+class PromptBulkEnvelope(serializers.Serializer):
+    """The request body as checked: a list of objects, left as sent for the intake rules."""
+
+    prompts = serializers.ListField(child=serializers.DictField(), allow_empty=False, max_length=10_000)
 
 
 class RowErrorSerializer(serializers.Serializer):

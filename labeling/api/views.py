@@ -1,6 +1,6 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, mixins, status, viewsets
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from .. import selectors, services
@@ -10,29 +10,32 @@ from .serializers import (
     ImportJobSerializer,
     ImportUploadSerializer,
     IntakeReportSerializer,
+    PromptBulkEnvelope,
     PromptBulkSerializer,
+    PromptFilterSerializer,
     PromptSerializer,
 )
 
 
+@extend_schema_view(get=extend_schema(parameters=[PromptFilterSerializer]))
 class PromptListCreate(generics.ListAPIView):
     """List prompts, or create many at once through the intake rules (dedup, cap, split, PII)."""
 
     permission_classes = [IsResearcher]
     serializer_class = PromptSerializer
+    parser_classes = [JSONParser]
 
     def get_queryset(self):
-        prompts = Prompt.objects.all()
-        for name in ("split", "source", "language", "use_case"):
-            if value := self.request.query_params.get(name):
-                prompts = prompts.filter(**{name: value})
-        return prompts
+        filters = PromptFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return Prompt.objects.filter(**filters.validated_data)
 
     @extend_schema(request=PromptBulkSerializer, responses={201: IntakeReportSerializer, 400: IntakeReportSerializer})
     def post(self, request):
-        body = PromptBulkSerializer(data=request.data)
+        # Only the envelope is checked here; the intake rules judge each row and report by position.
+        body = PromptBulkEnvelope(data=request.data)
         body.is_valid(raise_exception=True)
-        rows = ((index, dict(row), 0) for index, row in enumerate(request.data["prompts"], start=1))
+        rows = ((index, row, 0) for index, row in enumerate(body.validated_data["prompts"], start=1))
         report = services.prompts_create(rows=rows, created_by=request.user)
         code = status.HTTP_201_CREATED if report.accepted else status.HTTP_400_BAD_REQUEST
         return Response(IntakeReportSerializer(report).data, status=code)

@@ -43,6 +43,8 @@ def test_it_parses_typed_values(env):
         (lambda: env_int("X_BAD", 1, minimum=1), "0", "X_BAD must be at least 1; got 0"),
         (lambda: env_float("X_BAD", 0.5, maximum=1), "1.5", "X_BAD must be at most 1; got 1.5"),
         (lambda: env_float("X_BAD", 0.5), "half", "X_BAD must be a number; got 'half'"),
+        (lambda: env_float("X_BAD", 0.5), "nan", "X_BAD must be a finite number; got 'nan'"),
+        (lambda: env_ratios("X_BAD", (), count=3), "nan,0.5,0.5", "add up to 1"),
         (lambda: env_bool("X_BAD", True), "maybe", "X_BAD must be one of true/false"),
         (lambda: env_ratios("X_BAD", (), count=3), "0.5,0.5", "X_BAD must be 3 non-negative numbers that add up to 1"),
         (lambda: env_ratios("X_BAD", (), count=3), "0.5,0.4,0.4", "add up to 1"),
@@ -88,3 +90,13 @@ def test_start_up_refuses_a_bad_database_url():
 def test_secret_key_has_no_default_outside_debug():
     assert "SECRET_KEY must be set" in _start().stderr
     assert _start(DEBUG="1").returncode == 0
+
+
+def test_language_codes_are_compared_in_lower_case():
+    check = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
+                               "print(settings.PROMPT_LANGUAGES)"],
+        env={**os.environ, "SECRET_KEY": "s", "PROMPT_LANGUAGES": "EN,Fr", "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True, text=True,
+    )
+    assert check.stdout.strip() == "['en', 'fr']"

@@ -35,3 +35,10 @@ def test_an_admin_can_list_search_and_filter_every_model(client, admin_user, wit
     assert bool(links) == bool(model_admin.list_filter)
     for link in links:  # every filter choice an admin can click
         assert client.get(url + html.unescape(link)).status_code == 200, link
+
+
+def test_an_admin_cannot_make_anyone_a_superuser(client, admin_user, labeler):
+    client.force_login(admin_user)
+    page = client.get(reverse("admin:auth_user_change", args=[labeler.pk])).content.decode()
+    assert 'name="is_superuser"' not in page
+    assert 'name="is_staff"' in page

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
@@ -100,12 +102,47 @@ def test_prompts_list_filters_by_split(api):
     assert body["count"] == 1 and body["results"][0]["text"] == "b"
 
 
-def test_the_openapi_schema_and_docs_are_served(client):
+def test_the_openapi_schema_and_docs_are_served_to_signed_in_users(client, labeler):
+    assert client.get("/api/schema/").status_code == 401
+    client.force_login(labeler)
     schema = client.get("/api/schema/")
     assert schema.status_code == 200
     assert b"/api/prompts/" in schema.content and b"/api/imports/" in schema.content
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+@pytest.mark.parametrize("query", ["split=holdout", "language=%00", "source=twitter", "use_case=poetry"])
+def test_a_bad_filter_is_a_400_that_names_it(api, query):
+    response = api.get(f"/api/prompts/?{query}")
+    assert response.status_code == 400
+    assert query.split("=")[0] in response.json()
+
+
+def test_bulk_creation_takes_json_only(api):
+    response = api.post("/api/prompts/", "prompts[0]prompt=hi", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+
+
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        ({"prompt": "x", "metadata": {"k": "\ud800"}}, "not valid Unicode"),
+        ({"messages": [{"role": "user", "content": "\ud800"}]}, "not valid Unicode"),
+        ({"prompt": "a\u0000b"}, "NUL character"),
+        ({"prompt": "x", "note": "a\u0000"}, "NUL character"),
+        ({"messages": [{"role": "user", "content": "  "}]}, "message 1 is empty"),
+        ({"prompt": 42}, "the prompt must be text"),
+        ({"prompt": "x", "language": ["en"]}, "the language must be a code"),
+        ({"prompt": "x", "source_user_id": {"id": 1}}, "the source user id must be text or a number"),
+    ],
+)
+def test_rows_a_database_cannot_store_are_reported_not_crashed_on(api, row, reason):
+    body = json.dumps({"prompts": [row]})  # ASCII, with \\u escapes, as a client sends them
+    response = api.post("/api/prompts/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert reason in response.json()["row_errors"][0]["reason"]
+    assert api.get("/api/prompts/").status_code == 200
 
 
 def test_the_schema_is_valid_openapi_without_warnings(tmp_path):

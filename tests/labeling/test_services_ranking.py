@@ -70,3 +70,40 @@ def test_every_completion_needs_a_rating_and_only_known_flags(labeler):
     with pytest.raises(ValidationError, match="Unknown fields"):
         services.ranking_save(task=task, labeler=labeler, groups=[ids(task)],
                               ratings=ratings_for(ids(task), is_funny=True))
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"rating": True}, "from 1 to 7"),
+        ({"rating": 5, "hallucination": "false"}, "must be true or false"),
+        ({"rating": 5, "notes": ["x"]}, "notes on completion"),
+        ("5", "must be an object"),
+    ],
+)
+def test_ratings_are_checked_for_type_not_coerced(labeler, bad, message):
+    task = ranking_task(k=4)
+    ratings = ratings_for(ids(task))
+    ratings[ids(task)[0]] = bad
+    with pytest.raises(ValidationError, match=message):
+        services.ranking_save(task=task, labeler=labeler, groups=[ids(task)], ratings=ratings)
+
+
+@pytest.mark.parametrize("groups", ["1,2,3,4", [1, 2, 3, 4], [["1"]], None])
+def test_a_ranking_of_the_wrong_shape_is_refused(labeler, groups):
+    task = ranking_task(k=4)
+    with pytest.raises(ValidationError, match="list of groups of completion ids"):
+        services.ranking_save(task=task, labeler=labeler, groups=groups, ratings=ratings_for(ids(task)))
+
+
+def test_ratings_keyed_by_something_other_than_ids_are_refused(labeler):
+    task = ranking_task(k=4)
+    with pytest.raises(ValidationError, match="map each completion id"):
+        services.ranking_save(task=task, labeler=labeler, groups=[ids(task)], ratings={"first": {"rating": 3}})
+
+
+def test_ranking_the_same_task_twice_is_refused_plainly(labeler):
+    task = ranking_task(k=4)
+    services.ranking_save(task=task, labeler=labeler, groups=[ids(task)], ratings=ratings_for(ids(task)))
+    with pytest.raises(ValidationError, match="already ranked"):
+        services.ranking_save(task=task, labeler=labeler, groups=[ids(task)], ratings=ratings_for(ids(task)))

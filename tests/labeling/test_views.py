@@ -108,3 +108,9 @@ def test_a_large_file_goes_to_a_worker_and_the_page_shows_progress(as_researcher
     progress = json.loads(as_researcher.get(reverse("import-progress", args=[job.pk])).content)
     assert progress == {"state": "queued", "finished": False, "rows_read": 0, "bytes_read": 0,
                         "size_bytes": job.size_bytes}
+
+
+def test_posting_the_form_without_a_file_says_a_file_is_needed(as_researcher):
+    response = as_researcher.post(reverse("imports"), {})
+    assert response.status_code == 400
+    assert "This field is required." in response.content.decode()
