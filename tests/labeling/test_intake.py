@@ -5,11 +5,13 @@ import threading
 from collections import Counter
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, transaction
 
 from labeling import intake, services
 from labeling.models import ImportJob, Prompt, Task
+from labeling.services import prompts as prompt_services
 from tests.factories import PromptFactory
 
 pytestmark = pytest.mark.django_db
@@ -64,7 +66,7 @@ def test_it_drops_duplicates_of_stored_prompts():
 
 
 def test_duplicates_are_found_across_chunks_of_a_large_file(monkeypatch):
-    monkeypatch.setattr(services, "INGEST_CHUNK", 2)
+    monkeypatch.setattr(prompt_services, "INGEST_CHUNK", 2)
     job = run_import(jsonl(*[{"prompt": f"Prompt {i}"} for i in range(5)], {"prompt": "prompt 1"}))
     assert (job.accepted, job.duplicates) == (5, 1)
 
@@ -264,13 +266,13 @@ def test_personal_data_in_metadata_is_redacted_too():
 
 
 def test_an_unknown_file_type_is_refused():
-    with pytest.raises(services.ValidationError, match="neither JSONL"):
+    with pytest.raises(ValidationError, match="neither JSONL"):
         services.import_job_create(uploaded_file=SimpleUploadedFile("p.xlsx", b"x"), created_by=None)
 
 
 def test_a_crash_midway_leaves_nothing_half_imported(monkeypatch):
-    monkeypatch.setattr(services, "INGEST_CHUNK", 2)
-    real_store = services._store_chunk
+    monkeypatch.setattr(prompt_services, "INGEST_CHUNK", 2)
+    real_store = prompt_services._store_chunk
     calls = []
 
     def store_then_crash(*args, **kwargs):
@@ -279,7 +281,7 @@ def test_a_crash_midway_leaves_nothing_half_imported(monkeypatch):
             raise RuntimeError("disk full")
         return real_store(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_store_chunk", store_then_crash)
+    monkeypatch.setattr(prompt_services, "_store_chunk", store_then_crash)
     job = run_import(jsonl(*[{"prompt": f"Prompt {i}"} for i in range(6)]))
     assert job.state == ImportJob.State.FAILED
     assert "disk full" in job.error
@@ -297,7 +299,7 @@ def test_running_a_job_twice_imports_once():
 
 def test_a_late_failure_does_not_overwrite_a_recorded_outcome():
     job = run_import(jsonl({"prompt": "Once"}))
-    services._finish_job(job, ImportJob.State.FAILED, error="timed out waiting for a lock")
+    prompt_services._finish_job(job, ImportJob.State.FAILED, error="timed out waiting for a lock")
     assert (job.state, job.accepted, job.error) == (ImportJob.State.SUCCEEDED, 1, "")
 
 

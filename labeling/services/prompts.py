@@ -1,5 +1,4 @@
-"""Writes. Every function here is keyword-only, atomic, and raises ValidationError
-with a message a person can act on."""
+"""Prompt intake: files, API batches and labeler-written prompts through InstructGPT's rules."""
 
 import logging
 from collections import Counter
@@ -7,37 +6,20 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from django.conf import settings
-from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from . import intake
-from .models import Assignment, CompletionRating, ImportJob, LabelerProfile, Prompt, Ranking, Role, Task
+from .. import intake
+from ..models import ImportJob, Prompt, Task
 
 logger = logging.getLogger(__name__)
 
 INGEST_CHUNK = 2000
 INTAKE_LOCK = 72_616_001  # any fixed number: the key of PostgreSQL's advisory lock for prompt intake
 
-
-# People
-
-def user_set_role(*, user, role):
-    """Put the user in exactly one role group; admins are staff so the Django admin lets them in."""
-    role = Role(role)
-    user.groups.remove(*Group.objects.filter(name__in=Role.values).exclude(name=role))
-    user.groups.add(Group.objects.get(name=role))
-    user.is_staff = role == Role.ADMIN or user.is_superuser
-    user.save(update_fields=["is_staff"])
-    if role == Role.LABELER:
-        LabelerProfile.objects.get_or_create(user=user)
-    return user
-
-
-# Prompt intake
 
 @dataclass
 class IntakeReport:
@@ -225,7 +207,7 @@ def import_job_start(*, job, inline=None):
         inline = job.size_bytes <= settings.PROMPT_IMPORT_INLINE_MAX_BYTES
     if inline:
         return import_job_run(job_id=job.pk)
-    from .tasks import import_prompts
+    from ..tasks import import_prompts
 
     transaction.on_commit(lambda: import_prompts.delay(job.pk))
     return job
@@ -290,79 +272,3 @@ def prompts_create(*, rows, created_by):
     """Bulk creation from the API: the same rules as a file, all or nothing on a crash."""
     with transaction.atomic():
         return prompts_ingest(rows=rows, created_by=created_by, keep_ids=True)
-
-
-# Results
-
-def ranking_save(*, task, labeler, groups, ratings, none_acceptable=False, assignment=None):
-    """Store a ranking of the task's completions with one rating per completion.
-
-    `groups` are lists of completion ids, best first, ties sharing a group;
-    `ratings` maps a completion id to {"rating": 1-7, flag: bool, ..., "notes": str}.
-    The ranking must place every completion of the task exactly once.
-    """
-    well_formed = isinstance(groups, list) and all(
-        isinstance(group, list) and all(type(cid) is int for cid in group) for group in groups
-    )
-    if not well_formed:
-        raise ValidationError("The ranking must be a list of groups of completion ids, best first.")
-    expected = set(task.completions.values_list("id", flat=True))
-    placed = [cid for group in groups for cid in group]
-    if not groups or any(not group for group in groups):
-        raise ValidationError("Every rank slot must hold at least one completion.")
-    repeated = sorted({cid for cid in placed if placed.count(cid) > 1})
-    if repeated:
-        raise ValidationError(f"Each completion must be ranked once; ranked more than once: {repeated}.")
-    missing, unknown = sorted(expected - set(placed)), sorted(set(placed) - expected)
-    if missing:
-        raise ValidationError(f"Rank every completion before submitting; not ranked yet: {missing}.")
-    if unknown:
-        raise ValidationError(f"These completions are not part of task #{task.pk}: {unknown}.")
-    try:
-        ratings = {int(cid): value for cid, value in ratings.items()}
-    except (TypeError, ValueError, AttributeError):
-        raise ValidationError("Ratings must map each completion id to its rating.") from None
-    if set(ratings) != expected:
-        raise ValidationError(f"Rate every completion; missing ratings for: {sorted(expected - set(ratings))}.")
-    if Ranking.objects.filter(task=task, labeler=labeler).exists():
-        raise ValidationError(f"You have already ranked task #{task.pk}.")
-    rows = [_rating(cid, value) for cid, value in sorted(ratings.items())]
-
-    with transaction.atomic():
-        ranking = Ranking.objects.create(
-            task=task, labeler=labeler, groups=groups, none_acceptable=none_acceptable, assignment=assignment
-        )
-        for row in rows:
-            row.ranking = ranking
-        CompletionRating.objects.bulk_create(rows)
-    return ranking
-
-
-def _rating(completion_id, value):
-    if not isinstance(value, dict):
-        raise ValidationError(f"The rating of completion {completion_id} must be an object with a 'rating'.")
-    rating = value.get("rating")
-    if type(rating) is not int or not 1 <= rating <= 7:
-        raise ValidationError(f"The rating of completion {completion_id} must be a whole number from 1 to 7.")
-    unknown = set(value) - {"rating", "notes", *CompletionRating.FLAGS}
-    if unknown:
-        raise ValidationError(f"Unknown fields in the rating of completion {completion_id}: {sorted(unknown)}.")
-    flags = {name: value.get(name, False) for name in CompletionRating.FLAGS}
-    not_yes_no = sorted(name for name, flag in flags.items() if not isinstance(flag, bool))
-    if not_yes_no:
-        raise ValidationError(f"Flags of completion {completion_id} must be true or false: {not_yes_no}.")
-    notes = value.get("notes", "")
-    if not isinstance(notes, str):
-        raise ValidationError(f"The notes on completion {completion_id} must be text.")
-    return CompletionRating(completion_id=completion_id, rating=rating, notes=notes, **flags)
-
-
-# Leases
-
-def assignments_expire(*, now=None):
-    """Mark active assignments whose lease has run out as expired, returning their tasks to the queue."""
-    now = now or timezone.now()
-    return Assignment.objects.filter(state=Assignment.State.ACTIVE, lease_expires_at__lt=now).update(
-        state=Assignment.State.EXPIRED
-    )
-

@@ -1,0 +1,15 @@
+from django.contrib.auth.models import Group
+
+from ..models import LabelerProfile, Role
+
+
+def user_set_role(*, user, role):
+    """Put the user in exactly one role group; admins are staff so the Django admin lets them in."""
+    role = Role(role)
+    user.groups.remove(*Group.objects.filter(name__in=Role.values).exclude(name=role))
+    user.groups.add(Group.objects.get(name=role))
+    user.is_staff = role == Role.ADMIN or user.is_superuser
+    user.save(update_fields=["is_staff"])
+    if role == Role.LABELER:
+        LabelerProfile.objects.get_or_create(user=user)
+    return user
