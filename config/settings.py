@@ -184,6 +184,9 @@ INTAKE_DEMONSTRATION_SHARE = env_float("INTAKE_DEMONSTRATION_SHARE", 0.25, minim
 
 # Labeling
 LEASE_MINUTES = env_int("LEASE_MINUTES", 30, minimum=1)
+# A share of ranking and annotation tasks goes to several labelers, for agreement measures.
+OVERLAP_SHARE = env_float("OVERLAP_SHARE", 0.1, minimum=0, maximum=1)
+OVERLAP_ANNOTATIONS = env_int("OVERLAP_ANNOTATIONS", 3, minimum=2)
 
 LOGGING = {
     "version": 1,

@@ -1,9 +1,12 @@
 """Reads, scoped to the user who asks."""
 
-from django.db.models import Count
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
+from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils import timezone
 
-from .models import ImportJob, LabelerProfile, Prompt, Role, Task
+from .models import Assignment, ImportJob, LabelerProfile, Prompt, Role, Task
 from .permissions import roles_of
 
 
@@ -44,6 +47,55 @@ def import_jobs_visible_to(user):
     return ImportJob.objects.select_related("created_by")
 
 
+def tasks_available_to(*, labeler, profile, now):
+    """Open tasks with a free slot that this labeler may take, next first: by priority, then age.
+
+    Never one they already had, never a kind or language they are not enabled for,
+    never a ranking of a prompt they wrote.
+    """
+    holding = Assignment.objects.filter(task=OuterRef("pk")).filter(
+        Q(state=Assignment.State.SUBMITTED) | Q(state=Assignment.State.ACTIVE, lease_expires_at__gt=now)
+    )
+    taken = Subquery(holding.order_by().values("task").annotate(n=Count("pk")).values("n"))
+    tasks = (
+        Task.objects.filter(state=Task.State.OPEN)
+        .annotate(taken=Coalesce(taken, 0))
+        .filter(taken__lt=F("required_annotations"))
+        .exclude(Exists(Assignment.objects.filter(task=OuterRef("pk"), labeler=labeler)))
+        .exclude(kind=Task.Kind.RANK_COMPLETIONS, prompt__created_by=labeler)
+    )
+    if profile.task_kinds:
+        tasks = tasks.filter(kind__in=profile.task_kinds)
+    if profile.languages:
+        tasks = tasks.filter(Q(prompt__isnull=True) | Q(prompt__language__in=profile.languages))
+    return tasks.order_by("-priority", "created_at", "pk")
+
+
+def assignment_of(labeler, pk):
+    """One of the labeler's own assignments; anyone else's is a 404."""
+    return get_object_or_404(
+        Assignment.objects.select_related("task__prompt"), pk=pk, labeler=labeler
+    )
+
+
+def work_of(labeler):
+    """The labeler's finished work, newest first."""
+    return (
+        labeler.assignments.filter(state__in=[Assignment.State.SUBMITTED, Assignment.State.SKIPPED])
+        .select_related("task__prompt")
+        .order_by("-submitted_at", "-leased_at")
+    )
+
+
 def labeler_overview(user):
     profile, _ = LabelerProfile.objects.get_or_create(user=user)
-    return {"profile": profile, "submitted": user.assignments.filter(state="submitted").count()}
+    today = timezone.localdate()
+    live = user.assignments.filter(state=Assignment.State.ACTIVE, lease_expires_at__gt=timezone.now()).first()
+    return {
+        "profile": profile,
+        "current": live,
+        "done_today": user.assignments.filter(state=Assignment.State.SUBMITTED, submitted_at__date=today).count(),
+        "submitted": user.assignments.filter(state=Assignment.State.SUBMITTED).count(),
+        "waiting": tasks_available_to(labeler=user, profile=profile, now=timezone.now()).count()
+        if profile.is_active_labeler else 0,
+    }

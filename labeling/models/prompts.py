@@ -50,6 +50,10 @@ class Prompt(models.Model):
     import_job = models.ForeignKey(
         "ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="prompts"
     )
+    assignment = models.OneToOneField(
+        "Assignment", null=True, blank=True, on_delete=models.SET_NULL, related_name="written_prompt",
+        help_text="The write-a-prompt task this prompt was written in.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Task(models.Model):
@@ -63,7 +64,7 @@ class Assignment(models.Model):
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="assignments")
     labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
     state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
-    leased_at = models.DateTimeField(auto_now_add=True)
+    leased_at = models.DateTimeField(default=timezone.now)
     lease_expires_at = models.DateTimeField()
     submitted_at = models.DateTimeField(null=True, blank=True)
     skip_reason = models.CharField(max_length=20, choices=SkipReason.choices, blank=True)

@@ -9,17 +9,34 @@ from .prompts import (
     import_job_start,
     prompts_create,
     prompts_ingest,
+    required_annotations,
 )
-from .work import assignments_expire, ranking_save
+from .work import (
+    annotation_submit,
+    assignment_skip,
+    assignments_expire,
+    demonstration_write,
+    prompt_write,
+    ranking_save,
+    ranking_submit,
+    task_lease_next,
+)
 
 __all__ = [
     "IntakeReport",
+    "annotation_submit",
+    "assignment_skip",
     "assignments_expire",
+    "demonstration_write",
     "import_job_create",
     "import_job_run",
     "import_job_start",
+    "prompt_write",
     "prompts_create",
     "prompts_ingest",
     "ranking_save",
+    "ranking_submit",
+    "required_annotations",
+    "task_lease_next",
     "user_set_role",
 ]

@@ -1,7 +1,7 @@
 """Prompt intake: files, API batches and labeler-written prompts through InstructGPT's rules."""
 
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -139,30 +139,35 @@ def _store_chunk(candidates, rules, report, max_errors, *, created_by, import_jo
         )
         for c in accepted
     )
-    openings = {Task.Kind.ANNOTATE_PROMPT: [], Task.Kind.WRITE_DEMONSTRATION: []}
+    openings = defaultdict(list)  # (kind, required annotations) -> prompt ids
     for prompt, candidate in zip(prompts, accepted):
         report.accepted += 1
         report.split_counts[str(prompt.split)] += 1
         report.redactions.update(candidate.redactions)
         if rules.annotate:
-            openings[Task.Kind.ANNOTATE_PROMPT].append(prompt.pk)
+            openings[Task.Kind.ANNOTATE_PROMPT, required_annotations(prompt.pk)].append(prompt.pk)
         if intake.wants_demonstration(candidate, rules):
-            openings[Task.Kind.WRITE_DEMONSTRATION].append(prompt.pk)
-    for kind, prompt_ids in openings.items():
-        if prompt_ids:
-            report.tasks_opened[str(kind)] += _tasks_open(kind=kind, prompt_ids=prompt_ids)
+            openings[Task.Kind.WRITE_DEMONSTRATION, 1].append(prompt.pk)
+    for (kind, required), prompt_ids in openings.items():
+        report.tasks_opened[str(kind)] += _tasks_open(kind=kind, prompt_ids=prompt_ids, required=required)
     if keep_ids:
         report.prompt_ids.extend(p.pk for p in prompts)
 
 
-def _tasks_open(*, kind, prompt_ids):
+def required_annotations(prompt_id):
+    """How many labelers a ranking or annotation task of this prompt needs: a stable share gets several."""
+    overlap = intake.stable_fraction(prompt_id, "overlap") < settings.OVERLAP_SHARE
+    return settings.OVERLAP_ANNOTATIONS if overlap else 1
+
+
+def _tasks_open(*, kind, prompt_ids, required):
     """Open one task of `kind`, with the model's defaults, for each prompt.
 
     A single INSERT ... SELECT per kind and chunk: imports open a task or two per
     prompt, and building them as model instances for bulk_create costs six times
     as long (see bench/import_prompts.py).
     """
-    values = {"kind": kind, "state": Task.State.OPEN, "created_at": timezone.now()}
+    values = {"kind": kind, "required_annotations": required, "state": Task.State.OPEN, "created_at": timezone.now()}
     columns, params = [], []
     for model_field in Task._meta.concrete_fields:
         if model_field.primary_key or model_field.name == "prompt":

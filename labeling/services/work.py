@@ -1,10 +1,214 @@
-"""Labeling work: leases on tasks, and the results labelers submit."""
+"""Labeling work: leases on tasks, and the results labelers submit.
 
+A lease is an Assignment in state `active` whose `lease_expires_at` lies ahead.
+A task holds `required_annotations` slots; a slot is taken by a submitted
+assignment or by a live lease. Leasing and late submits lock the task's row, so
+two labelers never take the last slot together (SQLite, which has no row locks,
+serialises write transactions instead: see DATABASES in config/settings.py).
+"""
+
+import random
+from datetime import timedelta
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from ..models import Assignment, CompletionRating, Ranking
+from .. import selectors
+from ..models import (
+    Assignment,
+    CompletionRating,
+    Demonstration,
+    LabelerProfile,
+    Prompt,
+    PromptAnnotation,
+    Ranking,
+    Task,
+    UseCase,
+)
+from .prompts import prompts_ingest
+
+# Leases
+
+
+def task_lease_next(*, labeler):
+    """The labeler's live lease, or a new lease on the next task for them; None when nothing waits."""
+    now = timezone.now()
+    with transaction.atomic():
+        # Locking the profile serialises one labeler's requests: a double click gets one lease.
+        profile = LabelerProfile.objects.select_for_update().filter(user=labeler).first()
+        if profile is None or profile.status != LabelerProfile.Status.ACTIVE:
+            raise ValidationError("Only active labelers receive tasks; an admin activates you after onboarding.")
+        current = labeler.assignments.filter(state=Assignment.State.ACTIVE, lease_expires_at__gt=now).first()
+        if current:
+            return current
+        task = (
+            selectors.tasks_available_to(labeler=labeler, profile=profile, now=now)
+            .select_for_update(skip_locked=True, of=("self",))
+            .first()
+        )
+        if task is None:
+            return None
+        return Assignment.objects.create(
+            task=task,
+            labeler=labeler,
+            leased_at=now,
+            lease_expires_at=now + timedelta(minutes=settings.LEASE_MINUTES),
+            display_order=_shuffled_completions(task),
+        )
+
+
+def _shuffled_completions(task):
+    if task.kind != Task.Kind.RANK_COMPLETIONS:
+        return []
+    ids = list(task.completions.values_list("id", flat=True))
+    random.shuffle(ids)
+    return ids
+
+
+def assignment_skip(*, assignment, labeler, reason):
+    if reason not in Assignment.SkipReason.values:
+        raise ValidationError(f"Choose why you skip: {', '.join(Assignment.SkipReason.labels)}.")
+    with transaction.atomic():
+        assignment = _locked(assignment, labeler)
+        if assignment.state == Assignment.State.SUBMITTED:
+            raise ValidationError("You already submitted this task; it can't be skipped now.")
+        if assignment.state != Assignment.State.SKIPPED:
+            assignment.state, assignment.skip_reason = Assignment.State.SKIPPED, reason
+            assignment.save(update_fields=["state", "skip_reason"])
+    return assignment
+
+
+def assignments_expire(*, now=None):
+    """Mark active assignments whose lease has run out as expired, returning their tasks to the queue."""
+    now = now or timezone.now()
+    return Assignment.objects.filter(state=Assignment.State.ACTIVE, lease_expires_at__lt=now).update(
+        state=Assignment.State.EXPIRED
+    )
+
+
+def _locked(assignment, labeler):
+    """The assignment, locked, if it is the labeler's; anyone else's is as good as missing."""
+    try:
+        return Assignment.objects.select_for_update().select_related("task").get(pk=assignment.pk, labeler=labeler)
+    except Assignment.DoesNotExist:
+        raise Assignment.DoesNotExist(f"Assignment #{assignment.pk} is not yours.") from None
+
+
+def _submit(assignment, labeler, time_spent_seconds, kind, save):
+    """Run `save(assignment)` once, under the lease rules, and mark the assignment submitted.
+
+    A second submit (refresh, double click, retry) stores nothing and returns the
+    first result. A late submit keeps the slot if nobody else has taken it.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        assignment = _locked(assignment, labeler)
+        if assignment.task.kind != kind:
+            raise ValidationError(f"This task is to {assignment.task.get_kind_display().lower()}.")
+        if assignment.state == Assignment.State.SUBMITTED:
+            return assignment
+        if assignment.state == Assignment.State.SKIPPED:
+            raise ValidationError("You skipped this task, so it can't be submitted.")
+        if assignment.state == Assignment.State.EXPIRED or assignment.lease_expires_at <= now:
+            _reclaim_slot(assignment, now)
+        save(assignment)
+        assignment.state = Assignment.State.SUBMITTED
+        assignment.submitted_at = now
+        lease_length = (now - assignment.leased_at).total_seconds()
+        assignment.time_spent_seconds = max(0, min(int(time_spent_seconds or 0), int(lease_length) + 1))
+        assignment.save(update_fields=["state", "submitted_at", "time_spent_seconds"])
+        _close_if_done(assignment.task)
+    return assignment
+
+
+def _reclaim_slot(assignment, now):
+    task = Task.objects.select_for_update().get(pk=assignment.task_id)
+    taken = (
+        task.assignments.exclude(pk=assignment.pk)
+        .filter(Q(state=Assignment.State.SUBMITTED) | Q(state=Assignment.State.ACTIVE, lease_expires_at__gt=now))
+        .count()
+    )
+    if taken >= task.required_annotations:
+        raise ValidationError(
+            "Your lease on this task ran out and another labeler has taken it, so this answer was not saved. "
+            "Copy anything you want to keep before moving on."
+        )
+
+
+def _close_if_done(task):
+    if task.assignments.filter(state=Assignment.State.SUBMITTED).count() >= task.required_annotations:
+        Task.objects.filter(pk=task.pk).update(state=Task.State.COMPLETED)
+
+
+# Results
+
+
+def prompt_write(*, assignment, labeler, style, text, use_case="", language="en", time_spent_seconds=0):
+    """A labeler-written prompt, through the same intake rules as imported ones."""
+    if style not in (Prompt.Source.PLAIN, Prompt.Source.FEW_SHOT, Prompt.Source.USER_BASED):
+        raise ValidationError("Choose how the prompt is written: plain, few-shot or user-based.")
+    if style == Prompt.Source.USER_BASED and not use_case:
+        raise ValidationError("A user-based prompt needs the use case it is based on.")
+
+    def save(assignment):
+        row = {"prompt": text, "source": style, "use_case": use_case, "language": language,
+               "source_user_id": f"labeler-{labeler.pk}"}
+        report = prompts_ingest(rows=[(1, row, 0)], created_by=labeler, keep_ids=True)
+        if not report.accepted:
+            raise ValidationError(f"This prompt can't be used: {report.row_errors[0]['reason']}.")
+        Prompt.objects.filter(pk=report.prompt_ids[0]).update(assignment=assignment)
+
+    return _submit(assignment, labeler, time_spent_seconds, Task.Kind.WRITE_PROMPT, save)
+
+
+def demonstration_write(*, assignment, labeler, turns, used_model_suggestion=False, time_spent_seconds=0):
+    """The ideal reply to the prompt; `turns` continue the prompt's conversation and end with the assistant."""
+    if not turns or turns[-1]["role"] != "assistant":
+        raise ValidationError("Write the assistant's reply.")
+    for number, turn in enumerate(turns, start=1):
+        if turn["role"] not in ("user", "assistant") or not turn["content"].strip():
+            raise ValidationError(f"Turn {number} is empty.")
+
+    def save(assignment):
+        prompt = assignment.task.prompt
+        opening = prompt.turns or [{"role": "user", "content": prompt.text}]
+        Demonstration.objects.create(
+            assignment=assignment, prompt=prompt, author=labeler, messages=[*opening, *turns],
+            used_model_suggestion=bool(used_model_suggestion),
+        )
+
+    return _submit(assignment, labeler, time_spent_seconds, Task.Kind.WRITE_DEMONSTRATION, save)
+
+
+def ranking_submit(*, assignment, labeler, groups, ratings, none_acceptable=False, time_spent_seconds=0):
+    def save(assignment):
+        ranking_save(task=assignment.task, labeler=labeler, groups=groups, ratings=ratings,
+                     none_acceptable=none_acceptable, assignment=assignment)
+
+    return _submit(assignment, labeler, time_spent_seconds, Task.Kind.RANK_COMPLETIONS, save)
+
+
+def annotation_submit(*, assignment, labeler, flags, use_case, language, contains_personal_data=False,
+                      time_spent_seconds=0):
+    unknown = set(flags) - set(PromptAnnotation.FLAGS)
+    if unknown:
+        raise ValidationError(f"Unknown prompt flags: {sorted(unknown)}.")
+    if use_case not in UseCase.values:
+        raise ValidationError("Choose the prompt's use case.")
+    if language not in settings.PROMPT_LANGUAGES:
+        raise ValidationError(f"Choose the prompt's language from: {', '.join(settings.PROMPT_LANGUAGES)}.")
+
+    def save(assignment):
+        PromptAnnotation.objects.create(
+            assignment=assignment, prompt=assignment.task.prompt, labeler=labeler, use_case=use_case,
+            language=language, contains_personal_data=bool(contains_personal_data),
+            **{name: bool(flags.get(name)) for name in PromptAnnotation.FLAGS},
+        )
+
+    return _submit(assignment, labeler, time_spent_seconds, Task.Kind.ANNOTATE_PROMPT, save)
 
 
 def ranking_save(*, task, labeler, groups, ratings, none_acceptable=False, assignment=None):
@@ -68,13 +272,3 @@ def _rating(completion_id, value):
     if not isinstance(notes, str):
         raise ValidationError(f"The notes on completion {completion_id} must be text.")
     return CompletionRating(completion_id=completion_id, rating=rating, notes=notes, **flags)
-
-
-# Leases
-
-def assignments_expire(*, now=None):
-    """Mark active assignments whose lease has run out as expired, returning their tasks to the queue."""
-    now = now or timezone.now()
-    return Assignment.objects.filter(state=Assignment.State.ACTIVE, lease_expires_at__lt=now).update(
-        state=Assignment.State.EXPIRED
-    )
