@@ -1,6 +1,7 @@
 from django import forms
+from django.conf import settings
 
-from .models import ImportJob
+from .models import Assignment, CompletionRating, ImportJob, Prompt, PromptAnnotation, UseCase
 
 
 class ImportForm(forms.Form):
@@ -8,3 +9,155 @@ class ImportForm(forms.Form):
     format = forms.ChoiceField(
         choices=[("", "From the file name")] + ImportJob.Format.choices, required=False
     )
+
+
+def _languages():
+    return [(code, code) for code in settings.PROMPT_LANGUAGES]
+
+
+def _flag_label(model, name):
+    return model._meta.get_field(name).verbose_name.capitalize()
+
+
+class TimedForm(forms.Form):
+    """Every task page reports the seconds its timer counted."""
+
+    time_spent = forms.IntegerField(min_value=0, required=False, widget=forms.HiddenInput)
+
+
+class WritePromptForm(TimedForm):
+    STYLES = [
+        (Prompt.Source.PLAIN, "Plain: any task you think of"),
+        (Prompt.Source.FEW_SHOT, "Few-shot: an instruction with several examples"),
+        (Prompt.Source.USER_BASED, "User-based: a request for one of the use cases below"),
+    ]
+
+    style = forms.ChoiceField(choices=STYLES, widget=forms.RadioSelect, initial=Prompt.Source.PLAIN)
+    use_case = forms.ChoiceField(choices=[("", "—")] + UseCase.choices, required=False)
+    language = forms.ChoiceField(choices=_languages, initial="en")
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 10}), strip=False, label="Prompt")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("style") == Prompt.Source.USER_BASED and not data.get("use_case"):
+            self.add_error("use_case", "A user-based prompt needs the use case it is based on.")
+        return data
+
+
+class DemonstrationForm(TimedForm):
+    """The assistant's reply, and optionally more turns where the labeler plays both sides."""
+
+    EXTRA_TURNS = 3
+
+    assistant_1 = forms.CharField(widget=forms.Textarea(attrs={"rows": 8}), label="Assistant", strip=False)
+    used_suggestion = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for n in range(2, self.EXTRA_TURNS + 2):
+            self.fields[f"user_{n}"] = forms.CharField(
+                widget=forms.Textarea(attrs={"rows": 3}), required=False, label="User", strip=False
+            )
+            self.fields[f"assistant_{n}"] = forms.CharField(
+                widget=forms.Textarea(attrs={"rows": 5}), required=False, label="Assistant", strip=False
+            )
+
+    def extra_turns(self):
+        return [(self[f"user_{n}"], self[f"assistant_{n}"]) for n in range(2, self.EXTRA_TURNS + 2)]
+
+    def clean(self):
+        data = super().clean()
+        for n in range(2, self.EXTRA_TURNS + 2):
+            user, assistant = data.get(f"user_{n}", "").strip(), data.get(f"assistant_{n}", "").strip()
+            if user and not assistant:
+                self.add_error(f"assistant_{n}", "Write the assistant's answer to this turn, or clear the turn.")
+            if assistant and not user:
+                self.add_error(f"user_{n}", "Write the user's turn this answer replies to, or clear it.")
+        return data
+
+    def turns(self):
+        turns = [{"role": "assistant", "content": self.cleaned_data["assistant_1"]}]
+        for n in range(2, self.EXTRA_TURNS + 2):
+            if self.cleaned_data.get(f"user_{n}", "").strip():
+                turns += [{"role": "user", "content": self.cleaned_data[f"user_{n}"]},
+                          {"role": "assistant", "content": self.cleaned_data[f"assistant_{n}"]}]
+        return turns
+
+
+class RankingForm(TimedForm):
+    """Per output: a 1-7 rating, the metadata flags, notes and a rank; ties share a rank."""
+
+    none_acceptable = forms.BooleanField(required=False, label="None of these outputs is acceptable")
+
+    def __init__(self, *args, completions, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.completions = completions
+        ranks = [(str(n), str(n)) for n in range(1, len(completions) + 1)]
+        for completion in completions:
+            cid = completion.pk
+            self.fields[f"rating_{cid}"] = forms.TypedChoiceField(
+                choices=[(str(n), str(n)) for n in range(1, 8)], coerce=int, widget=forms.RadioSelect,
+                label="Overall quality (1 worst, 7 best)",
+                error_messages={"required": "Rate this output from 1 to 7."},
+            )
+            for flag in CompletionRating.FLAGS:
+                self.fields[f"{flag}_{cid}"] = forms.BooleanField(
+                    required=False, label=_flag_label(CompletionRating, flag)
+                )
+            self.fields[f"notes_{cid}"] = forms.CharField(
+                required=False, label="Notes", widget=forms.Textarea(attrs={"rows": 2})
+            )
+            self.fields[f"rank_{cid}"] = forms.TypedChoiceField(
+                choices=[("", "—")] + ranks, coerce=int, label="Rank",
+                error_messages={"required": "Place this output on the ranking board."},
+            )
+
+    def outputs(self):
+        """(letter, completion, its fields) in the order this labeler sees them."""
+        for index, completion in enumerate(self.completions):
+            cid = completion.pk
+            yield {
+                "letter": chr(ord("A") + index),
+                "completion": completion,
+                "rating": self[f"rating_{cid}"],
+                "flags": [self[f"{flag}_{cid}"] for flag in CompletionRating.FLAGS],
+                "notes": self[f"notes_{cid}"],
+                "rank": self[f"rank_{cid}"],
+            }
+
+    def groups(self):
+        ranks = {}
+        for completion in self.completions:
+            ranks.setdefault(self.cleaned_data[f"rank_{completion.pk}"], []).append(completion.pk)
+        return [ranks[rank] for rank in sorted(ranks)]
+
+    def ratings(self):
+        return {
+            c.pk: {
+                "rating": self.cleaned_data[f"rating_{c.pk}"],
+                "notes": self.cleaned_data[f"notes_{c.pk}"],
+                **{flag: self.cleaned_data[f"{flag}_{c.pk}"] for flag in CompletionRating.FLAGS},
+            }
+            for c in self.completions
+        }
+
+
+class AnnotationForm(TimedForm):
+    use_case = forms.ChoiceField(choices=[("", "—")] + UseCase.choices)
+    language = forms.ChoiceField(choices=_languages)
+    contains_personal_data = forms.BooleanField(required=False, label="Contains personal data")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for flag in PromptAnnotation.FLAGS:
+            self.fields[flag] = forms.BooleanField(required=False, label=_flag_label(PromptAnnotation, flag))
+
+    def flag_fields(self):
+        return [self[flag] for flag in PromptAnnotation.FLAGS]
+
+    def flags(self):
+        return {flag: self.cleaned_data[flag] for flag in PromptAnnotation.FLAGS}
+
+
+class SkipForm(forms.Form):
+    reason = forms.ChoiceField(choices=Assignment.SkipReason.choices, widget=forms.RadioSelect)

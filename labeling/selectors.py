@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
-from .models import Assignment, ImportJob, LabelerProfile, Prompt, Role, Task
+from .models import Assignment, Guidelines, ImportJob, LabelerProfile, Prompt, Role, Task
 from .permissions import roles_of
 
 
@@ -99,3 +99,39 @@ def labeler_overview(user):
         "waiting": tasks_available_to(labeler=user, profile=profile, now=timezone.now()).count()
         if profile.is_active_labeler else 0,
     }
+
+
+def completions_in_order(assignment):
+    """The task's completions in the order shown to this labeler."""
+    completions = {c.pk: c for c in assignment.task.completions.all()}
+    order = [cid for cid in assignment.display_order if cid in completions]
+    return [completions[cid] for cid in order + sorted(set(completions) - set(order))]
+
+
+def workspace_panel(labeler):
+    """What the side panel of every task page shows: guidelines and today's progress."""
+    overview = labeler_overview(labeler)
+    return {
+        "guidelines": Guidelines.objects.first(),
+        "done_today": overview["done_today"],
+        "waiting": overview["waiting"],
+    }
+
+
+def result_of(assignment):
+    """What the labeler submitted for an assignment, by kind, for reading back."""
+    kind = assignment.task.kind
+    if kind == Task.Kind.WRITE_PROMPT:
+        return {"written_prompt": getattr(assignment, "written_prompt", None)}
+    if kind == Task.Kind.WRITE_DEMONSTRATION:
+        return {"demonstration": getattr(assignment, "demonstration", None)}
+    if kind == Task.Kind.RANK_COMPLETIONS:
+        ranking = getattr(assignment, "ranking", None)
+        letters = {c.pk: chr(ord("A") + i) for i, c in enumerate(completions_in_order(assignment))}
+        ratings = {r.completion_id: r for r in ranking.ratings.all()} if ranking else {}
+        return {
+            "ranking": ranking,
+            "ranked_groups": [[letters[cid] for cid in group] for group in ranking.groups] if ranking else [],
+            "outputs": [(letters[c.pk], c, ratings.get(c.pk)) for c in completions_in_order(assignment)],
+        }
+    return {"annotation": getattr(assignment, "annotation", None)}

@@ -4,10 +4,11 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from . import selectors, services
-from .forms import ImportForm
-from .models import Role
+from .forms import AnnotationForm, DemonstrationForm, ImportForm, RankingForm, SkipForm, WritePromptForm
+from .models import Assignment, Role, Task
 from .permissions import role_required
 
 
@@ -24,6 +25,114 @@ def no_role(request):
 @role_required(Role.LABELER)
 def labeler_home(request):
     return render(request, "labeling/labeler_home.html", selectors.labeler_overview(request.user))
+
+
+@require_POST
+@role_required(Role.LABELER)
+def work_next(request):
+    return _to_next_task(request)
+
+
+def _to_next_task(request):
+    try:
+        assignment = services.task_lease_next(labeler=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("labeler-home")
+    if assignment is None:
+        messages.info(request, "Nothing is waiting for you right now. Check back soon.")
+        return redirect("labeler-home")
+    return redirect("assignment", pk=assignment.pk)
+
+
+# The form class, the service that saves it and the arguments it takes, per task kind.
+TASK_PAGES = {
+    Task.Kind.WRITE_PROMPT: (
+        WritePromptForm, services.prompt_write,
+        lambda form: {key: form.cleaned_data[key] for key in ("style", "text", "use_case", "language")},
+    ),
+    Task.Kind.WRITE_DEMONSTRATION: (
+        DemonstrationForm, services.demonstration_write,
+        lambda form: {"turns": form.turns(), "used_model_suggestion": form.cleaned_data["used_suggestion"]},
+    ),
+    Task.Kind.RANK_COMPLETIONS: (
+        RankingForm, services.ranking_submit,
+        lambda form: {"groups": form.groups(), "ratings": form.ratings(),
+                      "none_acceptable": form.cleaned_data["none_acceptable"]},
+    ),
+    Task.Kind.ANNOTATE_PROMPT: (
+        AnnotationForm, services.annotation_submit,
+        lambda form: {"flags": form.flags(), "use_case": form.cleaned_data["use_case"],
+                      "language": form.cleaned_data["language"],
+                      "contains_personal_data": form.cleaned_data["contains_personal_data"]},
+    ),
+}
+
+
+@role_required(Role.LABELER)
+def assignment(request, pk):
+    assignment = selectors.assignment_of(request.user, pk)
+    if assignment.state in (Assignment.State.SUBMITTED, Assignment.State.SKIPPED) and request.method == "GET":
+        return redirect("my-work-detail", pk=assignment.pk)
+    form_class, submit, arguments = TASK_PAGES[assignment.task.kind]
+    form = form_class(request.POST or None, **_form_options(assignment))
+    if request.method == "POST" and form.is_valid():
+        try:
+            submit(assignment=assignment, labeler=request.user,
+                   time_spent_seconds=form.cleaned_data["time_spent"], **arguments(form))
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "Saved. Here is your next task.")
+            return _to_next_task(request)
+    context = {
+        "assignment": assignment,
+        "task": assignment.task,
+        "form": form,
+        "skip_form": SkipForm(),
+        **selectors.workspace_panel(request.user),
+    }
+    status = 400 if form.errors else 200
+    return render(request, f"labeling/work/{assignment.task.kind}.html", context, status=status)
+
+
+def _form_options(assignment):
+    task = assignment.task
+    if task.kind == Task.Kind.RANK_COMPLETIONS:
+        return {"completions": selectors.completions_in_order(assignment)}
+    if task.kind == Task.Kind.ANNOTATE_PROMPT:
+        return {"initial": {"language": task.prompt.language}}
+    return {}
+
+
+@require_POST
+@role_required(Role.LABELER)
+def assignment_skip(request, pk):
+    assignment = selectors.assignment_of(request.user, pk)
+    form = SkipForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose why you skip this task.")
+        return redirect("assignment", pk=assignment.pk)
+    try:
+        services.assignment_skip(assignment=assignment, labeler=request.user, reason=form.cleaned_data["reason"])
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("my-work-detail", pk=assignment.pk)
+    messages.info(request, "Skipped; the task goes back to others.")
+    return _to_next_task(request)
+
+
+@role_required(Role.LABELER)
+def my_work(request):
+    return render(request, "labeling/work/my_work.html", {"assignments": selectors.work_of(request.user)[:200]})
+
+
+@role_required(Role.LABELER)
+def my_work_detail(request, pk):
+    assignment = selectors.assignment_of(request.user, pk)
+    return render(request, "labeling/work/my_work_detail.html", {
+        "assignment": assignment, "task": assignment.task, **selectors.result_of(assignment),
+    })
 
 
 @role_required(Role.RESEARCHER)

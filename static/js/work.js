@@ -1,0 +1,96 @@
+// Task pages: timer, shortcuts, extra chat turns and the ranking board.
+(function () {
+  const form = document.getElementById("task-form");
+  if (!form) return;
+
+  // Timer: seconds on this page, sent with the answer.
+  const timer = document.getElementById("timer");
+  const spent = form.querySelector("input[name=time_spent]");
+  const started = Date.now() - 1000 * (parseInt(spent.value, 10) || 0);
+  function tick() {
+    const seconds = Math.floor((Date.now() - started) / 1000);
+    spent.value = seconds;
+    timer.textContent = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+  }
+  tick();
+  setInterval(tick, 1000);
+
+  // Shortcuts.
+  const help = document.getElementById("shortcuts");
+  const toggleHelp = () => { help.hidden = !help.hidden; };
+  document.querySelectorAll("[data-toggle-help]").forEach((b) => b.addEventListener("click", toggleHelp));
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    const typing = /^(TEXTAREA|SELECT)$/.test(target.tagName)
+      || (target.tagName === "INPUT" && !["radio", "checkbox"].includes(target.type));
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      form.requestSubmit();
+    } else if (event.key === "?" && !typing) {
+      toggleHelp();
+    } else if (event.key === "Escape") {
+      help.hidden = true;
+    }
+  });
+
+  // Chat demonstrations: extra turns stay hidden until asked for.
+  const addTurn = document.querySelector("[data-add-turn]");
+  if (addTurn) {
+    const hidden = () => document.querySelectorAll(".turn-pair[data-empty]");
+    hidden().forEach((pair) => { pair.hidden = true; });
+    addTurn.addEventListener("click", () => {
+      const next = hidden()[0];
+      if (next) {
+        next.hidden = false;
+        next.removeAttribute("data-empty");
+        next.querySelector("textarea").focus();
+      }
+      addTurn.hidden = hidden().length === 0;
+    });
+    addTurn.hidden = hidden().length === 0;
+  }
+
+  // Ranking board: chips dragged into rank slots, or placed with digit keys; the
+  // rank selects in each output card hold the answer and stay in step.
+  const board = document.getElementById("board");
+  if (!board) return;
+  const template = document.getElementById("chips");
+  const slots = [...board.querySelectorAll(".slot")];
+  const slotFor = (rank) => slots.find((slot) => slot.dataset.rank === String(rank || "")) || slots[0];
+  const selectOf = (chip) => document.getElementById(chip.dataset.for);
+  function place(chip, rank) {
+    slotFor(rank).appendChild(chip);
+    selectOf(chip).value = rank ? String(rank) : "";
+  }
+  template.content.querySelectorAll(".chip").forEach((chip) => {
+    const node = chip.cloneNode(true);
+    slotFor(selectOf(node).value).appendChild(node);
+    node.addEventListener("dragstart", (event) => {
+      event.dataTransfer.setData("text/plain", node.dataset.for);
+      event.dataTransfer.effectAllowed = "move";
+    });
+    node.addEventListener("keydown", (event) => {
+      const rank = parseInt(event.key, 10);
+      if (rank >= 1 && rank < slots.length) {
+        event.preventDefault();
+        place(node, rank);
+        node.focus();
+      } else if (event.key === "0" || event.key === "Backspace") {
+        event.preventDefault();
+        place(node, "");
+        node.focus();
+      }
+    });
+    selectOf(node).addEventListener("change", (event) => slotFor(event.target.value).appendChild(node));
+  });
+  slots.forEach((slot) => {
+    slot.addEventListener("dragover", (event) => { event.preventDefault(); slot.classList.add("over"); });
+    slot.addEventListener("dragleave", () => slot.classList.remove("over"));
+    slot.addEventListener("drop", (event) => {
+      event.preventDefault();
+      slot.classList.remove("over");
+      const chip = board.querySelector(`.chip[data-for="${event.dataTransfer.getData("text/plain")}"]`);
+      if (chip) place(chip, slot.dataset.rank);
+    });
+  });
+})();
