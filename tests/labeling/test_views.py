@@ -11,6 +11,7 @@ pytestmark = pytest.mark.django_db
 # Every page, and the roles that may open it.
 PAGES = {
     "labeler-home": {"labeler"},
+    "my-work": {"labeler"},
     "research-home": {"researcher", "admin"},
     "imports": {"researcher", "admin"},
     "import-detail": {"researcher", "admin"},
@@ -114,3 +115,11 @@ def test_posting_the_form_without_a_file_says_a_file_is_needed(as_researcher):
     response = as_researcher.post(reverse("imports"), {})
     assert response.status_code == 400
     assert "This field is required." in response.content.decode()
+
+
+@pytest.mark.parametrize("name", ["work-next", "assignment", "assignment-skip", "my-work-detail"])
+@pytest.mark.parametrize("role", ["researcher", "admin", "none"])
+def test_work_pages_refuse_everyone_but_labelers(client, users, name, role):
+    client.force_login(users[role])
+    url = reverse(name) if name == "work-next" else reverse(name, args=[1])
+    assert client.post(url).status_code == 403
