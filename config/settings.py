@@ -158,6 +158,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"SkipReasonEnum": "labeling.models.Assignment.SkipReason"},
 }
 
 # Celery: Redis when REDIS_URL is set, otherwise a broker that needs no server.

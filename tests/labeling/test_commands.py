@@ -70,8 +70,10 @@ def test_seed_demo_creates_the_accounts_and_about_sixty_prompts(settings):
         "classification", "extract", "other",
     }
     assert Task.objects.filter(kind="annotate_prompt").count() == prompts.count()
+    assert Task.objects.filter(kind="write_prompt").count() == 3
     again = run("seed_demo")
     assert "0 loaded" in again and Prompt.objects.count() == prompts.count()
+    assert Task.objects.filter(kind="write_prompt").count() == 3
 
 
 def test_seed_demo_refuses_to_create_known_passwords_outside_debug(settings):

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from labeling import intake, services
-from labeling.models import LabelerProfile, Prompt, Role
+from labeling.models import LabelerProfile, Prompt, Role, Task
 
 DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "fixtures" / "demo_prompts.jsonl"
 
@@ -17,6 +17,11 @@ ACCOUNTS = [
     ("labeler1", "labeler-demo", Role.LABELER),
     ("labeler2", "labeler-demo", Role.LABELER),
     ("labeler3", "labeler-demo", Role.LABELER),
+]
+WRITING_HINTS = [
+    "A plain prompt: any task you would ask an assistant for help with at work.",
+    "A few-shot prompt: an instruction followed by three examples of it being done.",
+    "A user-based prompt for brainstorming: ideas for a small business.",
 ]
 LABELER_LANGUAGES = {"labeler1": ["en"], "labeler2": ["en", "es"], "labeler3": ["en", "fr", "de"]}
 
@@ -33,6 +38,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             self._accounts()
             report = self._prompts()
+            self._prompt_writing_tasks()
         self.stdout.write(
             f"Demo prompts: {report.accepted} loaded, {report.duplicates} already there, {report.rejected} rejected."
         )
@@ -52,6 +58,11 @@ class Command(BaseCommand):
                 LabelerProfile.objects.filter(user=user).update(
                     status=LabelerProfile.Status.ACTIVE, languages=LABELER_LANGUAGES[username]
                 )
+
+    def _prompt_writing_tasks(self):
+        """Labelers also write prompts, as InstructGPT's did; open one task per style once."""
+        if not Task.objects.filter(kind=Task.Kind.WRITE_PROMPT).exists():
+            Task.objects.bulk_create(Task(kind=Task.Kind.WRITE_PROMPT, params={"hint": hint}) for hint in WRITING_HINTS)
 
     def _prompts(self):
         with DEMO_PROMPTS.open("rb") as handle:

@@ -1,0 +1,137 @@
+"""The labeler's flow over the API: next task, submit, skip, my work. Every endpoint is scoped to the caller."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.response import Response
+
+from .. import selectors, services
+from ..models import Assignment, Completion, Task
+from ..permissions import IsLabeler
+
+
+class CompletionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Completion
+        fields = ["id", "text"]
+
+
+class AssignmentSerializer(serializers.ModelSerializer):
+    kind = serializers.CharField(source="task.kind")
+    prompt = serializers.SerializerMethodField()
+    completions = serializers.SerializerMethodField()
+    params = serializers.JSONField(source="task.params")
+
+    class Meta:
+        model = Assignment
+        fields = ["id", "kind", "state", "prompt", "completions", "params", "leased_at", "lease_expires_at",
+                  "submitted_at", "skip_reason", "time_spent_seconds"]
+
+    def get_prompt(self, assignment) -> dict | None:
+        prompt = assignment.task.prompt
+        if prompt is None:
+            return None
+        return {"id": prompt.pk, "text": prompt.text, "turns": prompt.turns, "language": prompt.language}
+
+    def get_completions(self, assignment) -> list[dict]:
+        """In the order shown to this labeler; other labelers see another order."""
+        return CompletionSerializer(selectors.completions_in_order(assignment), many=True).data
+
+
+class SubmitSerializer(serializers.Serializer):
+    """The answer; which fields it needs depends on the task's kind."""
+
+    time_spent_seconds = serializers.IntegerField(min_value=0, required=False, default=0)
+    # write_prompt
+    style = serializers.ChoiceField(choices=["plain", "few_shot", "user_based"], required=False)
+    text = serializers.CharField(required=False, trim_whitespace=False)
+    # write_prompt and annotate_prompt
+    use_case = serializers.CharField(required=False, allow_blank=True)
+    language = serializers.CharField(required=False)
+    # write_demonstration
+    turns = serializers.ListField(child=serializers.DictField(child=serializers.CharField()), required=False,
+                                  help_text="The turns after the prompt, ending with the assistant's.")
+    used_model_suggestion = serializers.BooleanField(required=False, default=False)
+    # rank_completions
+    groups = serializers.JSONField(required=False, help_text="Completion ids as ordered groups of ties, best first.")
+    ratings = serializers.JSONField(required=False, help_text='{"<completion id>": {"rating": 1-7, flag: bool}}')
+    none_acceptable = serializers.BooleanField(required=False, default=False)
+    # annotate_prompt
+    flags = serializers.DictField(child=serializers.BooleanField(), required=False)
+    contains_personal_data = serializers.BooleanField(required=False, default=False)
+
+
+# The service for each kind, and the answer fields it takes (the first ones are required).
+SUBMITTERS = {
+    Task.Kind.WRITE_PROMPT: (services.prompt_write, ["style", "text"], ["use_case", "language"]),
+    Task.Kind.WRITE_DEMONSTRATION: (services.demonstration_write, ["turns"], ["used_model_suggestion"]),
+    Task.Kind.RANK_COMPLETIONS: (services.ranking_submit, ["groups", "ratings"], ["none_acceptable"]),
+    Task.Kind.ANNOTATE_PROMPT: (
+        services.annotation_submit, ["use_case", "language"], ["flags", "contains_personal_data"]
+    ),
+}
+
+
+class SkipSerializer(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=Assignment.SkipReason.choices)
+
+
+@extend_schema(request=None, responses={200: AssignmentSerializer, 204: None})
+@api_view(["POST"])
+@permission_classes([IsLabeler])
+def work_next(request):
+    """Your live lease, or a new one on the next task for you; 204 when nothing waits."""
+    assignment = services.task_lease_next(labeler=request.user)
+    if assignment is None:
+        return Response(status=status.HTTP_204_NO_CONTENT)
+    return Response(AssignmentSerializer(assignment).data)
+
+
+@extend_schema(responses=AssignmentSerializer)
+@api_view(["GET"])
+@permission_classes([IsLabeler])
+def assignment_detail(request, pk):
+    return Response(AssignmentSerializer(selectors.assignment_of(request.user, pk)).data)
+
+
+@extend_schema(request=SubmitSerializer, responses=AssignmentSerializer)
+@api_view(["POST"])
+@permission_classes([IsLabeler])
+def assignment_submit(request, pk):
+    """Submit the answer. Submitting again returns the first result and stores nothing new."""
+    assignment = selectors.assignment_of(request.user, pk)
+    body = SubmitSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    submit, required, optional = SUBMITTERS[assignment.task.kind]
+    missing = [name for name in required if name not in body.validated_data]
+    if missing:
+        raise serializers.ValidationError({name: "This field is required for this kind of task." for name in missing})
+    answer = {name: body.validated_data[name] for name in required + optional if name in body.validated_data}
+    if "flags" in optional:
+        answer.setdefault("flags", {})
+    assignment = submit(assignment=assignment, labeler=request.user,
+                        time_spent_seconds=body.validated_data["time_spent_seconds"], **answer)
+    return Response(AssignmentSerializer(assignment).data)
+
+
+@extend_schema(request=SkipSerializer, responses=AssignmentSerializer)
+@api_view(["POST"])
+@permission_classes([IsLabeler])
+def assignment_skip(request, pk):
+    assignment = selectors.assignment_of(request.user, pk)
+    body = SkipSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    assignment = services.assignment_skip(assignment=assignment, labeler=request.user,
+                                          reason=body.validated_data["reason"])
+    return Response(AssignmentSerializer(assignment).data)
+
+
+class MyWork(generics.ListAPIView):
+    """Your submitted and skipped work, newest first."""
+
+    permission_classes = [IsLabeler]
+    serializer_class = AssignmentSerializer
+
+    def get_queryset(self):
+        return selectors.work_of(self.request.user)
+
