@@ -44,11 +44,7 @@ def task_lease_next(*, labeler):
         current = labeler.assignments.filter(state=Assignment.State.ACTIVE, lease_expires_at__gt=now).first()
         if current:
             return current
-        task = (
-            selectors.tasks_available_to(labeler=labeler, profile=profile, now=now)
-            .select_for_update(skip_locked=True, of=("self",))
-            .first()
-        )
+        task = _lock_next_task(selectors.tasks_available_to(labeler=labeler, profile=profile, now=now), now)
         if task is None:
             return None
         return Assignment.objects.create(
@@ -58,6 +54,29 @@ def task_lease_next(*, labeler):
             lease_expires_at=now + timedelta(minutes=settings.LEASE_MINUTES),
             display_order=_shuffled_completions(task),
         )
+
+
+def _lock_next_task(candidates, now):
+    """Lock the first candidate that still has a free slot once locked.
+
+    The candidates query counts slots in a snapshot taken before it waited for
+    its row: another labeler may have taken the last slot and committed in the
+    meantime. So the slots are counted again, in a fresh snapshot, under the lock.
+    """
+    passed = []
+    while True:
+        task = candidates.exclude(pk__in=passed).select_for_update(skip_locked=True, of=("self",)).first()
+        if task is None or _slots_taken(task, now) < task.required_annotations:
+            return task
+        passed.append(task.pk)
+
+
+def _slots_taken(task, now, *, besides=None):
+    return (
+        task.assignments.exclude(pk=besides)
+        .filter(Q(state=Assignment.State.SUBMITTED) | Q(state=Assignment.State.ACTIVE, lease_expires_at__gt=now))
+        .count()
+    )
 
 
 def _shuffled_completions(task):
@@ -126,12 +145,7 @@ def _submit(assignment, labeler, time_spent_seconds, kind, save):
 
 def _reclaim_slot(assignment, now):
     task = Task.objects.select_for_update().get(pk=assignment.task_id)
-    taken = (
-        task.assignments.exclude(pk=assignment.pk)
-        .filter(Q(state=Assignment.State.SUBMITTED) | Q(state=Assignment.State.ACTIVE, lease_expires_at__gt=now))
-        .count()
-    )
-    if taken >= task.required_annotations:
+    if _slots_taken(task, now, besides=assignment.pk) >= task.required_annotations:
         raise ValidationError(
             "Your lease on this task ran out and another labeler has taken it, so this answer was not saved. "
             "Copy anything you want to keep before moving on."
