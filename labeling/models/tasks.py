@@ -31,7 +31,12 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["-priority", "created_at"]
-        indexes = [models.Index(fields=["state", "kind", "-priority", "created_at"], name="task_queue_order")]
+        # The queue's order, over open tasks only: the next-task query walks it and stops at the first fit.
+        indexes = [
+            models.Index(
+                fields=["-priority", "created_at", "id"], condition=Q(state="open"), name="open_task_queue"
+            )
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(required_annotations__gte=1), name="task_needs_an_annotation"),
             models.CheckConstraint(
