@@ -87,17 +87,30 @@ def work_of(labeler):
     )
 
 
+WAITING_SHOWN = 100  # past this many, the count of waiting tasks reads "100+"
+
+
+def _progress(user, profile):
+    """Done today and waiting. Waiting is counted up to a cap: it is shown on every task page."""
+    waiting = 0
+    if profile.is_active_labeler:
+        available = tasks_available_to(labeler=user, profile=profile, now=timezone.now())
+        waiting = available.values("pk")[: WAITING_SHOWN + 1].count()
+    return {
+        "done_today": user.assignments.filter(
+            state=Assignment.State.SUBMITTED, submitted_at__date=timezone.localdate()
+        ).count(),
+        "waiting": f"{WAITING_SHOWN}+" if waiting > WAITING_SHOWN else waiting,
+    }
+
+
 def labeler_overview(user):
     profile, _ = LabelerProfile.objects.get_or_create(user=user)
-    today = timezone.localdate()
-    live = user.assignments.filter(state=Assignment.State.ACTIVE, lease_expires_at__gt=timezone.now()).first()
     return {
         "profile": profile,
-        "current": live,
-        "done_today": user.assignments.filter(state=Assignment.State.SUBMITTED, submitted_at__date=today).count(),
+        "current": user.assignments.filter(state=Assignment.State.ACTIVE, lease_expires_at__gt=timezone.now()).first(),
         "submitted": user.assignments.filter(state=Assignment.State.SUBMITTED).count(),
-        "waiting": tasks_available_to(labeler=user, profile=profile, now=timezone.now()).count()
-        if profile.is_active_labeler else 0,
+        **_progress(user, profile),
     }
 
 
@@ -110,12 +123,8 @@ def completions_in_order(assignment):
 
 def workspace_panel(labeler):
     """What the side panel of every task page shows: guidelines and today's progress."""
-    overview = labeler_overview(labeler)
-    return {
-        "guidelines": Guidelines.objects.first(),
-        "done_today": overview["done_today"],
-        "waiting": overview["waiting"],
-    }
+    profile = LabelerProfile.objects.get(user=labeler)
+    return {"guidelines": Guidelines.objects.first(), **_progress(labeler, profile)}
 
 
 def result_of(assignment):
