@@ -1,31 +1,34 @@
 """The labeler's flow over the API: next task, submit, skip, my work. Every endpoint is scoped to the caller."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.response import Response
 
 from .. import selectors, services
-from ..models import Assignment, Completion, Task
+from ..models import Assignment, Task
 from ..permissions import IsLabeler
 
 
-class CompletionSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Completion
-        fields = ["id", "text"]
+class CompletionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    text = serializers.CharField()
 
 
-class AssignmentSerializer(serializers.ModelSerializer):
-    kind = serializers.CharField(source="task.kind")
+class AssignmentSerializer(serializers.Serializer):
+    """Plain fields rather than a ModelSerializer: this runs on every next and submit."""
+
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(source="task.kind", choices=Task.Kind.choices)
+    state = serializers.ChoiceField(choices=Assignment.State.choices)
     prompt = serializers.SerializerMethodField()
     completions = serializers.SerializerMethodField()
     params = serializers.JSONField(source="task.params")
-
-    class Meta:
-        model = Assignment
-        fields = ["id", "kind", "state", "prompt", "completions", "params", "leased_at", "lease_expires_at",
-                  "submitted_at", "skip_reason", "time_spent_seconds"]
+    leased_at = serializers.DateTimeField()
+    lease_expires_at = serializers.DateTimeField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    skip_reason = serializers.ChoiceField(choices=Assignment.SkipReason.choices, allow_blank=True)
+    time_spent_seconds = serializers.IntegerField()
 
     def get_prompt(self, assignment) -> dict | None:
         prompt = assignment.task.prompt
@@ -33,9 +36,10 @@ class AssignmentSerializer(serializers.ModelSerializer):
             return None
         return {"id": prompt.pk, "text": prompt.text, "turns": prompt.turns, "language": prompt.language}
 
-    def get_completions(self, assignment) -> list[dict]:
+    @extend_schema_field(CompletionSerializer(many=True))
+    def get_completions(self, assignment):
         """In the order shown to this labeler; other labelers see another order."""
-        return CompletionSerializer(selectors.completions_in_order(assignment), many=True).data
+        return [{"id": c.pk, "text": c.text} for c in selectors.completions_in_order(assignment)]
 
 
 class SubmitSerializer(serializers.Serializer):

@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, OuterRef, Q, Subquery, prefetch_related_objects
 from django.utils import timezone
 
 from .. import selectors
@@ -47,6 +47,7 @@ def task_lease_next(*, labeler):
         task = _lock_next_task(selectors.tasks_available_to(labeler=labeler, profile=profile, now=now), now)
         if task is None:
             return None
+        prefetch_related_objects([task], "completions")  # for the shuffle here and the labeler's view after
         return Assignment.objects.create(
             task=task,
             labeler=labeler,
@@ -65,7 +66,10 @@ def _lock_next_task(candidates, now):
     """
     passed = []
     while True:
-        task = candidates.exclude(pk__in=passed).select_for_update(skip_locked=True, of=("self",)).first()
+        task = (
+            candidates.exclude(pk__in=passed).select_related("prompt")
+            .select_for_update(skip_locked=True, of=("self",)).first()
+        )
         if task is None or _slots_taken(task, now) < task.required_annotations:
             return task
         passed.append(task.pk)
@@ -82,7 +86,7 @@ def _slots_taken(task, now, *, besides=None):
 def _shuffled_completions(task):
     if task.kind != Task.Kind.RANK_COMPLETIONS:
         return []
-    ids = list(task.completions.values_list("id", flat=True))
+    ids = [completion.pk for completion in task.completions.all()]
     random.shuffle(ids)
     return ids
 
@@ -111,7 +115,11 @@ def assignments_expire(*, now=None):
 def _locked(assignment, labeler):
     """The assignment, locked, if it is the labeler's; anyone else's is as good as missing."""
     try:
-        return Assignment.objects.select_for_update().select_related("task").get(pk=assignment.pk, labeler=labeler)
+        return (
+            # Locking the task too serialises submits on it, so the last one sees every other and closes it.
+            Assignment.objects.select_for_update(of=("self", "task")).select_related("task__prompt")
+            .prefetch_related("task__completions").get(pk=assignment.pk, labeler=labeler)
+        )
     except Assignment.DoesNotExist:
         raise Assignment.DoesNotExist(f"Assignment #{assignment.pk} is not yours.") from None
 
@@ -153,8 +161,11 @@ def _reclaim_slot(assignment, now):
 
 
 def _close_if_done(task):
-    if task.assignments.filter(state=Assignment.State.SUBMITTED).count() >= task.required_annotations:
-        Task.objects.filter(pk=task.pk).update(state=Task.State.COMPLETED)
+    submitted = (
+        Assignment.objects.filter(task=OuterRef("pk"), state=Assignment.State.SUBMITTED)
+        .order_by().values("task").annotate(n=Count("pk")).values("n")
+    )
+    Task.objects.filter(pk=task.pk, required_annotations__lte=Subquery(submitted)).update(state=Task.State.COMPLETED)
 
 
 # Results
@@ -237,7 +248,7 @@ def ranking_save(*, task, labeler, groups, ratings, none_acceptable=False, assig
     )
     if not well_formed:
         raise ValidationError("The ranking must be a list of groups of completion ids, best first.")
-    expected = set(task.completions.values_list("id", flat=True))
+    expected = {completion.pk for completion in task.completions.all()}
     placed = [cid for group in groups for cid in group]
     if not groups or any(not group for group in groups):
         raise ValidationError("Every rank slot must hold at least one completion.")
@@ -259,7 +270,7 @@ def ranking_save(*, task, labeler, groups, ratings, none_acceptable=False, assig
         raise ValidationError(f"You have already ranked task #{task.pk}.")
     rows = [_rating(cid, value) for cid, value in sorted(ratings.items())]
 
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         ranking = Ranking.objects.create(
             task=task, labeler=labeler, groups=groups, none_acceptable=none_acceptable, assignment=assignment
         )
