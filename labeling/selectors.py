@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
-from .models import Assignment, Guidelines, ImportJob, LabelerProfile, Prompt, Role, Task
+from .models import Assignment, Completion, Guidelines, ImportJob, LabelerProfile, ModelVersion, Prompt, Role, Task
 from .permissions import roles_of
 
 
@@ -119,6 +119,19 @@ def completions_in_order(assignment):
     completions = {c.pk: c for c in assignment.task.completions.all()}
     order = [cid for cid in assignment.display_order if cid in completions]
     return [completions[cid] for cid in order + sorted(set(completions) - set(order))]
+
+
+def model_suggestion(prompt):
+    """A reply to the prompt written by the active policy, or before there is one by the active SFT model."""
+    for kind in (ModelVersion.Kind.POLICY, ModelVersion.Kind.SFT):
+        suggestion = (
+            Completion.objects.filter(prompt=prompt, model_version__kind=kind,
+                                      model_version__status=ModelVersion.Status.ACTIVE)
+            .select_related("model_version").order_by("-created_at", "-pk").first()
+        )
+        if suggestion:
+            return suggestion
+    return None
 
 
 def workspace_panel(labeler):

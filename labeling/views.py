@@ -92,6 +92,8 @@ def assignment(request, pk):
         "skip_form": SkipForm(),
         **selectors.workspace_panel(request.user),
     }
+    if assignment.task.kind == Task.Kind.WRITE_DEMONSTRATION:
+        context["suggestion"] = selectors.model_suggestion(assignment.task.prompt)
     status = 400 if form.errors else 200
     return render(request, f"labeling/work/{assignment.task.kind}.html", context, status=status)
 

@@ -15,6 +15,11 @@ class CompletionSerializer(serializers.Serializer):
     text = serializers.CharField()
 
 
+class SuggestionSerializer(serializers.Serializer):
+    text = serializers.CharField()
+    model_version = serializers.CharField()
+
+
 class AssignmentSerializer(serializers.Serializer):
     """Plain fields rather than a ModelSerializer: this runs on every next and submit."""
 
@@ -29,6 +34,7 @@ class AssignmentSerializer(serializers.Serializer):
     submitted_at = serializers.DateTimeField(allow_null=True)
     skip_reason = serializers.ChoiceField(choices=Assignment.SkipReason.choices, allow_blank=True)
     time_spent_seconds = serializers.IntegerField()
+    suggestion = serializers.SerializerMethodField()
 
     def get_prompt(self, assignment) -> dict | None:
         prompt = assignment.task.prompt
@@ -40,6 +46,16 @@ class AssignmentSerializer(serializers.Serializer):
     def get_completions(self, assignment):
         """In the order shown to this labeler; other labelers see another order."""
         return [{"id": c.pk, "text": c.text} for c in selectors.completions_in_order(assignment)]
+
+    @extend_schema_field(SuggestionSerializer(allow_null=True))
+    def get_suggestion(self, assignment):
+        """For demonstrations: a reply by the active policy to start from; send `used_model_suggestion` if you do."""
+        if assignment.task.kind != Task.Kind.WRITE_DEMONSTRATION:
+            return None
+        suggestion = selectors.model_suggestion(assignment.task.prompt)
+        if suggestion is None:
+            return None
+        return {"text": suggestion.text, "model_version": suggestion.model_version.name}
 
 
 class SubmitSerializer(serializers.Serializer):

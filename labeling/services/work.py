@@ -200,9 +200,11 @@ def demonstration_write(*, assignment, labeler, turns, used_model_suggestion=Fal
     def save(assignment):
         prompt = assignment.task.prompt
         opening = prompt.turns or [{"role": "user", "content": prompt.text}]
+        suggestion = selectors.model_suggestion(prompt) if used_model_suggestion else None
         Demonstration.objects.create(
             assignment=assignment, prompt=prompt, author=labeler, messages=[*opening, *turns],
-            used_model_suggestion=bool(used_model_suggestion),
+            used_model_suggestion=suggestion is not None,
+            suggestion_model_version=suggestion.model_version if suggestion else None,
         )
 
     return _submit(assignment, labeler, time_spent_seconds, Task.Kind.WRITE_DEMONSTRATION, save)

@@ -33,6 +33,19 @@
     }
   });
 
+  // Demonstrations: the model's draft goes into the reply on request, and the answer records it.
+  const insert = document.querySelector("[data-insert-suggestion]");
+  if (insert) {
+    const reply = document.querySelector("textarea[name=assistant_1]");
+    insert.hidden = false;
+    insert.addEventListener("click", () => {
+      if (reply.value.trim() && !window.confirm("Replace what you have written with the suggestion?")) return;
+      reply.value = document.getElementById("suggestion-text").content.textContent;
+      document.querySelector("input[name=used_suggestion]").value = "True";
+      reply.focus();
+    });
+  }
+
   // Chat demonstrations: extra turns stay hidden until asked for.
   const addTurn = document.querySelector("[data-add-turn]");
   if (addTurn) {

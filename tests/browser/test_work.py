@@ -5,9 +5,18 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from labeling.models import Demonstration, Guidelines, LabelerProfile, Prompt, PromptAnnotation, Ranking, Task
+from labeling.models import (
+    Demonstration,
+    Guidelines,
+    LabelerProfile,
+    ModelVersion,
+    Prompt,
+    PromptAnnotation,
+    Ranking,
+    Task,
+)
 from tests.browser.conftest import sign_in
-from tests.factories import PromptFactory, TaskFactory, ranking_task
+from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, TaskFactory, ranking_task
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "test-output" / "screenshots"
 
@@ -156,3 +165,23 @@ def test_my_work_lists_submissions_read_only(page, alice):
     expect(page.locator(".result")).to_contain_text("Use case: Open QA")
     expect(page.locator("form#task-form")).to_have_count(0)
     shot(page, "my_work")
+
+
+def test_starting_a_demonstration_from_the_models_suggestion(page, alice):
+    prompt = PromptFactory(text="Suggest a name for a grey cat.")
+    policy = ModelVersionFactory(status=ModelVersion.Status.ACTIVE, name="policy-7")
+    CompletionFactory(prompt=prompt, model_version=policy, text="How about Smokey?")
+    TaskFactory(kind=Task.Kind.WRITE_DEMONSTRATION, prompt=prompt)
+    start(page, alice)
+    expect(page.locator(".suggestion")).to_contain_text("policy-7")
+    page.get_by_role("button", name="Insert into my reply").click()
+    reply = page.get_by_label("Assistant").first
+    expect(reply).to_have_value("How about Smokey?")
+    reply.press("End")
+    reply.type(" Or Ash, after the colour of its fur.")
+    shot(page, "write_demonstration_suggestion")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.get_by_text("Nothing is waiting for you right now")).to_be_visible()
+    demonstration = Demonstration.objects.get(prompt=prompt)
+    assert demonstration.messages[-1]["content"] == "How about Smokey? Or Ash, after the colour of its fur."
+    assert (demonstration.used_model_suggestion, demonstration.suggestion_model_version) == (True, policy)

@@ -2,8 +2,8 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labeling.models import Assignment, LabelerProfile, PromptAnnotation, Ranking, Task
-from tests.factories import TaskFactory, ranking_task
+from labeling.models import Assignment, Demonstration, LabelerProfile, ModelVersion, PromptAnnotation, Ranking, Task
+from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, TaskFactory, ranking_task
 
 pytestmark = pytest.mark.django_db
 
@@ -93,3 +93,16 @@ def test_an_inactive_labeler_is_told_why(labeler):
     response = client_for(labeler).post("/api/work/next/")
     assert response.status_code == 400
     assert "Only active labelers" in response.json()["detail"]
+
+
+def test_a_demonstration_lease_carries_the_policys_suggestion(alice):
+    prompt = PromptFactory(text="Name three rivers in France.")
+    sft = ModelVersionFactory(kind=ModelVersion.Kind.SFT, status=ModelVersion.Status.ACTIVE, name="sft-3")
+    CompletionFactory(prompt=prompt, model_version=sft, text="The Loire, the Seine and the Rhône.")
+    TaskFactory(kind=Task.Kind.WRITE_DEMONSTRATION, prompt=prompt)
+    lease = alice.post("/api/work/next/").json()
+    assert lease["suggestion"] == {"text": "The Loire, the Seine and the Rhône.", "model_version": "sft-3"}
+    answer = {"turns": [{"role": "assistant", "content": "The Loire, the Seine and the Garonne."}],
+              "used_model_suggestion": True}
+    assert alice.post(f"/api/work/assignments/{lease['id']}/submit/", answer, format="json").status_code == 200
+    assert Demonstration.objects.get().suggestion_model_version == sft

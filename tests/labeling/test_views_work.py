@@ -2,8 +2,8 @@ import pytest
 from django.urls import reverse
 
 from labeling import services
-from labeling.models import Assignment, LabelerProfile, PromptAnnotation, Task
-from tests.factories import TaskFactory
+from labeling.models import Assignment, Demonstration, LabelerProfile, ModelVersion, PromptAnnotation, Task
+from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -86,3 +86,32 @@ def test_an_inactive_labeler_is_told_why_there_is_no_task(client, labeler):
     client.force_login(labeler)
     response = client.post(reverse("work-next"), follow=True)
     assert "Only active labelers receive tasks" in response.content.decode()
+
+
+def test_a_demonstration_page_offers_the_active_policys_reply_and_records_its_use(client, alice):
+    prompt = PromptFactory(text="How do I boil an egg?")
+    old = ModelVersionFactory(status=ModelVersion.Status.RETIRED)
+    active = ModelVersionFactory(status=ModelVersion.Status.ACTIVE)
+    CompletionFactory(prompt=prompt, model_version=old, text="An older draft.")
+    CompletionFactory(prompt=prompt, model_version=active, text="Simmer it for seven minutes.")
+    TaskFactory(kind=Task.Kind.WRITE_DEMONSTRATION, prompt=prompt)
+    assignment = services.task_lease_next(labeler=alice)
+    url = reverse("assignment", args=[assignment.pk])
+    page = client.get(url).content.decode()
+    assert "Simmer it for seven minutes." in page and "An older draft." not in page
+    client.post(url, {"assistant_1": "Simmer it for seven minutes, then cool it.", "used_suggestion": "True",
+                      "time_spent": "30"})
+    demonstration = Demonstration.objects.get()
+    assert (demonstration.used_model_suggestion, demonstration.suggestion_model_version) == (True, active)
+
+
+def test_without_an_active_model_there_is_no_suggestion(client, alice):
+    prompt = PromptFactory()
+    CompletionFactory(prompt=prompt, model_version=ModelVersionFactory(status=ModelVersion.Status.READY))
+    TaskFactory(kind=Task.Kind.WRITE_DEMONSTRATION, prompt=prompt)
+    assignment = services.task_lease_next(labeler=alice)
+    url = reverse("assignment", args=[assignment.pk])
+    assert "Model suggestion" not in client.get(url).content.decode()
+    client.post(url, {"assistant_1": "My own reply.", "used_suggestion": "True", "time_spent": "30"})
+    demonstration = Demonstration.objects.get()
+    assert (demonstration.used_model_suggestion, demonstration.suggestion_model_version) == (False, None)
