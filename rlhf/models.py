@@ -1,0 +1,188 @@
+"""Loading policies and reward models from local folders, and turning prompts into token ids.
+
+Nothing here reaches the network: every load is from a folder on disk (HF_HUB_OFFLINE is set by
+the package). A reward model is a Hugging Face `AutoModelForSequenceClassification` with one label,
+so TRL and plain transformers load it too; `RewardModel` reads its score at the last non-padding
+token and adds the bias stored in its config (`reward_bias`), which centres demonstrations at 0.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def pick_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _folder(path):
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        hint = " Run `python -m rlhf prepare-model` to create the default model." if "SmolLM2" in str(path) else ""
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json).{hint}")
+    return folder
+
+
+def load_tokenizer(path, padding_side="right"):
+    tokenizer = AutoTokenizer.from_pretrained(_folder(path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_policy(path, dtype=torch.float32):
+    return AutoModelForCausalLM.from_pretrained(_folder(path), dtype=dtype)
+
+
+def prompt_messages(prompt):
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def encode_prompt(tokenizer, prompt):
+    """Token ids of the prompt followed by the start of the assistant's turn."""
+    return tokenizer.apply_chat_template(prompt_messages(prompt), add_generation_prompt=True, tokenize=True,
+                                         return_dict=False)
+
+
+def encode_conversation(tokenizer, prompt, completion):
+    """Token ids of prompt + completion as the model sees them.
+
+    `prompt` None means the completion already holds the whole conversation, as text
+    (HH-RLHF's "\\n\\nHuman: ... \\n\\nAssistant: ...") or as messages.
+    """
+    if prompt is None and isinstance(completion, str):
+        return tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    messages = list(completion) if prompt is None else [
+        *prompt_messages(prompt), {"role": "assistant", "content": completion}]
+    return tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
+
+
+def assistant_labels(tokenizer, messages):
+    """(input ids, labels) for a conversation, labels -100 everywhere but the assistant's turns.
+
+    Each assistant turn is what the template adds between the conversation so far with a
+    generation prompt and the conversation including that turn.
+    """
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
+    labels = [-100] * len(ids)
+    for n, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(tokenizer.apply_chat_template(messages[:n], add_generation_prompt=True, tokenize=True,
+                                                  return_dict=False))
+        end = len(tokenizer.apply_chat_template(messages[:n + 1], tokenize=True, return_dict=False))
+        labels[start:end] = ids[start:end]
+    return ids, labels
+
+
+def truncate_left(ids, max_length, labels=None):
+    """Keep the end of a sequence: the completion matters more than the start of a long prompt."""
+    if len(ids) <= max_length:
+        return (ids, labels) if labels is not None else ids
+    return (ids[-max_length:], labels[-max_length:]) if labels is not None else ids[-max_length:]
+
+
+def pad(sequences, value, side="right"):
+    width = max(len(s) for s in sequences)
+    if side == "left":
+        return torch.tensor([[value] * (width - len(s)) + list(s) for s in sequences])
+    return torch.tensor([list(s) + [value] * (width - len(s)) for s in sequences])
+
+
+def batch_of(sequences, pad_token_id, side="right"):
+    input_ids = pad(sequences, pad_token_id, side)
+    attention_mask = pad([[1] * len(s) for s in sequences], 0, side)
+    return input_ids, attention_mask
+
+
+class RewardModel(nn.Module):
+    """A language model with a scalar head, read at each sequence's last non-padding token."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model  # an AutoModelForSequenceClassification with num_labels=1
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=torch.float32):
+        """A reward model folder, or a language model folder to start one from (the head starts at random)."""
+        folder = _folder(path)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1, dtype=dtype)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = load_tokenizer(folder).pad_token_id
+        return cls(model)
+
+    @property
+    def bias(self):
+        return float(getattr(self.model.config, "reward_bias", 0.0))
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        last = (positions * attention_mask).argmax(-1)  # works for left and right padding
+        scores = self.model.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+        return scores.squeeze(-1).float() + self.bias
+
+    def save_pretrained(self, folder, bias=None):
+        if bias is not None:
+            self.model.config.reward_bias = float(bias)
+        self.model.save_pretrained(folder)
+
+
+def save_tiny_model(folder, seed=0):
+    """A 2-layer GPT-2 (width 64) with a small byte-level BPE tokenizer and a ChatML template.
+
+    Random weights: for tests and for trying the pipeline in seconds, not for real text.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_TINY_CORPUS.split("\n") * 4, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|pad|>",
+        unk_token="<|endoftext|>", chat_template=CHATML,
+    )
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=64, n_layer=2, n_head=4,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    (folder / "rlhf_model.json").write_text(json.dumps({"name": "tiny-gpt2", "kind": "tiny"}))
+    return folder
+
+
+_TINY_CORPUS = """\
+The quick brown fox jumps over the lazy dog.
+Write a short poem about the sea. The sea is wide and blue, the waves roll in and out.
+How do I boil an egg? Put it in boiling water for seven minutes, then cool it in cold water.
+Summarise this paragraph in one sentence. Explain the idea to a child. List three reasons.
+What is the capital of France? The capital of France is Paris.
+Thank you for asking. I am sorry, but I cannot help with that. Here is a helpful answer.
+user assistant system: yes no maybe good bad great terrible wonderful excellent awful fine
+one two three four five six seven eight nine ten hundred thousand apple banana cherry
+"""

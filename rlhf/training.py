@@ -1,0 +1,168 @@
+"""The loop SFT and reward-model training share.
+
+A trainer subclass says how to encode an example, what a batch's loss is, how to evaluate and how
+to save the model; this class owns the rest: data order, optimizer and schedule, DDP, metrics,
+progress, and checkpoints that resume exactly (the same weights as an uninterrupted run).
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import distributed
+from .checkpoint import load_state, run_record, save_checkpoint, write_json
+
+
+def cosine_schedule(optimizer, warmup_steps, total_steps, min_lr_ratio):
+    def factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class MetricsLog:
+    """metrics.jsonl in the output folder, written by rank 0 only."""
+
+    def __init__(self, path, enabled, append):
+        self.file = open(path, "a" if append else "w") if enabled else None
+
+    def write(self, **values):
+        if self.file:
+            self.file.write(json.dumps(values) + "\n")
+            self.file.flush()
+
+    def close(self):
+        if self.file:
+            self.file.close()
+
+
+class Trainer:
+    name = "train"
+
+    def __init__(self, config, model, tokenizer, train_items, valid_items=(), context=None):
+        self.config, self.model, self.tokenizer = config, model, tokenizer
+        self.context = context or distributed.Context()
+        self.output = Path(config.output)
+        self.train = [self.encode(item) for item in train_items]
+        self.valid = [self.encode(item) for item in valid_items]
+        per_rank = len(self.train) // self.context.world_size
+        if per_rank == 0:
+            raise ValueError(f"{len(self.train)} training examples can't be shared by "
+                             f"{self.context.world_size} processes.")
+        self.steps_per_epoch = math.ceil(per_rank / config.batch_size)
+        self.total_steps = config.epochs * self.steps_per_epoch
+        if config.max_steps:
+            self.total_steps = min(self.total_steps, config.max_steps)
+
+    # What subclasses provide
+
+    def encode(self, item):
+        raise NotImplementedError
+
+    def loss(self, model, batch):
+        """(loss tensor, dict of floats to log) for a list of encoded examples."""
+        raise NotImplementedError
+
+    def evaluate(self, items):
+        """A dict of validation metrics."""
+        raise NotImplementedError
+
+    def save_model(self, folder):
+        raise NotImplementedError
+
+    def finish(self):
+        """Work after the last step and before the final save (rank 0 only); returns metrics."""
+        return {}
+
+    # The loop
+
+    def batch(self, step):
+        """This process's examples for an optimizer step: a permutation per epoch, seeded, then sharded."""
+        epoch, index = divmod(step, self.steps_per_epoch)
+        generator = torch.Generator().manual_seed(self.config.seed + epoch)
+        order = torch.randperm(len(self.train), generator=generator).tolist()
+        mine = order[self.context.rank::self.context.world_size][: len(self.train) // self.context.world_size]
+        size = self.config.batch_size
+        return epoch, [self.train[i] for i in mine[index * size:(index + 1) * size]]
+
+    def fit(self):
+        config, context = self.config, self.context
+        self.model.to(context.device)
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=tuple(config.betas),
+                                      weight_decay=config.weight_decay)
+        scheduler = cosine_schedule(optimizer, config.warmup_steps, self.total_steps, config.min_lr_ratio)
+        step, samples_seen = 0, 0
+        if config.resume:
+            state = load_state(self.output)
+            self.model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            step, samples_seen = state["step"], state["samples_seen"]
+            distributed.set_rng_state(state["rng"][context.rank])
+        elif context.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            write_json(self.output / "run.json", run_record(config, job=self.name, total_steps=self.total_steps,
+                                                            world_size=context.world_size))
+        log = MetricsLog(self.output / "metrics.jsonl", context.is_main, append=config.resume)
+        model = context.wrap(self.model)
+        bar = tqdm(total=self.total_steps, initial=step, desc=self.name, unit="step", disable=not context.is_main,
+                   dynamic_ncols=True)
+        started = time.perf_counter()
+        while step < self.total_steps:
+            epoch, batch = self.batch(step)
+            model.train()
+            loss, metrics = self.loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            samples_seen += len(batch) * context.world_size
+            metrics = {name: context.mean(value) for name, value in {"loss": loss.item(), **metrics}.items()}
+            log.write(step=step, epoch=epoch, samples=samples_seen, lr=scheduler.get_last_lr()[0],
+                      elapsed=round(time.perf_counter() - started, 3), **metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            bar.update(1)
+            end_of_epoch = step % self.steps_per_epoch == 0 or step == self.total_steps
+            if end_of_epoch and self.valid:
+                self.validate(log, step, epoch)
+            if config.save_every and step % config.save_every == 0 and step < self.total_steps:
+                self.checkpoint(optimizer, scheduler, step, samples_seen)
+        bar.close()
+        summary = {}
+        if context.is_main:
+            summary = self.finish()
+            self.save_model(self.output / "model")
+            record = json.loads((self.output / "run.json").read_text())
+            write_json(self.output / "run.json", {**record, "finished": True, "steps": step,
+                                                  "samples_seen": samples_seen, "metrics": summary})
+        context.barrier()
+        log.close()
+        return summary
+
+    def validate(self, log, step, epoch):
+        if self.context.is_main:
+            self.model.eval()
+            with torch.no_grad():
+                metrics = self.evaluate(self.valid)
+            log.write(step=step, epoch=epoch, split="valid", **metrics)
+            tqdm.write(f"{self.name} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        self.context.barrier()
+
+    def checkpoint(self, optimizer, scheduler, step, samples_seen):
+        rng = self.context.gather(distributed.rng_state())
+        if self.context.is_main:
+            save_checkpoint(self.output, {
+                "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step, "samples_seen": samples_seen, "rng": rng,
+            })
+        self.context.barrier()
