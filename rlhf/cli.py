@@ -32,7 +32,7 @@ def main(argv=None):
         result = run(config)
     except (DataError, FileNotFoundError, ValueError) as exc:
         sys.exit(f"{args.command}: {exc}")
-    if isinstance(result, dict):
+    if isinstance(result, dict) and result:
         print(json.dumps(result, indent=2, default=str))
-    elif result is not None:
+    elif result and not isinstance(result, dict):
         print(result)

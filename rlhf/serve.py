@@ -58,7 +58,8 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None):
                 raise BadRequest("`n` must be 1 to 16.")
             params = SamplingParams(float(body.get("temperature", 1.0)), float(body.get("top_p", 1.0)),
                                     int(body.get("max_tokens", 128)), int(body.get("seed", 0)))
-            logprobs = body.get("logprobs") not in (None, False)  # chat sends true, completions a number
+            logprobs = body.get("logprobs")  # chat sends true, completions a number (0 included)
+            logprobs = logprobs is not None and logprobs is not False
             with lock:
                 samples = sampler.sample([prompt], n, params, logprobs=logprobs)[0]
             choices = [self.choice(kind, index, sample, logprobs) for index, sample in enumerate(samples)]

@@ -30,8 +30,15 @@ def cosine_schedule(optimizer, warmup_steps, total_steps, min_lr_ratio):
 class MetricsLog:
     """metrics.jsonl in the output folder, written by rank 0 only."""
 
-    def __init__(self, path, enabled, append):
-        self.file = open(path, "a" if append else "w") if enabled else None
+    def __init__(self, path, enabled, resume_step=None):
+        self.file = None
+        if not enabled:
+            return
+        if resume_step is not None:  # steps after the checkpoint are run again: drop their old lines
+            kept = [line for line in Path(path).read_text().splitlines(keepends=True)
+                    if json.loads(line)["step"] <= resume_step]
+            Path(path).write_text("".join(kept))
+        self.file = open(path, "a" if resume_step is not None else "w")
 
     def write(self, **values):
         if self.file:
@@ -110,7 +117,7 @@ class Trainer:
             self.output.mkdir(parents=True, exist_ok=True)
             write_json(self.output / "run.json", run_record(config, job=self.name, total_steps=self.total_steps,
                                                             world_size=context.world_size))
-        log = MetricsLog(self.output / "metrics.jsonl", context.is_main, append=config.resume)
+        log = MetricsLog(self.output / "metrics.jsonl", context.is_main, step if config.resume else None)
         model = context.wrap(self.model)
         bar = tqdm(total=self.total_steps, initial=step, desc=self.name, unit="step", disable=not context.is_main,
                    dynamic_ncols=True)
@@ -140,11 +147,11 @@ class Trainer:
         bar.close()
         summary = {}
         if context.is_main:
-            summary = self.finish()
+            summary = {"steps": step, "samples_seen": samples_seen, "output": str(self.output / "model"),
+                       "valid": getattr(self, "last_validation", None), **self.finish()}
             self.save_model(self.output / "model")
             record = json.loads((self.output / "run.json").read_text())
-            write_json(self.output / "run.json", {**record, "finished": True, "steps": step,
-                                                  "samples_seen": samples_seen, "metrics": summary})
+            write_json(self.output / "run.json", {**record, "finished": True, "summary": summary})
         context.barrier()
         log.close()
         return summary
@@ -154,6 +161,7 @@ class Trainer:
             self.model.eval()
             with torch.no_grad():
                 metrics = self.evaluate(self.valid)
+            self.last_validation = metrics
             log.write(step=step, epoch=epoch, split="valid", **metrics)
             tqdm.write(f"{self.name} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         self.context.barrier()

@@ -1,0 +1,79 @@
+import json
+import statistics
+
+import pytest
+import torch
+
+from rlhf.config import EvalRewardConfig, RewardConfig
+from rlhf.data import load_rankings
+from rlhf.models import RewardModel, encode_conversation, load_tokenizer
+from rlhf.train_reward import RewardTrainer, eval_reward, score, train_reward
+from tests.rlhf.conftest import marker_rankings, write_jsonl
+
+
+def config(tmp_path, tiny_model, **overrides):
+    values = {"data": str(write_jsonl(tmp_path / "train.jsonl", marker_rankings(96))),
+              "valid_data": str(write_jsonl(tmp_path / "valid.jsonl", marker_rankings(40, start=1000, seed=1))),
+              "model": str(tiny_model), "output": str(tmp_path / "rm"), "epochs": 3, "lr": 1e-3, "batch_size": 8,
+              "device": "cpu"}
+    return RewardConfig(**(values | overrides))
+
+
+def test_a_reward_model_learns_a_planted_preference(tmp_path, tiny_model):
+    summary = train_reward(config(tmp_path, tiny_model))
+    metrics = eval_reward(EvalRewardConfig(model=summary["output"], data=str(tmp_path / "valid.jsonl")))
+    assert metrics["accuracy"] >= 0.95
+    assert metrics["pairs"] == 40 * 3
+    run = json.loads((tmp_path / "rm" / "run.json").read_text())
+    assert run["finished"] and run["dataset"]["sha256"] and run["seed"] == 1234
+    steps = [json.loads(line) for line in (tmp_path / "rm" / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps if "split" not in s] == list(range(1, 37))
+    assert len([s for s in steps if s.get("split") == "valid"]) == 3
+
+
+def test_one_forward_row_per_completion_not_per_pair(tmp_path, tiny_model):
+    cfg = config(tmp_path, tiny_model, batch_size=3)
+    tokenizer = load_tokenizer(tiny_model)
+    model = RewardModel.from_pretrained(tiny_model)
+    rows = []
+    original = model.model.base_model.forward
+
+    def counting(*args, **kwargs):
+        rows.append(kwargs["input_ids"].shape[0])
+        return original(*args, **kwargs)
+
+    model.model.base_model.forward = counting
+    rankings = load_rankings(write_jsonl(tmp_path / "k9.jsonl", marker_rankings(3, k=9)))
+    trainer = RewardTrainer(cfg, model, tokenizer, rankings)
+    loss, _ = trainer.loss(model, trainer.train)
+    assert rows == [27]  # 3 prompts x 9 completions in one pass; the 3 x 36 pairs reuse those scores
+    assert loss.item() > 0
+
+
+def test_demonstrations_score_a_mean_of_zero_after_training(tmp_path, tiny_model):
+    demonstrations = [{"messages": [{"role": "user", "content": f"Tell me about item {i}."},
+                                    {"role": "assistant", "content": f"Item {i} is excellent."}]} for i in range(10)]
+    path = write_jsonl(tmp_path / "demos.jsonl", demonstrations)
+    summary = train_reward(config(tmp_path, tiny_model, epochs=1, demonstrations=str(path)))
+    model = RewardModel.from_pretrained(summary["output"]).eval()
+    tokenizer = load_tokenizer(summary["output"])
+    assert model.bias == pytest.approx(summary["reward_bias"])
+    sequences = [encode_conversation(tokenizer, None, d["messages"]) for d in demonstrations]
+    with torch.no_grad():
+        assert statistics.fmean(score(model, tokenizer, sequences, 4, "cpu")) == pytest.approx(0, abs=1e-4)
+
+
+def test_eval_reads_preference_pairs_with_or_without_a_prompt(tmp_path, tiny_model):
+    summary = train_reward(config(tmp_path, tiny_model))
+    pairs = [{"prompt": r["prompt"], "chosen": r["completions"][r["ranks"][0][0]],
+              "rejected": r["completions"][r["ranks"][1][0]]} for r in marker_rankings(20, start=2000, seed=2)]
+    with_prompt = eval_reward(EvalRewardConfig(model=summary["output"],
+                                               data=str(write_jsonl(tmp_path / "p.jsonl", pairs))))
+    assert with_prompt["pairs"] == 20 and with_prompt["accuracy"] >= 0.95
+    assert set(with_prompt["accuracy_by_rank_distance"]) == {1}
+    bare = [{"chosen": f"User: {p['prompt']} Assistant: {p['chosen']}",
+             "rejected": f"User: {p['prompt']} Assistant: {p['rejected']}"} for p in pairs]
+    output = tmp_path / "eval.json"
+    eval_reward(EvalRewardConfig(model=summary["output"], data=str(write_jsonl(tmp_path / "b.jsonl", bare)),
+                                 output=str(output)))
+    assert json.loads(output.read_text())["pairs"] == 20
