@@ -12,6 +12,8 @@ COMMANDS = {
     "train-sft": (configs.SFTConfig, "rlhf.train_sft:train_sft"),
     "train-rm": (configs.RewardConfig, "rlhf.train_reward:train_reward"),
     "eval-rm": (configs.EvalRewardConfig, "rlhf.train_reward:eval_reward"),
+    "train-ppo": (configs.PPOConfig, "rlhf.train_ppo:train_ppo"),
+    "eval-policy": (configs.EvalPolicyConfig, "rlhf.train_ppo:eval_policy"),
     "serve": (configs.ServeConfig, "rlhf.serve:serve"),
     "prepare-model": (configs.PrepareModelConfig, "rlhf.prepare:prepare_model"),
 }

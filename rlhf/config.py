@@ -66,6 +66,64 @@ class RewardConfig(TrainConfig):
 
 
 @dataclass
+class PPOConfig:
+    """PPO-ptx (InstructGPT step 3): maximise the reward model's score with a KL penalty to the SFT
+    model, pretraining gradients mixed in."""
+
+    data: str = option("", "Prompts file (the PPO export): rows with `prompt`, text or messages.", required=True)
+    policy: str = option(DEFAULT_MODEL, "The SFT model folder to start the policy from; a frozen copy is the reference.")
+    reward_model: str = option("", "The reward model folder (frozen).", required=True)
+    value_model: str = option("", "Folder to start the value model from (default: the reward model).")
+    output: str = option("", "Folder for checkpoints, metrics.jsonl and the final policy.", required=True)
+    dataset_id: str = option("", "The export snapshot's id, recorded with the checkpoint.")
+    steps: int = option(0, "Rollout batches to train on (0: one pass over the prompts).")
+    rollout_batch_size: int = option(8, "Prompts per rollout batch on each process.")
+    minibatch_size: int = option(4, "Episodes per gradient step.")
+    ppo_epochs: int = option(2, "Passes over each rollout batch.")
+    lr: float = option(9.65e-6, "Learning rate of the policy and value model.")
+    betas: tuple[float, float] = option((0.9, 0.95), "Adam betas.")
+    grad_clip: float = option(1.0, "Clip the gradient norm to this; 0 disables.")
+    beta: float = option(0.02, "KL coefficient: reward = score - beta * KL(policy || reference) per token.")
+    target_kl: float = option(0.0, "Adapt beta towards this KL per episode (Ziegler et al. 2019); 0 keeps beta fixed.")
+    kl_horizon: int = option(10000, "Episodes over which the adaptive controller moves beta by its error.")
+    gamma: float = option(1.0, "Discount of GAE.")
+    lam: float = option(0.95, "Lambda of GAE.")
+    clip: float = option(0.2, "PPO ratio clip.")
+    value_clip: float = option(0.2, "Value clip around the rollout's values.")
+    vf_coef: float = option(0.5, "Weight of the value loss.")
+    ptx_data: str = option("", "Pretraining or SFT data mixed in: rows with `messages` or `text`.")
+    ptx_coef: float = option(27.8, "gamma of PPO-ptx: weight of the pretraining log-likelihood (InstructGPT's 27.8).")
+    ptx_ratio: float = option(1.0, "Pretraining examples per RL example in each gradient step.")
+    ema: float = option(0.0, "Keep an exponential moving average of the policy weights with this decay "
+                              "(InstructGPT: 0.992); the saved policy is the average. 0 disables.")
+    temperature: float = option(1.0, "Rollout sampling temperature.")
+    top_p: float = option(1.0, "Rollout nucleus sampling threshold.")
+    max_new_tokens: int = option(64, "Longest response in a rollout.")
+    max_prompt_length: int = option(256, "Prompts are cut from the left to this many tokens.")
+    no_eos_penalty: float = option(-1.0, "Added to the score of a response cut off before it ended.")
+    seed: int = option(1234, "Seed for data order and sampling (each process adds its rank).")
+    save_every: int = option(0, "Write a resumable checkpoint every this many rollout batches; 0 only at the end.")
+    resume: bool = option(False, "Continue from the checkpoint in the output folder.")
+    device: str = option("auto", "cpu, cuda, or auto.")
+
+
+@dataclass
+class EvalPolicyConfig:
+    """Win rate of a policy over a reference policy as judged by the reward model, and its KL to the reference."""
+
+    policy: str = option("", "The policy folder (written by train-ppo).", required=True)
+    reference: str = option(DEFAULT_MODEL, "The reference policy, usually the SFT model it started from.")
+    reward_model: str = option("", "The reward model folder that judges.", required=True)
+    data: str = option("", "Held-out prompts file.", required=True)
+    max_new_tokens: int = option(64, "Longest response.")
+    temperature: float = option(1.0, "Sampling temperature for both policies.")
+    batch_size: int = option(8, "Prompts generated together.")
+    seed: int = option(1234, "Seed; both policies sample with it.")
+    output: str = option("", "Write the metrics as JSON here as well as printing them.")
+    device: str = option("auto", "cpu, cuda, or auto.")
+
+
+@dataclass
 class EvalRewardConfig:
     """Pairwise accuracy, reward mean/std and accuracy by rank distance of a reward model on a file."""
 

@@ -6,7 +6,8 @@ Three shapes:
   of ties, best first, holding indices into `completions`; also TRL preference pairs
   (`prompt`/`chosen`/`rejected`, or `chosen`/`rejected` alone), read as rankings of two;
 - demonstrations: `messages`, a list of {"role", "content"} ending with the assistant;
-- prompts: `prompt`, text or messages.
+- prompts: `prompt`, text or messages;
+- pretraining text for PPO-ptx: `text` (or `messages`).
 
 A prompt is text or a list of messages. A malformed row stops the run before any training with
 the file, the line (or Parquet row) and what was wrong.
@@ -92,6 +93,19 @@ def load_demonstrations(path):
 
 def load_prompts(path):
     return _read(path, lambda row: check_prompt(row.get("prompt")))
+
+
+def load_ptx(path):
+    """Pretraining text (`text`) or demonstrations (`messages`) for the ptx term of PPO-ptx."""
+
+    def parse(row):
+        if isinstance(row.get("text"), str) and row["text"].strip():
+            return row["text"]
+        if "messages" in row:
+            return check_messages(row["messages"], "messages", end_with_assistant=True)
+        raise DataError("each row needs `text` or `messages`.")
+
+    return _read(path, parse)
 
 
 def parse_ranking(row):

@@ -113,6 +113,11 @@ def batch_of(sequences, pad_token_id, side="right"):
     return input_ids, attention_mask
 
 
+def position_ids(attention_mask):
+    """Positions counted from each sequence's first real token, so left padding changes nothing."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 class RewardModel(nn.Module):
     """A language model with a scalar head, read at each sequence's last non-padding token."""
 
@@ -134,11 +139,18 @@ class RewardModel(nn.Module):
         return float(getattr(self.model.config, "reward_bias", 0.0))
 
     def forward(self, input_ids, attention_mask):
-        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                       position_ids=position_ids(attention_mask)).last_hidden_state
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         last = (positions * attention_mask).argmax(-1)  # works for left and right padding
         scores = self.model.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
         return scores.squeeze(-1).float() + self.bias
+
+    def values(self, input_ids, attention_mask):
+        """The head read at every position: PPO's value model starts from the reward model."""
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                       position_ids=position_ids(attention_mask)).last_hidden_state
+        return self.model.score(hidden).squeeze(-1).float()
 
     def save_pretrained(self, folder, bias=None):
         if bias is not None:

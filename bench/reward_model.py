@@ -1,0 +1,206 @@
+"""Benchmark: reward-model training, K-way against pairs, against TRL, and accuracy on HH-RLHF.
+
+    .venv/bin/python bench/reward_model.py throughput        # K-way vs every pair expanded, K = 4 and 9
+    .venv/bin/python bench/reward_model.py trl               # the same data through TRL's RewardTrainer
+    .venv/bin/python bench/reward_model.py hh --minutes 20   # held-out accuracy on HH-RLHF harmless-base
+
+All three use SmolLM2-135M-Instruct (prepared under artifacts/ on first use) on the CPU unless
+--model names another folder. `trl` needs the bench-only packages: pip install -r bench/requirements.txt
+"""
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from rlhf.config import DEFAULT_MODEL, EvalRewardConfig, RewardConfig  # noqa: E402
+from rlhf.data import Ranking, load_rankings  # noqa: E402
+from rlhf.losses import ranking_pairs  # noqa: E402
+from rlhf.models import RewardModel, load_tokenizer  # noqa: E402
+from rlhf.prepare import prepare_smollm2  # noqa: E402
+from rlhf.train_reward import RewardTrainer, eval_reward, train_reward  # noqa: E402
+
+HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+WORDS = "the a river stone light quiet morning garden window paper green slow bright warm open".split()
+
+
+def graded_rankings(n, k, seed):
+    """K completions per prompt; each holds 0..K-1 copies of "excellent" among filler, more is better."""
+    rng = random.Random(seed)
+    rankings = []
+    for i in range(n):
+        texts = []
+        for quality in range(k):
+            words = [rng.choice(WORDS) for _ in range(24)]
+            for _ in range(quality):
+                words.insert(rng.randrange(len(words)), "excellent")
+            texts.append(" ".join(words))
+        order = list(range(k))
+        rng.shuffle(order)
+        completions = [texts[q] for q in order]
+        groups = [[order.index(q)] for q in reversed(range(k))]
+        rankings.append(Ranking(f"Describe scene {i} in a few words.", completions, groups))
+    return rankings
+
+
+def as_pairs(rankings):
+    return [Ranking(r.prompt, [r.completions[i], r.completions[j]], [[0], [1]]) for r in rankings for i, j in r.pairs()]
+
+
+def model_folder(args):
+    return Path(args.model) if args.model else prepare_smollm2(DEFAULT_MODEL)
+
+
+def throughput(args):
+    folder = model_folder(args)
+    tokenizer = load_tokenizer(folder)
+    print(f"model {folder.name}, {torch.get_num_threads()} threads; {args.steps} timed steps after one warm-up; "
+          f"each step forwards {args.sequences} sequences of about 30 tokens")
+    print(f"{'K':>2} {'mode':<12} {'prompts/step':>12} {'pairs/step':>10} {'s/step':>7} {'comparisons/s':>13}")
+    rows = []
+    for k in (4, 9):
+        kway = graded_rankings(args.sequences // k * (args.steps + 1), k, seed=k)
+        for mode, items, per_step in (("K-way", kway, args.sequences // k), ("pairs", as_pairs(kway), args.sequences // 2)):
+            torch.manual_seed(0)
+            model = RewardModel.from_pretrained(folder)
+            config = RewardConfig(data="-", output="-", batch_size=per_step, device="cpu")
+            trainer = RewardTrainer(config, model, tokenizer, items[: per_step * (args.steps + 1)])
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+            pairs, elapsed = 0, 0.0
+            for step in range(args.steps + 1):
+                batch = trainer.train[step * per_step:(step + 1) * per_step]
+                start = time.perf_counter()
+                loss, _ = trainer.loss(model, batch)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if step:  # the first step warms up allocators and kernels
+                    elapsed += time.perf_counter() - start
+                    pairs += len(ranking_pairs([groups for _, groups in batch])[0])
+            rate = pairs / elapsed
+            rows.append((k, mode, rate))
+            print(f"{k:>2} {mode:<12} {per_step:>12} {pairs // args.steps:>10} {elapsed / args.steps:>7.2f} {rate:>13.1f}")
+    for k in (4, 9):
+        kway, pairs = (rate for kk, _, rate in rows if kk == k)
+        print(f"K={k}: K-way is {kway / pairs:.2f}x the pairs rate (ideal K-1 = {k - 1})")
+
+
+def trl_side_by_side(args):
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig as TRLConfig
+    from trl import RewardTrainer as TRLTrainer
+
+    folder = model_folder(args)
+    train, held_out = graded_rankings(args.prompts, 4, seed=1), graded_rankings(args.prompts // 2, 4, seed=2)
+    comparisons = sum(len(r.pairs()) for r in train)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_rankings(tmp / "train.jsonl", train)
+        write_rankings(tmp / "held_out.jsonl", held_out)
+        print(f"model {folder.name}; {len(train)} training rankings of K=4 ({comparisons} comparisons), "
+              f"{len(held_out)} held out; one epoch, lr {args.lr}, {args.sequences} sequences per step")
+
+        start = time.perf_counter()
+        ours = train_reward(RewardConfig(data=str(tmp / "train.jsonl"), model=str(folder), output=str(tmp / "ours"),
+                                         epochs=1, lr=args.lr, batch_size=args.sequences // 4, device="cpu"))
+        ours_seconds = time.perf_counter() - start
+        ours_accuracy = eval_reward(EvalRewardConfig(model=ours["output"], data=str(tmp / "held_out.jsonl")))["accuracy"]
+
+        tokenizer = load_tokenizer(folder)
+        pairs = [{"prompt": [{"role": "user", "content": r.prompt}],
+                  "chosen": [{"role": "assistant", "content": r.completions[i]}],
+                  "rejected": [{"role": "assistant", "content": r.completions[j]}]} for r in train for i, j in r.pairs()]
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        trl_args = TRLConfig(output_dir=str(tmp / "trl"), per_device_train_batch_size=args.sequences // 2,
+                             num_train_epochs=1, learning_rate=args.lr, lr_scheduler_type="cosine",
+                             adam_beta2=0.95, report_to="none", save_strategy="no", logging_steps=1000,
+                             use_cpu=True, max_length=512, disable_tqdm=True)
+        trainer = TRLTrainer(model=model, args=trl_args, train_dataset=Dataset.from_list(pairs),
+                             processing_class=tokenizer)
+        start = time.perf_counter()
+        trainer.train()
+        trl_seconds = time.perf_counter() - start
+        trainer.save_model(str(tmp / "trl-model"))
+        tokenizer.save_pretrained(tmp / "trl-model")
+        trl_accuracy = eval_reward(EvalRewardConfig(model=str(tmp / "trl-model"),
+                                                    data=str(tmp / "held_out.jsonl")))["accuracy"]
+    print(f"{'trainer':<28} {'seconds':>8} {'comparisons/s':>13} {'held-out accuracy':>17}")
+    print(f"{'rlhf train-rm (K-way)':<28} {ours_seconds:>8.1f} {comparisons / ours_seconds:>13.1f} {ours_accuracy:>17.3f}")
+    print(f"{'TRL RewardTrainer (pairs)':<28} {trl_seconds:>8.1f} {comparisons / trl_seconds:>13.1f} {trl_accuracy:>17.3f}")
+
+
+def write_rankings(path, rankings):
+    with open(path, "w") as f:
+        for r in rankings:
+            f.write(json.dumps({"prompt": r.prompt, "completions": r.completions, "ranks": r.groups}) + "\n")
+
+
+def hh_accuracy(args):
+    folder = model_folder(args)
+    pairs = load_rankings(HH)
+    random.Random(0).shuffle(pairs)
+    test, train = pairs[: args.test], pairs[args.test:]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, rows in (("train", train), ("test", test)):
+            with open(tmp / f"{name}.jsonl", "w") as f:
+                for r in rows:
+                    f.write(json.dumps({"chosen": r.completions[0], "rejected": r.completions[1]}) + "\n")
+        tokenizer = load_tokenizer(folder)
+        lengths = sorted(len(tokenizer(r.completions[0])["input_ids"]) for r in train[:200])
+        # Fit the budget: time one step, then train on as many pairs as the remaining minutes allow.
+        probe = RewardConfig(data=str(tmp / "train.jsonl"), model=str(folder), output=str(tmp / "probe"),
+                             batch_size=args.batch_size, max_steps=2, max_length=args.max_length, device="cpu")
+        start = time.perf_counter()
+        train_reward(probe)
+        seconds_per_step = (time.perf_counter() - start) / 2
+        steps = max(1, int(args.minutes * 60 * 0.8 / seconds_per_step))
+        used = min(len(train), steps * args.batch_size)
+        with open(tmp / "train.jsonl") as f:
+            head = [next(f) for _ in range(used)]
+        (tmp / "train-used.jsonl").write_text("".join(head))
+        config = RewardConfig(data=str(tmp / "train-used.jsonl"), model=str(folder), output=str(tmp / "rm"),
+                              epochs=1, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
+                              warmup_steps=max(1, steps // 20), device="cpu")
+        start = time.perf_counter()
+        summary = train_reward(config)
+        train_seconds = time.perf_counter() - start
+        metrics = eval_reward(EvalRewardConfig(model=summary["output"], data=str(tmp / "test.jsonl"),
+                                               max_length=args.max_length))
+        shorter = sum(len(r.completions[0]) < len(r.completions[1]) for r in test) / len(test)
+    print(json.dumps({"model": folder.name, "train_pairs": used, "test_pairs": len(test), "max_length": args.max_length,
+                      "median_tokens_chosen": lengths[len(lengths) // 2], "lr": args.lr, "batch_size": args.batch_size,
+                      "train_minutes": round(train_seconds / 60, 1), "held_out_accuracy": round(metrics["accuracy"], 3),
+                      "shorter_is_chosen_baseline": round(shorter, 3)}, indent=2))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["throughput", "trl", "hh"])
+    parser.add_argument("--model", help="Model folder (default: SmolLM2-135M-Instruct under artifacts/).")
+    parser.add_argument("--steps", type=int, default=4, help="throughput: timed steps per setting.")
+    parser.add_argument("--sequences", type=int, default=36, help="Sequences per forward pass (divisible by 4 and 9).")
+    parser.add_argument("--prompts", type=int, default=48, help="trl: training rankings (K=4).")
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--minutes", type=float, default=20, help="hh: CPU time budget for training.")
+    parser.add_argument("--test", type=int, default=500, help="hh: pairs held out for testing.")
+    parser.add_argument("--batch-size", type=int, default=8, help="hh: pairs per step.")
+    parser.add_argument("--max-length", type=int, default=256, help="hh: token limit per conversation.")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    {"throughput": throughput, "trl": trl_side_by_side, "hh": hh_accuracy}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,398 @@
+"""PPO-ptx, InstructGPT's step 3 (Ouyang et al. 2022, section 3.5 and eq. 2).
+
+objective(phi) = E[r_theta(x, y) - beta * log(pi_RL(y|x) / pi_SFT(y|x))] + gamma * E_pretrain[log pi_RL(x)]
+
+Per rollout batch: sample responses with the policy; score them with the frozen reward model;
+turn score and per-token KL to the frozen reference into per-token rewards; estimate advantages by
+GAE with the value model (which starts from the reward model); then several epochs of clipped
+policy and value updates on minibatches, each mixing in a batch of pretraining text.
+"""
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import distributed, losses
+from .checkpoint import load_state, run_record, save_checkpoint, write_json
+from .data import load_prompts, load_ptx
+from .kl import AdaptiveKL, FixedKL
+from .models import (
+    RewardModel,
+    assistant_labels,
+    batch_of,
+    encode_conversation,
+    encode_prompt,
+    load_policy,
+    load_tokenizer,
+    pad,
+    pick_device,
+    position_ids,
+    truncate_left,
+)
+from .training import MetricsLog
+
+
+class RewardScorer:
+    """Scores (prompt, response text) pairs with a reward model, in that model's own tokenizer."""
+
+    def __init__(self, model, tokenizer, max_length=1024, batch_size=16):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.max_length, self.batch_size = max_length, batch_size
+
+    @torch.no_grad()
+    def __call__(self, prompts, texts, response_ids=None):
+        device = next(self.model.parameters()).device
+        sequences = [truncate_left(encode_conversation(self.tokenizer, p, t), self.max_length)
+                     for p, t in zip(prompts, texts)]
+        scores = []
+        for start in range(0, len(sequences), self.batch_size):
+            input_ids, attention_mask = batch_of(sequences[start:start + self.batch_size], self.tokenizer.pad_token_id)
+            scores.append(self.model(input_ids.to(device), attention_mask.to(device)))
+        return torch.cat(scores)
+
+
+@dataclass
+class Rollout:
+    """One rollout batch; token tensors are [episodes, prompt + response], the rest [episodes, response]."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    prompt_length: int
+    mask: torch.Tensor
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    scores: torch.Tensor
+    kl: torch.Tensor
+
+    def select(self, index):
+        return {name: getattr(self, name)[index] for name in
+                ("input_ids", "attention_mask", "mask", "logprobs", "values", "advantages", "returns")}
+
+
+def response_logprobs(logits, input_ids, prompt_length):
+    """Log-probabilities of the response tokens, from the logits at the positions before them."""
+    logp = F.log_softmax(logits[:, prompt_length - 1:-1].float(), dim=-1)
+    return logp.gather(-1, input_ids[:, prompt_length:, None]).squeeze(-1)
+
+
+def forward(model, input_ids, attention_mask):
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)).logits
+
+
+class ValueModel(torch.nn.Module):
+    """The reward model's head read at every position, as a module whose forward DDP can wrap."""
+
+    def __init__(self, reward_model):
+        super().__init__()
+        self.reward_model = reward_model
+
+    def forward(self, input_ids, attention_mask):
+        return self.reward_model.values(input_ids, attention_mask)
+
+
+@dataclass
+class Generation:
+    input_ids: torch.Tensor  # prompt (left-padded) + response, padding after each response's end
+    attention_mask: torch.Tensor
+    prompt_length: int
+    mask: torch.Tensor  # [episodes, response tokens]: 1 up to and including the stop token
+    ended: torch.Tensor  # the response stopped by itself rather than at max_new_tokens
+    texts: list
+    response_ids: list
+
+
+def stop_ids_of(policy, tokenizer):
+    stop = policy.generation_config.eos_token_id
+    return sorted({i for i in [*(stop if isinstance(stop, list) else [stop]), tokenizer.eos_token_id] if i is not None})
+
+
+@torch.no_grad()
+def generate(policy, tokenizer, encoded_prompts, *, temperature, top_p, max_new_tokens, device):
+    stop_ids = stop_ids_of(policy, tokenizer)
+    prompt_ids, prompt_mask = (t.to(device) for t in batch_of(encoded_prompts, tokenizer.pad_token_id, "left"))
+    sequences = policy.generate(
+        input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, temperature=temperature, top_p=top_p,
+        top_k=0, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
+    )
+    prompt_length = prompt_ids.shape[1]
+    response = sequences[:, prompt_length:]
+    is_stop = torch.isin(response, torch.tensor(stop_ids, device=device))
+    ended = is_stop.any(1)
+    length = torch.where(ended, is_stop.float().argmax(1) + 1, response.shape[1])
+    mask = (torch.arange(response.shape[1], device=device)[None] < length[:, None]).float()
+    attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
+    input_ids = torch.where(attention_mask.bool(), sequences, tokenizer.pad_token_id)
+    response_ids = [r[:n] for r, n in zip(response.tolist(), length.tolist())]
+    texts = [tokenizer.decode(ids[:-1] if e else ids, skip_special_tokens=True).strip()
+             for ids, e in zip(response_ids, ended.tolist())]
+    return Generation(input_ids, attention_mask, prompt_length, mask, ended, texts, response_ids)
+
+
+class PPOTrainer:
+    name = "train-ppo"
+
+    def __init__(self, config, policy, reference, value_model, scorer, tokenizer, prompts, ptx=(), context=None):
+        self.config, self.tokenizer, self.scorer = config, tokenizer, scorer
+        self.context = context or distributed.Context()
+        device = self.context.device
+        # Dropout stays off throughout, as in TRL and OpenRLHF: with it the ratio of new to old
+        # log-probabilities would move before any update, and clipping would act on noise.
+        self.policy, self.value_model = policy.to(device).eval(), ValueModel(value_model).to(device).eval()
+        self.reference = reference.to(device).eval().requires_grad_(False)
+        self.prompts = [truncate_left(encode_prompt(tokenizer, p), config.max_prompt_length) for p in prompts]
+        self.prompt_items = prompts
+        self.ptx = [self.encode_ptx(item) for item in ptx]
+        self.output = Path(config.output)
+        per_rank = len(prompts) // self.context.world_size
+        if per_rank < config.rollout_batch_size:
+            raise ValueError(f"{len(prompts)} prompts can't fill a rollout batch of {config.rollout_batch_size} "
+                             f"on each of {self.context.world_size} processes.")
+        self.batches_per_pass = per_rank // config.rollout_batch_size
+        self.total_steps = config.steps or self.batches_per_pass
+        self.kl_control = (AdaptiveKL(config.beta, config.target_kl, config.kl_horizon) if config.target_kl
+                           else FixedKL(config.beta))
+        self.ema = ({n: p.detach().clone() for n, p in policy.named_parameters()} if config.ema else None)
+
+    def encode_ptx(self, item):
+        if isinstance(item, str):
+            ids = self.tokenizer(item, add_special_tokens=False)["input_ids"][: self.config.max_prompt_length * 2]
+            return ids, ids
+        ids, labels = assistant_labels(self.tokenizer, item)
+        return truncate_left(ids, self.config.max_prompt_length * 2, labels)
+
+    # Rollouts
+
+    def prompt_batch(self, step):
+        """This process's prompts for a rollout batch: a seeded permutation per pass, then sharded."""
+        rounds, index = divmod(step, self.batches_per_pass)
+        order = torch.randperm(len(self.prompts), generator=torch.Generator().manual_seed(self.config.seed + rounds))
+        mine = order.tolist()[self.context.rank::self.context.world_size]
+        size = self.config.rollout_batch_size
+        return mine[index * size:(index + 1) * size]
+
+    @torch.no_grad()
+    def rollout(self, indices):
+        config, device = self.config, self.context.device
+        g = generate(self.policy, self.tokenizer, [self.prompts[i] for i in indices], temperature=config.temperature,
+                     top_p=config.top_p, max_new_tokens=config.max_new_tokens, device=device)
+        input_ids, attention_mask, prompt_length, mask = g.input_ids, g.attention_mask, g.prompt_length, g.mask
+        logprobs = response_logprobs(forward(self.policy, input_ids, attention_mask), input_ids, prompt_length)
+        ref_logprobs = response_logprobs(forward(self.reference, input_ids, attention_mask), input_ids, prompt_length)
+        values = self.value_model(input_ids, attention_mask)[:, prompt_length - 1:-1] * mask
+        scores = self.scorer([self.prompt_items[i] for i in indices], g.texts, g.response_ids).to(device).float()
+        scores = scores + config.no_eos_penalty * (~g.ended).float()
+        kl = losses.kl_penalty(logprobs, ref_logprobs) * mask
+        rewards = losses.token_rewards(scores, kl, mask, self.kl_control.beta)
+        advantages, returns = losses.gae(rewards, values, mask, config.gamma, config.lam)
+        advantages = losses.whiten(advantages, mask)
+        return Rollout(input_ids, attention_mask, prompt_length, mask, logprobs, values, advantages, returns,
+                       scores, kl)
+
+    # Updates
+
+    def ptx_batch(self, step, epoch, n):
+        generator = torch.Generator().manual_seed(self.config.seed * 7919 + step * 97 + epoch * 13 + self.context.rank)
+        return [self.ptx[i] for i in torch.randint(len(self.ptx), (n,), generator=generator).tolist()]
+
+    def update(self, policy, value_model, optimizer, rollout, step):
+        config, device = self.config, self.context.device
+        episodes = rollout.input_ids.shape[0]
+        totals, updates = {}, 0
+        for epoch in range(config.ppo_epochs):
+            order = torch.randperm(episodes, generator=torch.Generator().manual_seed(config.seed + step * 31 + epoch))
+            for start in range(0, episodes, config.minibatch_size):
+                batch = rollout.select(order[start:start + config.minibatch_size].to(device))
+                n_rl = batch["input_ids"].shape[0]
+                ptx = self.ptx_batch(step, epoch * 1000 + start, max(1, round(config.ptx_ratio * n_rl))) if (
+                    self.ptx and config.ptx_coef) else []
+                input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+                if ptx:  # one forward for both: a DDP module may run forward once per backward
+                    width = max(input_ids.shape[1], max(len(ids) for ids, _ in ptx))
+                    input_ids = torch.cat([F.pad(input_ids, (0, width - input_ids.shape[1]),
+                                                 value=self.tokenizer.pad_token_id),
+                                           pad([ids + [self.tokenizer.pad_token_id] * (width - len(ids))
+                                                for ids, _ in ptx], 0).to(device)])
+                    attention_mask = torch.cat([F.pad(attention_mask, (0, width - attention_mask.shape[1])),
+                                                pad([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in ptx],
+                                                    0).to(device)])
+                logits = forward(policy, input_ids, attention_mask)
+                rl_width = batch["input_ids"].shape[1]
+                rl_logits = logits[:n_rl, :rl_width]
+                logprobs = response_logprobs(rl_logits, batch["input_ids"], rollout.prompt_length)
+                policy_loss, clip_fraction = losses.policy_loss(logprobs, batch["logprobs"], batch["advantages"],
+                                                                batch["mask"], config.clip)
+                values = value_model(batch["input_ids"], batch["attention_mask"])[
+                    :, rollout.prompt_length - 1:-1]
+                value_loss = losses.value_loss(values, batch["values"], batch["returns"], batch["mask"],
+                                               config.value_clip)
+                loss = policy_loss + config.vf_coef * value_loss
+                ptx_loss = torch.zeros((), device=device)
+                if ptx:
+                    labels = pad([labels + [-100] * (width - len(labels)) for _, labels in ptx], -100).to(device)
+                    ptx_loss = losses.sft_loss(logits[n_rl:], labels)
+                    loss = loss + config.ptx_coef * ptx_loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                                   config.grad_clip)
+                optimizer.step()
+                self.update_ema()
+                with torch.no_grad():
+                    response_logits = rl_logits[:, rollout.prompt_length - 1:-1]
+                    metrics = {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
+                               "ptx_loss": ptx_loss.item(), "clip_fraction": clip_fraction,
+                               "entropy": losses.entropy(response_logits, batch["mask"]).item()}
+                for name, value in metrics.items():
+                    totals[name] = totals.get(name, 0.0) + value
+                updates += 1
+        return {name: value / updates for name, value in totals.items()}
+
+    def update_ema(self):
+        if self.ema is None:
+            return
+        with torch.no_grad():
+            for name, param in self.policy.named_parameters():
+                self.ema[name].mul_(self.config.ema).add_(param.detach(), alpha=1 - self.config.ema)
+
+    def final_policy(self):
+        if self.ema is None:
+            return self.policy
+        averaged = copy.deepcopy(self.policy)
+        with torch.no_grad():
+            for name, param in averaged.named_parameters():  # tied weights appear once here
+                param.copy_(self.ema[name])
+        return averaged
+
+    # The loop
+
+    def fit(self):
+        config, context = self.config, self.context
+        params = list(self.policy.parameters()) + list(self.value_model.parameters())
+        optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=0.0)
+        step = episodes = 0
+        if config.resume:
+            state = load_state(self.output)
+            self.policy.load_state_dict(state["policy"])
+            self.value_model.load_state_dict(state["value_model"])
+            optimizer.load_state_dict(state["optimizer"])
+            self.kl_control.load_state_dict(state["kl_control"])
+            if self.ema is not None:
+                self.ema = state["ema"]
+            step, episodes = state["step"], state["episodes"]
+            distributed.set_rng_state(state["rng"][context.rank])
+        elif context.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            write_json(self.output / "run.json", run_record(config, job=self.name, total_steps=self.total_steps,
+                                                            world_size=context.world_size))
+        log = MetricsLog(self.output / "metrics.jsonl", context.is_main, step if config.resume else None)
+        policy, value_model = context.wrap(self.policy), context.wrap(self.value_model)
+        bar = tqdm(total=self.total_steps, initial=step, desc=self.name, unit="batch", disable=not context.is_main,
+                   dynamic_ncols=True)
+        started = time.perf_counter()
+        while step < self.total_steps:
+            rollout = self.rollout(self.prompt_batch(step))
+            metrics = self.update(policy, value_model, optimizer, rollout, step)
+            lengths = rollout.mask.sum(1)
+            kl_per_episode = rollout.kl.sum(1).mean().item()
+            step += 1
+            episodes += len(lengths) * context.world_size
+            self.kl_control.update(context.mean(kl_per_episode), len(lengths) * context.world_size)
+            metrics = {"reward": rollout.scores.mean().item(), "kl": kl_per_episode,
+                       "response_length": lengths.mean().item(), **metrics}
+            metrics = {name: context.mean(value) for name, value in metrics.items()}
+            log.write(step=step, episodes=episodes, beta=self.kl_control.beta,
+                      elapsed=round(time.perf_counter() - started, 3), **metrics)
+            bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}")
+            bar.update(1)
+            if config.save_every and step % config.save_every == 0 and step < self.total_steps:
+                self.checkpoint(optimizer, step, episodes)
+        bar.close()
+        summary = {}
+        if context.is_main:
+            final = self.final_policy()
+            final.save_pretrained(self.output / "model")
+            self.tokenizer.save_pretrained(self.output / "model")
+            summary = {"steps": step, "episodes": episodes, "output": str(self.output / "model"),
+                       "beta": self.kl_control.beta}
+            record = json.loads((self.output / "run.json").read_text())
+            write_json(self.output / "run.json", {**record, "finished": True, "summary": summary})
+        context.barrier()
+        log.close()
+        return summary
+
+    def checkpoint(self, optimizer, step, episodes):
+        rng = self.context.gather(distributed.rng_state())
+        if self.context.is_main:
+            save_checkpoint(self.output, {
+                "policy": self.policy.state_dict(), "value_model": self.value_model.state_dict(),
+                "optimizer": optimizer.state_dict(), "kl_control": self.kl_control.state_dict(), "ema": self.ema,
+                "step": step, "episodes": episodes, "rng": rng,
+            })
+        self.context.barrier()
+
+
+def train_ppo(config):
+    prompts = load_prompts(config.data)
+    ptx = load_ptx(config.ptx_data) if config.ptx_data else []
+    context = distributed.setup(config.device, config.seed)
+    try:
+        tokenizer = load_tokenizer(config.policy, padding_side="left")
+        policy, reference = load_policy(config.policy), load_policy(config.policy)
+        reward_model = RewardModel.from_pretrained(config.reward_model).to(context.device).requires_grad_(False)
+        value_model = RewardModel.from_pretrained(config.value_model or config.reward_model)
+        scorer = RewardScorer(reward_model, load_tokenizer(config.reward_model))
+        trainer = PPOTrainer(config, policy, reference, value_model, scorer, tokenizer, prompts, ptx, context)
+        return trainer.fit()
+    finally:
+        distributed.teardown(context)
+
+
+@torch.no_grad()
+def compare_policies(policy, reference, scorer, tokenizer, prompts, *, temperature, max_new_tokens, batch_size, seed,
+                     device):
+    """The policy's win rate over the reference by the reward model (ties count half), and its mean KL
+    to the reference on its own samples."""
+    wins, kls, policy_scores, reference_scores = [], [], [], []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        encoded = [encode_prompt(tokenizer, p) for p in chunk]
+        sampled = {}
+        for name, model in (("policy", policy), ("reference", reference)):
+            torch.manual_seed(seed + start)
+            sampled[name] = generate(model, tokenizer, encoded, temperature=temperature, top_p=1.0,
+                                     max_new_tokens=max_new_tokens, device=device)
+        ours, theirs = (scorer(chunk, sampled[name].texts).float().cpu() for name in ("policy", "reference"))
+        wins.extend(((ours > theirs).float() + 0.5 * (ours == theirs).float()).tolist())
+        policy_scores.extend(ours.tolist())
+        reference_scores.extend(theirs.tolist())
+        g = sampled["policy"]
+        kl = (response_logprobs(forward(policy, g.input_ids, g.attention_mask), g.input_ids, g.prompt_length)
+              - response_logprobs(forward(reference, g.input_ids, g.attention_mask), g.input_ids, g.prompt_length))
+        kls.extend((kl * g.mask).sum(1).tolist())
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    return {"win_rate": mean(wins), "kl": mean(kls), "reward_policy": mean(policy_scores),
+            "reward_reference": mean(reference_scores), "prompts": len(wins)}
+
+
+def eval_policy(config):
+    prompts = load_prompts(config.data)
+    device = pick_device(config.device)
+    tokenizer = load_tokenizer(config.policy, padding_side="left")
+    policy, reference = load_policy(config.policy).to(device), load_policy(config.reference).to(device)
+    reward_model = RewardModel.from_pretrained(config.reward_model).to(device)
+    scorer = RewardScorer(reward_model, load_tokenizer(config.reward_model))
+    metrics = compare_policies(policy, reference, scorer, tokenizer, prompts, temperature=config.temperature,
+                               max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, seed=config.seed,
+                               device=device)
+    if config.output:
+        Path(config.output).write_text(json.dumps(metrics, indent=2))
+    return metrics
