@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/reward_model.py throughput        # K-way vs every pair expanded, K = 4 and 9
     .venv/bin/python bench/reward_model.py trl               # the same data through TRL's RewardTrainer
-    .venv/bin/python bench/reward_model.py hh --minutes 20   # held-out accuracy on HH-RLHF harmless-base
+    .venv/bin/python bench/reward_model.py hh --minutes 20 --save artifacts/bench/rm-hh   # accuracy on HH-RLHF
 
 All three use SmolLM2-135M-Instruct (prepared under artifacts/ on first use) on the CPU unless
 --model names another folder. `trl` needs the bench-only packages: pip install -r bench/requirements.txt
@@ -11,6 +11,7 @@ All three use SmolLM2-135M-Instruct (prepared under artifacts/ on first use) on 
 import argparse
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -109,11 +110,15 @@ def trl_side_by_side(args):
         print(f"model {folder.name}; {len(train)} training rankings of K=4 ({comparisons} comparisons), "
               f"{len(held_out)} held out; one epoch, lr {args.lr}, {args.sequences} sequences per step")
 
-        start = time.perf_counter()
-        ours = train_reward(RewardConfig(data=str(tmp / "train.jsonl"), model=str(folder), output=str(tmp / "ours"),
-                                         epochs=1, lr=args.lr, batch_size=args.sequences // 4, device="cpu"))
-        ours_seconds = time.perf_counter() - start
-        ours_accuracy = eval_reward(EvalRewardConfig(model=ours["output"], data=str(tmp / "held_out.jsonl")))["accuracy"]
+        ours = {}
+        for epochs in (1, 2):  # K-way takes C(K,2)/(K/2) times fewer steps per epoch: also compare at equal steps
+            start = time.perf_counter()
+            summary = train_reward(RewardConfig(data=str(tmp / "train.jsonl"), model=str(folder),
+                                                output=str(tmp / f"ours-{epochs}"), epochs=epochs, lr=args.lr,
+                                                batch_size=args.sequences // 4, device="cpu"))
+            seconds = time.perf_counter() - start
+            accuracy = eval_reward(EvalRewardConfig(model=summary["output"], data=str(tmp / "held_out.jsonl")))
+            ours[epochs] = (seconds, summary["steps"], accuracy["accuracy"])
 
         tokenizer = load_tokenizer(folder)
         pairs = [{"prompt": [{"role": "user", "content": r.prompt}],
@@ -125,7 +130,9 @@ def trl_side_by_side(args):
         trl_args = TRLConfig(output_dir=str(tmp / "trl"), per_device_train_batch_size=args.sequences // 2,
                              num_train_epochs=1, learning_rate=args.lr, lr_scheduler_type="cosine",
                              adam_beta2=0.95, report_to="none", save_strategy="no", logging_steps=1000,
-                             use_cpu=True, max_length=512, disable_tqdm=True)
+                             use_cpu=True, max_length=512, disable_tqdm=True,
+                             # TRL's defaults are bf16 and gradient checkpointing; both trainers run fp32 without.
+                             bf16=False, gradient_checkpointing=False)
         trainer = TRLTrainer(model=model, args=trl_args, train_dataset=Dataset.from_list(pairs),
                              processing_class=tokenizer)
         start = time.perf_counter()
@@ -135,9 +142,13 @@ def trl_side_by_side(args):
         tokenizer.save_pretrained(tmp / "trl-model")
         trl_accuracy = eval_reward(EvalRewardConfig(model=str(tmp / "trl-model"),
                                                     data=str(tmp / "held_out.jsonl")))["accuracy"]
-    print(f"{'trainer':<28} {'seconds':>8} {'comparisons/s':>13} {'held-out accuracy':>17}")
-    print(f"{'rlhf train-rm (K-way)':<28} {ours_seconds:>8.1f} {comparisons / ours_seconds:>13.1f} {ours_accuracy:>17.3f}")
-    print(f"{'TRL RewardTrainer (pairs)':<28} {trl_seconds:>8.1f} {comparisons / trl_seconds:>13.1f} {trl_accuracy:>17.3f}")
+    trl_steps = trainer.state.global_step
+    print(f"{'trainer':<34} {'steps':>5} {'seconds':>8} {'comparisons/s':>13} {'held-out accuracy':>17}")
+    for epochs, (seconds, steps, accuracy) in ours.items():
+        print(f"{f'rlhf train-rm, K-way, {epochs} epoch(s)':<34} {steps:>5} {seconds:>8.1f} "
+              f"{comparisons * epochs / seconds:>13.1f} {accuracy:>17.3f}")
+    print(f"{'TRL RewardTrainer, pairs, 1 epoch':<34} {trl_steps:>5} {trl_seconds:>8.1f} "
+          f"{comparisons / trl_seconds:>13.1f} {trl_accuracy:>17.3f}")
 
 
 def write_rankings(path, rankings):
@@ -178,6 +189,8 @@ def hh_accuracy(args):
         train_seconds = time.perf_counter() - start
         metrics = eval_reward(EvalRewardConfig(model=summary["output"], data=str(tmp / "test.jsonl"),
                                                max_length=args.max_length))
+        if args.save:
+            shutil.copytree(summary["output"], args.save, dirs_exist_ok=True)
         shorter = sum(len(r.completions[0]) < len(r.completions[1]) for r in test) / len(test)
     print(json.dumps({"model": folder.name, "train_pairs": used, "test_pairs": len(test), "max_length": args.max_length,
                       "median_tokens_chosen": lengths[len(lengths) // 2], "lr": args.lr, "batch_size": args.batch_size,
@@ -197,6 +210,7 @@ def main():
     parser.add_argument("--test", type=int, default=500, help="hh: pairs held out for testing.")
     parser.add_argument("--batch-size", type=int, default=8, help="hh: pairs per step.")
     parser.add_argument("--max-length", type=int, default=256, help="hh: token limit per conversation.")
+    parser.add_argument("--save", help="hh: copy the trained reward model to this folder (bench/ppo.py uses it).")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     {"throughput": throughput, "trl": trl_side_by_side, "hh": hh_accuracy}[args.what](args)

@@ -198,63 +198,66 @@ class PPOTrainer:
 
     # Updates
 
-    def ptx_batch(self, step, epoch, n):
-        generator = torch.Generator().manual_seed(self.config.seed * 7919 + step * 97 + epoch * 13 + self.context.rank)
-        return [self.ptx[i] for i in torch.randint(len(self.ptx), (n,), generator=generator).tolist()]
+    def ptx_batch(self, step, epoch, start, n_rl):
+        """Pretraining examples for one minibatch, drawn by a seed of the step so a resumed run draws the same."""
+        if not (self.ptx and self.config.ptx_coef):
+            return []
+        n = max(1, round(self.config.ptx_ratio * n_rl))
+        seed = self.config.seed * 7919 + step * 97 + epoch * 13 + start * 7 + self.context.rank
+        return [self.ptx[i] for i in torch.randint(len(self.ptx), (n,), generator=torch.Generator().manual_seed(seed))]
+
+    def with_ptx(self, batch, ptx):
+        """RL episodes and pretraining examples as one batch, so the policy runs one forward per backward
+        (which DDP requires); returns input ids, attention mask and the pretraining rows' labels."""
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        if not ptx:
+            return input_ids, attention_mask, None
+        width = max(input_ids.shape[1], max(len(ids) for ids, _ in ptx))
+        pad_id, device = self.tokenizer.pad_token_id, input_ids.device
+        ptx_ids = pad([ids + [pad_id] * (width - len(ids)) for ids, _ in ptx], pad_id).to(device)
+        ptx_mask = pad([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in ptx], 0).to(device)
+        labels = pad([labels + [-100] * (width - len(labels)) for _, labels in ptx], -100).to(device)
+        input_ids = torch.cat([F.pad(input_ids, (0, width - input_ids.shape[1]), value=pad_id), ptx_ids])
+        attention_mask = torch.cat([F.pad(attention_mask, (0, width - attention_mask.shape[1])), ptx_mask])
+        return input_ids, attention_mask, labels
 
     def update(self, policy, value_model, optimizer, rollout, step):
-        config, device = self.config, self.context.device
-        episodes = rollout.input_ids.shape[0]
-        totals, updates = {}, 0
-        for epoch in range(config.ppo_epochs):
-            order = torch.randperm(episodes, generator=torch.Generator().manual_seed(config.seed + step * 31 + epoch))
-            for start in range(0, episodes, config.minibatch_size):
-                batch = rollout.select(order[start:start + config.minibatch_size].to(device))
-                n_rl = batch["input_ids"].shape[0]
-                ptx = self.ptx_batch(step, epoch * 1000 + start, max(1, round(config.ptx_ratio * n_rl))) if (
-                    self.ptx and config.ptx_coef) else []
-                input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-                if ptx:  # one forward for both: a DDP module may run forward once per backward
-                    width = max(input_ids.shape[1], max(len(ids) for ids, _ in ptx))
-                    input_ids = torch.cat([F.pad(input_ids, (0, width - input_ids.shape[1]),
-                                                 value=self.tokenizer.pad_token_id),
-                                           pad([ids + [self.tokenizer.pad_token_id] * (width - len(ids))
-                                                for ids, _ in ptx], 0).to(device)])
-                    attention_mask = torch.cat([F.pad(attention_mask, (0, width - attention_mask.shape[1])),
-                                                pad([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in ptx],
-                                                    0).to(device)])
-                logits = forward(policy, input_ids, attention_mask)
-                rl_width = batch["input_ids"].shape[1]
-                rl_logits = logits[:n_rl, :rl_width]
-                logprobs = response_logprobs(rl_logits, batch["input_ids"], rollout.prompt_length)
-                policy_loss, clip_fraction = losses.policy_loss(logprobs, batch["logprobs"], batch["advantages"],
-                                                                batch["mask"], config.clip)
-                values = value_model(batch["input_ids"], batch["attention_mask"])[
-                    :, rollout.prompt_length - 1:-1]
-                value_loss = losses.value_loss(values, batch["values"], batch["returns"], batch["mask"],
-                                               config.value_clip)
-                loss = policy_loss + config.vf_coef * value_loss
-                ptx_loss = torch.zeros((), device=device)
-                if ptx:
-                    labels = pad([labels + [-100] * (width - len(labels)) for _, labels in ptx], -100).to(device)
-                    ptx_loss = losses.sft_loss(logits[n_rl:], labels)
-                    loss = loss + config.ptx_coef * ptx_loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                                   config.grad_clip)
-                optimizer.step()
-                self.update_ema()
-                with torch.no_grad():
-                    response_logits = rl_logits[:, rollout.prompt_length - 1:-1]
-                    metrics = {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
-                               "ptx_loss": ptx_loss.item(), "clip_fraction": clip_fraction,
-                               "entropy": losses.entropy(response_logits, batch["mask"]).item()}
+        """`ppo_epochs` passes over the rollout in minibatches; returns the mean of each logged loss."""
+        episodes, totals, updates = rollout.input_ids.shape[0], {}, 0
+        for epoch in range(self.config.ppo_epochs):
+            generator = torch.Generator().manual_seed(self.config.seed + step * 31 + epoch)
+            order = torch.randperm(episodes, generator=generator).to(self.context.device)
+            for start in range(0, episodes, self.config.minibatch_size):
+                batch = rollout.select(order[start:start + self.config.minibatch_size])
+                ptx = self.ptx_batch(step, epoch, start, len(batch["input_ids"]))
+                metrics = self.minibatch_step(policy, value_model, optimizer, batch, ptx, rollout.prompt_length)
                 for name, value in metrics.items():
                     totals[name] = totals.get(name, 0.0) + value
                 updates += 1
         return {name: value / updates for name, value in totals.items()}
+
+    def minibatch_step(self, policy, value_model, optimizer, batch, ptx, prompt_length):
+        config, n_rl, width = self.config, batch["input_ids"].shape[0], batch["input_ids"].shape[1]
+        input_ids, attention_mask, ptx_labels = self.with_ptx(batch, ptx)
+        logits = forward(policy, input_ids, attention_mask)
+        rl_logits = logits[:n_rl, :width]
+        logprobs = response_logprobs(rl_logits, batch["input_ids"], prompt_length)
+        policy_loss, clip_fraction = losses.policy_loss(logprobs, batch["logprobs"], batch["advantages"],
+                                                        batch["mask"], config.clip)
+        values = value_model(batch["input_ids"], batch["attention_mask"])[:, prompt_length - 1:-1]
+        value_loss = losses.value_loss(values, batch["values"], batch["returns"], batch["mask"], config.value_clip)
+        ptx_loss = losses.sft_loss(logits[n_rl:], ptx_labels) if ptx else torch.zeros((), device=logits.device)
+        loss = policy_loss + config.vf_coef * value_loss + config.ptx_coef * ptx_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
+        optimizer.step()
+        self.update_ema()
+        with torch.no_grad():
+            entropy = losses.entropy(rl_logits[:, prompt_length - 1:-1], batch["mask"]).item()
+        return {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "ptx_loss": ptx_loss.item(),
+                "clip_fraction": clip_fraction, "entropy": entropy}
 
     def update_ema(self):
         if self.ema is None:
