@@ -49,6 +49,47 @@ class Budget(Exception):
     pass
 
 
+def run_trl(policy_dir, reward_dir, prompts, args, lr, beta, ppo_epochs):
+    """TRL 1.12's PPOTrainer (trl.experimental.ppo, removed in 1.13) on the same models, prompts and settings."""
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification
+    from trl.experimental.ppo import PPOConfig as TRLConfig
+    from trl.experimental.ppo import PPOTrainer as TRLTrainer
+
+    tokenizer = load_tokenizer(policy_dir, padding_side="left")
+    ids = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True,
+                                         return_dict=False) for p in prompts]
+    episodes = args.rollout_batch_size * args.steps
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TRLConfig(
+            # TRL's rollout batch is per_device_train_batch_size x gradient_accumulation_steps, split into
+            # num_mini_batches: 16 and 8 here as in ours.
+            output_dir=tmp, per_device_train_batch_size=args.minibatch_size,
+            gradient_accumulation_steps=args.rollout_batch_size // args.minibatch_size,
+            num_mini_batches=args.rollout_batch_size // args.minibatch_size, num_ppo_epochs=ppo_epochs,
+            total_episodes=episodes, learning_rate=lr, kl_coef=beta, response_length=args.max_new_tokens,
+            temperature=1.0, stop_token="eos", missing_eos_penalty=0.0 if args.model == "tiny" else 1.0,
+            use_cpu=True, bf16=False, report_to="none", save_strategy="no", num_sample_generations=0,
+            logging_steps=1, disable_tqdm=True, seed=1234,
+        )
+        torch.manual_seed(0)
+        value = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1)
+        reward = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1)
+        for model in (value, reward):
+            model.config.pad_token_id = tokenizer.pad_token_id
+        trainer = TRLTrainer(args=config, processing_class=tokenizer, model=load_policy(policy_dir),
+                             ref_model=load_policy(policy_dir), reward_model=reward, value_model=value,
+                             train_dataset=Dataset.from_dict({"input_ids": ids}))
+        start = time.perf_counter()
+        trainer.train()
+        elapsed = time.perf_counter() - start
+    logged = [entry for entry in trainer.state.log_history if "objective/scores" in entry]
+    return elapsed, episodes, logged
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
@@ -58,6 +99,9 @@ def main():
     parser.add_argument("--rollout-batch-size", type=int, default=16)
     parser.add_argument("--minibatch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=12)
+    parser.add_argument("--trl", action="store_true",
+                        help="Also run TRL 1.12's PPO on the same models and prompts (see bench/README.md). The tiny "
+                             "policy is then judged by its own random-headed reward model, which TRL needs.")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,6 +110,9 @@ def main():
             policy_dir = save_tiny_model(tmp / "tiny")
             prompts = [f"Tell me about item {i}." for i in range(256)]
             scorer, value_dir = planted_score, policy_dir
+            if args.trl:
+                scorer = RewardScorer(RewardModel.from_pretrained(policy_dir).requires_grad_(False),
+                                      load_tokenizer(policy_dir))
             lr, beta = 3e-3, 0.02
         else:
             if not args.reward_model:
@@ -110,6 +157,9 @@ def main():
             pass
         elapsed = time.perf_counter() - start
         steps = [json.loads(line) for line in (tmp / "ppo" / "metrics.jsonl").read_text().splitlines()]
+        if args.trl:
+            args.steps = len(steps)  # the same number of rollout batches as ours managed in the budget
+            trl = run_trl(policy_dir, value_dir, prompts, args, lr, beta, config.ppo_epochs)
 
     episodes = steps[-1]["episodes"]
     tokens = sum(s["response_length"] * args.rollout_batch_size for s in steps)
@@ -122,6 +172,13 @@ def main():
     for s in steps:
         print(f"{s['step']:>4} {s['reward']:>7.3f} {s['kl']:>7.3f} {s['entropy']:>7.3f} {s['response_length']:>6.1f} "
               f"{s['clip_fraction']:>5.2f}")
+    if args.trl:
+        trl_seconds, trl_episodes, logged = trl
+        print(f"TRL 1.12 PPOTrainer: {trl_episodes} episodes in {trl_seconds:.0f} s, episodes/s "
+              f"{trl_episodes / trl_seconds:.2f}; rlhf train-ppo is {(episodes / elapsed) / (trl_episodes / trl_seconds):.2f}x")
+        print(f"{'step':>4} {'score':>7} {'kl':>7}")
+        for n, entry in enumerate(logged, start=1):
+            print(f"{n:>4} {entry['objective/scores']:>7.3f} {entry['objective/kl']:>7.3f}")
 
 
 if __name__ == "__main__":

@@ -170,13 +170,14 @@ def hh_accuracy(args):
                     f.write(json.dumps({"chosen": r.completions[0], "rejected": r.completions[1]}) + "\n")
         tokenizer = load_tokenizer(folder)
         lengths = sorted(len(tokenizer(r.completions[0])["input_ids"]) for r in train[:200])
-        # Fit the budget: time one step, then train on as many pairs as the remaining minutes allow.
-        probe = RewardConfig(data=str(tmp / "train.jsonl"), model=str(folder), output=str(tmp / "probe"),
-                             batch_size=args.batch_size, max_steps=2, max_length=args.max_length, device="cpu")
-        start = time.perf_counter()
-        train_reward(probe)
-        seconds_per_step = (time.perf_counter() - start) / 2
-        steps = max(1, int(args.minutes * 60 * 0.8 / seconds_per_step))
+        if args.pairs:
+            steps = args.pairs // args.batch_size
+        else:  # fit the budget: time two steps, then train on as many pairs as the minutes allow
+            probe = RewardConfig(data=str(tmp / "train.jsonl"), model=str(folder), output=str(tmp / "probe"),
+                                 batch_size=args.batch_size, max_steps=2, max_length=args.max_length, device="cpu")
+            start = time.perf_counter()
+            train_reward(probe)
+            steps = max(1, int(args.minutes * 60 * 0.8 / ((time.perf_counter() - start) / 2)))
         used = min(len(train), steps * args.batch_size)
         with open(tmp / "train.jsonl") as f:
             head = [next(f) for _ in range(used)]
@@ -207,6 +208,7 @@ def main():
     parser.add_argument("--prompts", type=int, default=48, help="trl: training rankings (K=4).")
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--minutes", type=float, default=20, help="hh: CPU time budget for training.")
+    parser.add_argument("--pairs", type=int, help="hh: train on this many pairs instead of fitting --minutes.")
     parser.add_argument("--test", type=int, default=500, help="hh: pairs held out for testing.")
     parser.add_argument("--batch-size", type=int, default=8, help="hh: pairs per step.")
     parser.add_argument("--max-length", type=int, default=256, help="hh: token limit per conversation.")

@@ -28,6 +28,7 @@ def prepare_smollm2(output):
     if (output / "config.json").is_file():
         return output
     folder = bundled_gguf_folder()
+    print(f"Converting {GGUF_NAME} into {output} (about half a minute, once)...", flush=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_NAME, dtype=torch.float32)
     config = loaded.config

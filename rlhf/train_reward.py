@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from . import distributed
 from .data import load_demonstrations, load_rankings
@@ -24,10 +25,11 @@ def encode_ranking(tokenizer, ranking, max_length):
     return sequences, ranking.groups
 
 
-def score(reward_model, tokenizer, sequences, batch_size, device):
+def score(reward_model, tokenizer, sequences, batch_size, device, progress=False):
     """Rewards of token sequences, batch_size at a time, in order."""
     scores = []
-    for start in range(0, len(sequences), batch_size):
+    starts = range(0, len(sequences), batch_size)
+    for start in tqdm(starts, desc="score", unit="batch", disable=not progress, leave=False):
         input_ids, attention_mask = batch_of(sequences[start:start + batch_size], tokenizer.pad_token_id)
         scores.extend(reward_model(input_ids.to(device), attention_mask.to(device)).tolist())
     return scores
@@ -95,10 +97,10 @@ class RewardTrainer(Trainer):
         self.tokenizer.save_pretrained(folder)
 
 
-def evaluate_encoded(model, tokenizer, items, batch_size, device):
+def evaluate_encoded(model, tokenizer, items, batch_size, device, progress=False):
     sequences = [seq for seqs, _ in items for seq in seqs]
     with torch.no_grad():
-        flat = score(model, tokenizer, sequences, batch_size, device)
+        flat = score(model, tokenizer, sequences, batch_size, device, progress)
     scores, start = [], 0
     for seqs, _ in items:
         scores.append(flat[start:start + len(seqs)])
@@ -125,7 +127,7 @@ def eval_reward(config):
     tokenizer = load_tokenizer(config.model)
     model = RewardModel.from_pretrained(config.model).to(device).eval()
     items = [encode_ranking(tokenizer, r, config.max_length) for r in load_rankings(config.data)]
-    metrics = evaluate_encoded(model, tokenizer, items, config.batch_size, device)
+    metrics = evaluate_encoded(model, tokenizer, items, config.batch_size, device, progress=True)
     if config.output:
         Path(config.output).write_text(json.dumps(metrics, indent=2))
     return metrics
