@@ -126,7 +126,9 @@ def main():
         config = PPOConfig(data=str(tmp / "prompts.jsonl"), reward_model=str(value_dir), output=str(tmp / "ppo"),
                            steps=args.steps, rollout_batch_size=args.rollout_batch_size,
                            minibatch_size=args.minibatch_size, ppo_epochs=4 if args.model == "tiny" else 2, lr=lr,
-                           beta=beta, max_new_tokens=args.max_new_tokens, ptx_coef=0.0, device="cpu")
+                           beta=beta, max_new_tokens=args.max_new_tokens, ptx_coef=0.0, device="cpu",
+                           # the tiny model rarely ends a reply: a penalty for that would drown the planted reward
+                           no_eos_penalty=0.0 if args.model == "tiny" else -1.0)
         tokenizer = load_tokenizer(policy_dir, padding_side="left")
         torch.manual_seed(0)
         trainer = PPOTrainer(config, load_policy(policy_dir), load_policy(policy_dir),

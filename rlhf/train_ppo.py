@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed, losses
-from .checkpoint import load_state, run_record, save_checkpoint, write_json
+from .checkpoint import load_state, save_checkpoint
 from .data import load_prompts, load_ptx
 from .kl import AdaptiveKL, FixedKL
 from .models import (
@@ -35,7 +35,7 @@ from .models import (
     position_ids,
     truncate_left,
 )
-from .training import MetricsLog
+from .training import MetricsLog, begin_run, mark_finished
 
 
 class RewardScorer:
@@ -281,21 +281,7 @@ class PPOTrainer:
         config, context = self.config, self.context
         params = list(self.policy.parameters()) + list(self.value_model.parameters())
         optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=0.0)
-        step = episodes = 0
-        if config.resume:
-            state = load_state(self.output)
-            self.policy.load_state_dict(state["policy"])
-            self.value_model.load_state_dict(state["value_model"])
-            optimizer.load_state_dict(state["optimizer"])
-            self.kl_control.load_state_dict(state["kl_control"])
-            if self.ema is not None:
-                self.ema = state["ema"]
-            step, episodes = state["step"], state["episodes"]
-            distributed.set_rng_state(state["rng"][context.rank])
-        elif context.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)
-            write_json(self.output / "run.json", run_record(config, job=self.name, total_steps=self.total_steps,
-                                                            world_size=context.world_size))
+        step, episodes = self.resume_or_record(optimizer)
         log = MetricsLog(self.output / "metrics.jsonl", context.is_main, step if config.resume else None)
         policy, value_model = context.wrap(self.policy), context.wrap(self.value_model)
         bar = tqdm(total=self.total_steps, initial=step, desc=self.name, unit="batch", disable=not context.is_main,
@@ -319,18 +305,30 @@ class PPOTrainer:
             if config.save_every and step % config.save_every == 0 and step < self.total_steps:
                 self.checkpoint(optimizer, step, episodes)
         bar.close()
+        log.close()
         summary = {}
         if context.is_main:
-            final = self.final_policy()
-            final.save_pretrained(self.output / "model")
+            self.final_policy().save_pretrained(self.output / "model")
             self.tokenizer.save_pretrained(self.output / "model")
             summary = {"steps": step, "episodes": episodes, "output": str(self.output / "model"),
                        "beta": self.kl_control.beta}
-            record = json.loads((self.output / "run.json").read_text())
-            write_json(self.output / "run.json", {**record, "finished": True, "summary": summary})
+            mark_finished(self.output, summary)
         context.barrier()
-        log.close()
         return summary
+
+    def resume_or_record(self, optimizer):
+        """(step, episodes): from the checkpoint when resuming, else 0 after recording the new run."""
+        if not self.config.resume:
+            begin_run(self.output, self.config, self.context, self.name, self.total_steps)
+            return 0, 0
+        state = load_state(self.output)
+        self.policy.load_state_dict(state["policy"])
+        self.value_model.load_state_dict(state["value_model"])
+        optimizer.load_state_dict(state["optimizer"])
+        self.kl_control.load_state_dict(state["kl_control"])
+        self.ema = state["ema"]
+        distributed.set_rng_state(state["rng"][self.context.rank])
+        return state["step"], state["episodes"]
 
     def checkpoint(self, optimizer, step, episodes):
         rng = self.context.gather(distributed.rng_state())

@@ -50,6 +50,18 @@ class MetricsLog:
             self.file.close()
 
 
+def begin_run(output, config, context, job, total_steps):
+    if context.is_main:
+        Path(output).mkdir(parents=True, exist_ok=True)
+        write_json(Path(output) / "run.json", run_record(config, job=job, total_steps=total_steps,
+                                                         world_size=context.world_size))
+
+
+def mark_finished(output, summary):
+    record = json.loads((Path(output) / "run.json").read_text())
+    write_json(Path(output) / "run.json", {**record, "finished": True, "summary": summary})
+
+
 class Trainer:
     name = "train"
 
@@ -105,18 +117,7 @@ class Trainer:
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=tuple(config.betas),
                                       weight_decay=config.weight_decay)
         scheduler = cosine_schedule(optimizer, config.warmup_steps, self.total_steps, config.min_lr_ratio)
-        step, samples_seen = 0, 0
-        if config.resume:
-            state = load_state(self.output)
-            self.model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            step, samples_seen = state["step"], state["samples_seen"]
-            distributed.set_rng_state(state["rng"][context.rank])
-        elif context.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)
-            write_json(self.output / "run.json", run_record(config, job=self.name, total_steps=self.total_steps,
-                                                            world_size=context.world_size))
+        step, samples_seen = self.resume_or_record(optimizer, scheduler)
         log = MetricsLog(self.output / "metrics.jsonl", context.is_main, step if config.resume else None)
         model = context.wrap(self.model)
         bar = tqdm(total=self.total_steps, initial=step, desc=self.name, unit="step", disable=not context.is_main,
@@ -145,16 +146,27 @@ class Trainer:
             if config.save_every and step % config.save_every == 0 and step < self.total_steps:
                 self.checkpoint(optimizer, scheduler, step, samples_seen)
         bar.close()
+        log.close()
         summary = {}
         if context.is_main:
             summary = {"steps": step, "samples_seen": samples_seen, "output": str(self.output / "model"),
                        "valid": getattr(self, "last_validation", None), **self.finish()}
             self.save_model(self.output / "model")
-            record = json.loads((self.output / "run.json").read_text())
-            write_json(self.output / "run.json", {**record, "finished": True, "summary": summary})
+            mark_finished(self.output, summary)
         context.barrier()
-        log.close()
         return summary
+
+    def resume_or_record(self, optimizer, scheduler):
+        """(step, samples seen): from the checkpoint when resuming, else 0 after recording the new run."""
+        if not self.config.resume:
+            begin_run(self.output, self.config, self.context, self.name, self.total_steps)
+            return 0, 0
+        state = load_state(self.output)
+        self.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        distributed.set_rng_state(state["rng"][self.context.rank])
+        return state["step"], state["samples_seen"]
 
     def validate(self, log, step, epoch):
         if self.context.is_main:
