@@ -8,6 +8,7 @@ progress, and checkpoints that resume exactly (the same weights as an uninterrup
 import json
 import math
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
@@ -62,7 +63,7 @@ def mark_finished(output, summary):
     write_json(Path(output) / "run.json", {**record, "finished": True, "summary": summary})
 
 
-class Trainer:
+class Trainer(ABC):
     name = "train"
 
     def __init__(self, config, model, tokenizer, train_items, valid_items=(), context=None):
@@ -82,19 +83,21 @@ class Trainer:
 
     # What subclasses provide
 
+    @abstractmethod
     def encode(self, item):
-        raise NotImplementedError
+        """An example as the loss takes it (token ids and whatever goes with them)."""
 
+    @abstractmethod
     def loss(self, model, batch):
         """(loss tensor, dict of floats to log) for a list of encoded examples."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluate(self, items):
         """A dict of validation metrics."""
-        raise NotImplementedError
 
+    @abstractmethod
     def save_model(self, folder):
-        raise NotImplementedError
+        """Write the trained model (and its tokenizer) to a folder."""
 
     def finish(self):
         """Work after the last step and before the final save (rank 0 only); returns metrics."""
