@@ -147,7 +147,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "labeling.api.exceptions.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": env_str("API_THROTTLE_RATE", "6000/hour")},
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("API_THROTTLE_RATE", "6000/hour"),
+        "exports": env_str("API_EXPORT_THROTTLE_RATE", "120/hour"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "RLHF labeling platform API",
@@ -188,6 +191,12 @@ LEASE_MINUTES = env_int("LEASE_MINUTES", 30, minimum=1)
 # A share of ranking and annotation tasks goes to several labelers, for agreement measures.
 OVERLAP_SHARE = env_float("OVERLAP_SHARE", 0.1, minimum=0, maximum=1)
 OVERLAP_ANNOTATIONS = env_int("OVERLAP_ANNOTATIONS", 3, minimum=2)
+
+# Exports
+# Pseudonyms are a keyed hash of the user id; keep this key (by default SECRET_KEY) to keep them stable.
+EXPORT_PSEUDONYM_KEY = env_str("EXPORT_PSEUDONYM_KEY", "")
+# Written into every manifest; by default the git revision of the checkout.
+CODE_VERSION = env_str("CODE_VERSION", "")
 
 LOGGING = {
     "version": 1,

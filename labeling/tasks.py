@@ -14,3 +14,9 @@ def import_prompts(job_id):
 @shared_task
 def expire_leases():
     return services.assignments_expire()
+
+
+@shared_task(acks_late=True)
+def build_export(export_id):
+    export = services.export_run(export_id=export_id)
+    return {"export": export.pk, "state": export.state, "rows": export.row_count}

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 
 from .intake import JobState
 
@@ -27,16 +28,21 @@ class Export(models.Model):
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     format = models.CharField(max_length=10, choices=Format.choices, default=Format.JSONL)
-    filters = models.JSONField(default=dict, blank=True)
+    filters = models.JSONField(default=dict, blank=True, help_text="Filters and options, as checked.")
+    with_identities = models.BooleanField(
+        default=False, help_text="Labelers by username instead of pseudonym; only an admin may ask for it."
+    )
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
     progress = models.FloatField(default=0)
-    row_count = models.PositiveIntegerField(null=True, blank=True)
+    row_count = models.PositiveBigIntegerField(null=True, blank=True)
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
     manifest = models.JSONField(default=dict, blank=True)
     file = models.FileField(upload_to="exports/", blank=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -47,6 +53,17 @@ class Export(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} export #{self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("export-detail", args=[self.pk])
+
+    @property
+    def is_finished(self):
+        return self.state in (self.State.SUCCEEDED, self.State.FAILED)
+
+    @property
+    def filename(self):
+        return f"export-{self.pk}-{self.kind}.{self.format}"
 
 
 class TrainingRun(models.Model):

@@ -1,6 +1,7 @@
 """Writes. Every function here is keyword-only, atomic, and raises ValidationError
 with a message a person can act on."""
 
+from .exports import export_create, export_run
 from .people import user_set_role
 from .prompts import (
     IntakeReport,
@@ -28,6 +29,8 @@ __all__ = [
     "assignment_skip",
     "assignments_expire",
     "demonstration_write",
+    "export_create",
+    "export_run",
     "import_job_create",
     "import_job_run",
     "import_job_start",

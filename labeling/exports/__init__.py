@@ -1,0 +1,80 @@
+"""Database rows to versioned dataset files: the only bridge from the site to `rlhf/`.
+
+`write(kind, fmt, filters, path)` streams one export to a file and returns what the manifest
+says about its content. Labelers appear as stable pseudonyms: a keyed hash of the user id that
+reveals neither name nor e-mail and stays the same from one export to the next.
+"""
+
+import hashlib
+import hmac
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from .filters import FILTERS, OVERLAP_MODES, STYLES, filters_parse
+from .sources import SOURCES
+from .writers import WRITERS, is_flat
+
+SCHEMA_VERSION = 1
+
+__all__ = ["FILTERS", "OVERLAP_MODES", "SCHEMA_VERSION", "STYLES", "filters_parse", "source_for", "write"]
+
+
+def pseudonym(user_id):
+    key = (settings.EXPORT_PSEUDONYM_KEY or settings.SECRET_KEY).encode()
+    return "labeler-" + hmac.new(key, f"user:{user_id}".encode(), hashlib.sha256).hexdigest()[:12]
+
+
+def names(with_identities):
+    """user id -> what the export calls that person."""
+    if not with_identities:
+        return lru_cache(maxsize=None)(lambda user_id: None if user_id is None else pseudonym(user_id))
+    usernames = dict(get_user_model().objects.values_list("pk", "username"))
+    return usernames.get
+
+
+def source_for(kind, filters, with_identities=False):
+    return SOURCES[kind](filters, names(with_identities))
+
+
+def write(source, fmt, path, progress=None, every=5000):
+    """Stream the source's rows into `path`; `progress(done, total)` is called now and then."""
+    if fmt == "csv" and not is_flat(source.schema):
+        raise ValueError("CSV holds flat rows only.")
+    total = source.total()
+    writer = WRITERS[fmt](path, source.schema)
+    rows = 0
+    try:
+        for rows, row in enumerate(source.rows(), start=1):
+            writer.write(row)
+            if progress and rows % every == 0:
+                progress(source.done, total)
+    finally:
+        writer.close()
+    if progress:
+        progress(total, total)
+    return {"rows": rows, **source.counts}, [field.name for field in source.schema]
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_version():
+    """The git revision of the code that wrote an export, or the CODE_VERSION a deployment sets."""
+    if settings.CODE_VERSION:
+        return settings.CODE_VERSION
+    try:
+        found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return found.stdout.strip() if found.returncode == 0 else "unknown"

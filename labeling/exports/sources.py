@@ -1,0 +1,367 @@
+"""Database rows to dataset rows, one class per export kind.
+
+Each source reads with a server-side cursor (`iterator()` on PostgreSQL) and looks up what a batch
+of rows refers to in one query per batch, so memory holds a batch, never the whole export. Its
+`done` counts the source rows read, against `total()`, for the progress bar; `counts` goes into the
+manifest.
+"""
+
+import json
+from itertools import groupby, islice
+
+import pyarrow as pa
+from django.db.models import Exists, OuterRef, Q
+
+from .. import quality
+from ..models import (
+    Completion,
+    CompletionRating,
+    Demonstration,
+    Export,
+    Prompt,
+    PromptAnnotation,
+    Ranking,
+    Task,
+)
+
+BATCH = 2000
+
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+
+def batched(iterable, size):
+    iterator = iter(iterable)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def as_messages(text, turns=None):
+    return turns or [{"role": "user", "content": text}]
+
+
+def prompt_filter(filters, prefix):
+    """Q for the prompt-level filters; `prefix` leads from the queried model to its prompt."""
+    q = Q()
+    for name, field in (("split", "split"), ("language", "language"), ("use_case", "use_case")):
+        if name in filters:
+            q &= Q(**{f"{prefix}{field}__in": filters[name]})
+    return q
+
+
+def dated(filters, field="created_at"):
+    q = Q()
+    if "since" in filters:
+        q &= Q(**{f"{field}__gte": filters["since"]})
+    if "until" in filters:
+        q &= Q(**{f"{field}__lte": filters["until"]})
+    return q
+
+
+def labeled(filters, user_field, task_field):
+    """Q for labeler status and gold tasks on annotations made by `user_field` in `task_field`."""
+    q = Q()
+    if "labeler_status" in filters:
+        q &= Q(**{f"{user_field}__labeler_profile__status__in": filters["labeler_status"]})
+    if not filters.get("include_gold"):
+        q &= Q(**{f"{task_field}__is_gold": False}) | Q(**{f"{task_field}__isnull": True})
+    return q
+
+
+def from_model_versions(filters, task_ref):
+    """Tasks with at least one completion sampled from the chosen model versions."""
+    through = Task.completions.through.objects.filter(
+        task_id=OuterRef(task_ref), completion__model_version_id__in=filters["model_version"]
+    )
+    return Exists(through)
+
+
+class Source:
+    schema: pa.Schema
+
+    def __init__(self, filters, name_of):
+        self.filters, self.name_of = filters, name_of
+        self.done, self.counts = 0, {}
+
+    def total(self):
+        return self.queryset().count()
+
+    def count(self, key, n=1):
+        self.counts[key] = self.counts.get(key, 0) + n
+
+
+class RankedTasks(Source):
+    """Rankings grouped by task, with the overlap mode and minimum agreement applied."""
+
+    def queryset(self):
+        f = self.filters
+        rankings = Ranking.objects.filter(
+            prompt_filter(f, "task__prompt__"), dated(f), labeled(f, "labeler", "task")
+        )
+        if "model_version" in f:
+            rankings = rankings.filter(from_model_versions(f, "task_id"))
+        return rankings
+
+    def tasks(self, fields):
+        """(task_id, prompt row, [ranking rows]) in task order; ranking rows hold `fields` after the common ones."""
+        f = self.filters
+        rows = self.queryset().order_by("task_id", "id").values_list(
+            "task_id", "id", "labeler_id", "groups", "task__prompt_id", "task__prompt__text", "task__prompt__turns",
+            "task__prompt__split", "task__prompt__language", "task__prompt__use_case", *fields,
+        )
+        for task_id, task_rows in groupby(rows.iterator(chunk_size=BATCH), key=lambda row: row[0]):
+            task_rows = list(task_rows)
+            self.done += len(task_rows)
+            self.count("tasks")
+            self.count("annotations", len(task_rows))
+            if "min_agreement" in f:
+                agreement = quality.mean_agreement([row[3] for row in task_rows])
+                if agreement is None or agreement < f["min_agreement"]:
+                    self.count("tasks_below_min_agreement")
+                    continue
+            yield task_id, task_rows
+
+    def prompt_of(self, row, style):
+        _, _, _, _, prompt_id, text, turns, *_ = row
+        if style == "standard":
+            return text
+        return as_messages(text, turns)
+
+
+class PreferencePairs(RankedTasks):
+    """TRL's preference format: prompt, chosen, rejected (and margin), ties left out."""
+
+    def __init__(self, filters, name_of):
+        super().__init__(filters, name_of)
+        self.style = filters.get("style", "conversational")
+        text = pa.string() if self.style == "standard" else MESSAGES
+        fields = [("prompt", text), ("chosen", text), ("rejected", text)]
+        if filters.get("margin"):
+            fields.append(("margin", pa.float64()))
+        self.schema = pa.schema(fields)
+
+    def rows(self):
+        mode = self.filters.get("overlap", "every")
+        for batch in batched(self.tasks(()), BATCH // 4):
+            texts = completion_texts(row for _, rows in batch for row in rows)
+            for _, rankings in batch:
+                prompt = self.prompt_of(rankings[0], self.style)
+                orders = [row[3] for row in rankings]
+                if mode == "every" or len(orders) == 1:
+                    pairs = [(p, _distance(groups, p)) for groups in orders for p in quality.ranked_pairs_of(groups)]
+                elif mode == "consensus":
+                    consensus = quality.ranked_pairs_consensus(orders)
+                    pairs = [(p, _distance(consensus, p)) for p in quality.ranked_pairs_of(consensus)]
+                else:
+                    pairs = [(p, _distance(orders[0], p)) for p in quality.unanimous_pairs(orders)]
+                for (better, worse), distance in pairs:
+                    yield self.pair(prompt, texts[better], texts[worse], distance)
+                self.count("pairs", len(pairs))
+
+    def pair(self, prompt, chosen, rejected, distance):
+        if self.style == "conversational":
+            chosen, rejected = [{"role": "assistant", "content": chosen}], [{"role": "assistant", "content": rejected}]
+        row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        if self.filters.get("margin"):
+            row["margin"] = float(distance)
+        return row
+
+
+def _distance(groups, pair):
+    rank = quality.positions(groups)
+    return rank[pair[1]] - rank[pair[0]]
+
+
+def completion_texts(ranking_rows):
+    ids = {cid for row in ranking_rows for group in row[3] for cid in group}
+    return dict(Completion.objects.filter(pk__in=ids).values_list("pk", "text"))
+
+
+RATING = pa.struct([("rating", pa.int8()), ("flags", pa.list_(pa.string())), ("notes", pa.string())])
+COMPLETION = pa.struct([
+    ("id", pa.int64()), ("text", pa.string()), ("model_version", pa.string()),
+    ("sampling_params", pa.string()), ("seed", pa.int64()),
+])
+
+
+class Rankings(RankedTasks):
+    """The native K-way form that `rlhf train-rm` reads: ranks index into completions."""
+
+    def __init__(self, filters, name_of):
+        super().__init__(filters, name_of)
+        self.style = filters.get("style", "conversational")
+        self.schema = pa.schema([
+            ("task_id", pa.int64()), ("ranking_id", pa.int64()), ("prompt_id", pa.int64()),
+            ("prompt", pa.string() if self.style == "standard" else MESSAGES),
+            ("split", pa.string()), ("language", pa.string()), ("use_case", pa.string()),
+            ("completions", pa.list_(COMPLETION)), ("ranks", pa.list_(pa.list_(pa.int32()))),
+            ("ratings", pa.list_(RATING)), ("none_acceptable", pa.bool_()),
+            ("labeler", pa.string()), ("labelers", pa.int32()), ("agreement", pa.float64()),
+            ("time_spent_seconds", pa.int64()), ("created_at", pa.string()),
+        ])
+
+    def rows(self):
+        consensus = self.filters.get("overlap") == "consensus"
+        fields = ("none_acceptable", "assignment__time_spent_seconds", "created_at")
+        for batch in batched(self.tasks(fields), BATCH // 4):
+            rows = [row for _, rankings in batch for row in rankings]
+            completions = completion_details(rows)
+            ratings = {} if consensus else ratings_of([row[1] for row in rows])
+            for task_id, rankings in batch:
+                agreement = quality.mean_agreement([row[3] for row in rankings])
+                if consensus and len(rankings) > 1:
+                    groups = quality.ranked_pairs_consensus([row[3] for row in rankings])
+                    yield self.row(rankings[0], groups, completions, {}, agreement, len(rankings), consensus=True)
+                else:
+                    for row in rankings:
+                        yield self.row(row, row[3], completions, ratings.get(row[1], {}), agreement, len(rankings))
+                self.count("rankings", 1 if consensus else len(rankings))
+
+    def row(self, ranking, groups, completions, ratings, agreement, labelers, consensus=False):
+        task_id, ranking_id, labeler_id, _, prompt_id, _, _, split, language, use_case, none_acceptable, spent, at = (
+            ranking
+        )
+        order = [cid for group in groups for cid in sorted(group)]
+        index = {cid: n for n, cid in enumerate(order)}
+        return {
+            "task_id": task_id,
+            "ranking_id": None if consensus else ranking_id,
+            "prompt_id": prompt_id,
+            "prompt": self.prompt_of(ranking, self.style),
+            "split": split,
+            "language": language,
+            "use_case": use_case,
+            "completions": [completions[cid] for cid in order],
+            "ranks": [[index[cid] for cid in sorted(group)] for group in groups],
+            "ratings": [ratings.get(cid) for cid in order] if ratings else None,
+            "none_acceptable": None if consensus else none_acceptable,
+            "labeler": None if consensus else self.name_of(labeler_id),
+            "labelers": labelers,
+            "agreement": agreement,
+            "time_spent_seconds": None if consensus else spent,
+            "created_at": None if consensus else at.isoformat(),
+        }
+
+
+def completion_details(ranking_rows):
+    ids = {cid for row in ranking_rows for group in row[3] for cid in group}
+    found = Completion.objects.filter(pk__in=ids).values_list(
+        "pk", "text", "model_version__name", "sampling_params", "seed"
+    )
+    return {
+        pk: {"id": pk, "text": text, "model_version": version, "sampling_params": json.dumps(params, sort_keys=True),
+             "seed": seed}
+        for pk, text, version, params, seed in found
+    }
+
+
+def ratings_of(ranking_ids):
+    """{ranking id: {completion id: {"rating", "flags", "notes"}}} for a batch of rankings."""
+    found = CompletionRating.objects.filter(ranking_id__in=ranking_ids).values_list(
+        "ranking_id", "completion_id", "rating", "notes", *CompletionRating.FLAGS
+    )
+    ratings = {}
+    for ranking_id, completion_id, rating, notes, *flags in found:
+        ratings.setdefault(ranking_id, {})[completion_id] = {
+            "rating": rating,
+            "flags": [name for name, on in zip(CompletionRating.FLAGS, flags) if on],
+            "notes": notes,
+        }
+    return ratings
+
+
+class Demonstrations(Source):
+    """SFT data as `messages`, the conversational form TRL's SFTTrainer and `rlhf train-sft` read."""
+
+    schema = pa.schema([
+        ("messages", MESSAGES), ("demonstration_id", pa.int64()), ("prompt_id", pa.int64()),
+        ("split", pa.string()), ("language", pa.string()), ("use_case", pa.string()), ("labeler", pa.string()),
+        ("used_model_suggestion", pa.bool_()), ("suggestion_model_version", pa.string()),
+        ("time_spent_seconds", pa.int64()), ("created_at", pa.string()),
+    ])
+
+    def queryset(self):
+        f = self.filters
+        return Demonstration.objects.filter(prompt_filter(f, "prompt__"), dated(f), labeled(f, "author", "assignment__task"))
+
+    def rows(self):
+        found = self.queryset().order_by("id").values_list(
+            "messages", "id", "prompt_id", "prompt__split", "prompt__language", "prompt__use_case", "author_id",
+            "used_model_suggestion", "suggestion_model_version__name", "assignment__time_spent_seconds", "created_at",
+        )
+        for messages, pk, prompt_id, split, language, use_case, author, used, version, spent, at in found.iterator(
+            chunk_size=BATCH
+        ):
+            self.done += 1
+            yield {
+                "messages": messages, "demonstration_id": pk, "prompt_id": prompt_id, "split": split,
+                "language": language, "use_case": use_case, "labeler": self.name_of(author),
+                "used_model_suggestion": used, "suggestion_model_version": version, "time_spent_seconds": spent,
+                "created_at": at.isoformat(),
+            }
+        self.counts["demonstrations"] = self.done
+
+
+class PpoPrompts(Source):
+    """Prompts alone, for PPO rollouts."""
+
+    def __init__(self, filters, name_of):
+        super().__init__(filters, name_of)
+        self.style = filters.get("style", "conversational")
+        self.schema = pa.schema([
+            ("prompt", pa.string() if self.style == "standard" else MESSAGES), ("prompt_id", pa.int64()),
+            ("split", pa.string()), ("language", pa.string()), ("use_case", pa.string()), ("source", pa.string()),
+        ])
+
+    def queryset(self):
+        return Prompt.objects.filter(prompt_filter(self.filters, ""), dated(self.filters))
+
+    def rows(self):
+        found = self.queryset().order_by("id").values_list("text", "turns", "id", "split", "language", "use_case", "source")
+        for text, turns, pk, split, language, use_case, source in found.iterator(chunk_size=BATCH):
+            self.done += 1
+            prompt = text if self.style == "standard" else as_messages(text, turns)
+            yield {"prompt": prompt, "prompt_id": pk, "split": split, "language": language, "use_case": use_case,
+                   "source": source}
+        self.counts["prompts"] = self.done
+
+
+class Annotations(Source):
+    """Prompt annotations, one flat row each (InstructGPT's Table 7 metadata)."""
+
+    FIELDS = ["use_case", "language", *PromptAnnotation.FLAGS, "contains_personal_data"]
+    schema = pa.schema([
+        ("annotation_id", pa.int64()), ("prompt_id", pa.int64()), ("prompt", pa.string()),
+        ("prompt_split", pa.string()), ("prompt_language", pa.string()), ("labeler", pa.string()),
+        ("use_case", pa.string()), ("language", pa.string()),
+        *[(name, pa.bool_()) for name in [*PromptAnnotation.FLAGS, "contains_personal_data"]],
+        ("time_spent_seconds", pa.int64()), ("created_at", pa.string()),
+    ])
+
+    def queryset(self):
+        f = self.filters
+        return PromptAnnotation.objects.filter(
+            prompt_filter(f, "prompt__"), dated(f), labeled(f, "labeler", "assignment__task")
+        )
+
+    def rows(self):
+        found = self.queryset().order_by("id").values_list(
+            "id", "prompt_id", "prompt__text", "prompt__split", "prompt__language", "labeler_id", *self.FIELDS,
+            "assignment__time_spent_seconds", "created_at",
+        )
+        for pk, prompt_id, text, split, language, labeler_id, *values, spent, at in found.iterator(chunk_size=BATCH):
+            self.done += 1
+            yield {
+                "annotation_id": pk, "prompt_id": prompt_id, "prompt": text, "prompt_split": split,
+                "prompt_language": language, "labeler": self.name_of(labeler_id), **dict(zip(self.FIELDS, values)),
+                "time_spent_seconds": spent, "created_at": at.isoformat(),
+            }
+        self.counts["annotations"] = self.done
+
+
+SOURCES = {
+    Export.Kind.PREFERENCE_PAIRS: PreferencePairs,
+    Export.Kind.RANKINGS: Rankings,
+    Export.Kind.SFT: Demonstrations,
+    Export.Kind.PPO_PROMPTS: PpoPrompts,
+    Export.Kind.ANNOTATIONS: Annotations,
+}
