@@ -5,7 +5,7 @@
     .venv/bin/python bench/reward_model.py hh --minutes 20 --save artifacts/bench/rm-hh   # accuracy on HH-RLHF
 
 All three use SmolLM2-135M-Instruct (prepared under artifacts/ on first use) on the CPU unless
---model names another folder. `trl` needs the bench-only packages: pip install -r bench/requirements.txt
+--model names another folder.
 """
 
 import argparse

@@ -49,6 +49,14 @@ def as_researcher(client, researcher):
     return client
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A 2-layer GPT-2 with its own tokenizer and chat template, saved once per test session."""
+    from rlhf.models import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

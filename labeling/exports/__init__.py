@@ -14,8 +14,11 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from ..models import Export
 from .filters import FILTERS, OVERLAP_MODES, STYLES, filters_parse
-from .sources import SOURCES
+from .labelers import LabelerStats
+from .sources import Annotations, Demonstrations, PpoPrompts, PreferencePairs, Rankings
+from .trees import OasstTrees
 from .writers import WRITERS, is_flat
 
 SCHEMA_VERSION = 1
@@ -36,8 +39,19 @@ def names(with_identities):
     return usernames.get
 
 
-def source_for(kind, filters, with_identities=False):
-    return SOURCES[kind](filters, names(with_identities))
+SOURCES = {
+    Export.Kind.PREFERENCE_PAIRS: PreferencePairs,
+    Export.Kind.RANKINGS: Rankings,
+    Export.Kind.SFT: Demonstrations,
+    Export.Kind.PPO_PROMPTS: PpoPrompts,
+    Export.Kind.ANNOTATIONS: Annotations,
+    Export.Kind.OASST: OasstTrees,
+    Export.Kind.LABELER_STATS: LabelerStats,
+}
+
+
+def source_for(kind, filters, *, with_identities=False, fmt="jsonl"):
+    return SOURCES[kind](filters, names(with_identities), fmt=fmt, with_identities=with_identities)
 
 
 def write(source, fmt, path, progress=None, every=5000):

@@ -17,7 +17,6 @@ from ..models import (
     Completion,
     CompletionRating,
     Demonstration,
-    Export,
     Prompt,
     PromptAnnotation,
     Ranking,
@@ -78,8 +77,8 @@ def from_model_versions(filters, task_ref):
 class Source:
     schema: pa.Schema
 
-    def __init__(self, filters, name_of):
-        self.filters, self.name_of = filters, name_of
+    def __init__(self, filters, name_of, *, fmt="jsonl", with_identities=False):
+        self.filters, self.name_of, self.fmt, self.with_identities = filters, name_of, fmt, with_identities
         self.done, self.counts = 0, {}
 
     def total(self):
@@ -130,8 +129,8 @@ class RankedTasks(Source):
 class PreferencePairs(RankedTasks):
     """TRL's preference format: prompt, chosen, rejected (and margin), ties left out."""
 
-    def __init__(self, filters, name_of):
-        super().__init__(filters, name_of)
+    def __init__(self, filters, name_of, **context):
+        super().__init__(filters, name_of, **context)
         self.style = filters.get("style", "conversational")
         text = pa.string() if self.style == "standard" else MESSAGES
         fields = [("prompt", text), ("chosen", text), ("rejected", text)]
@@ -186,8 +185,8 @@ COMPLETION = pa.struct([
 class Rankings(RankedTasks):
     """The native K-way form that `rlhf train-rm` reads: ranks index into completions."""
 
-    def __init__(self, filters, name_of):
-        super().__init__(filters, name_of)
+    def __init__(self, filters, name_of, **context):
+        super().__init__(filters, name_of, **context)
         self.style = filters.get("style", "conversational")
         self.schema = pa.schema([
             ("task_id", pa.int64()), ("ranking_id", pa.int64()), ("prompt_id", pa.int64()),
@@ -304,8 +303,8 @@ class Demonstrations(Source):
 class PpoPrompts(Source):
     """Prompts alone, for PPO rollouts."""
 
-    def __init__(self, filters, name_of):
-        super().__init__(filters, name_of)
+    def __init__(self, filters, name_of, **context):
+        super().__init__(filters, name_of, **context)
         self.style = filters.get("style", "conversational")
         self.schema = pa.schema([
             ("prompt", pa.string() if self.style == "standard" else MESSAGES), ("prompt_id", pa.int64()),
@@ -356,12 +355,3 @@ class Annotations(Source):
                 "time_spent_seconds": spent, "created_at": at.isoformat(),
             }
         self.counts["annotations"] = self.done
-
-
-SOURCES = {
-    Export.Kind.PREFERENCE_PAIRS: PreferencePairs,
-    Export.Kind.RANKINGS: Rankings,
-    Export.Kind.SFT: Demonstrations,
-    Export.Kind.PPO_PROMPTS: PpoPrompts,
-    Export.Kind.ANNOTATIONS: Annotations,
-}

@@ -27,7 +27,7 @@ def export_create(*, kind, fmt, filters=None, created_by, with_identities=False,
     if with_identities and not (created_by and has_role(created_by, Role.ADMIN)):
         raise ValidationError("Only an admin may export labelers by name; others get pseudonyms.")
     cleaned = exports.filters_parse(kind, filters)
-    if fmt == Export.Format.CSV and not exports.writers.is_flat(exports.source_for(kind, cleaned).schema):
+    if fmt == Export.Format.CSV and not exports.writers.is_flat(exports.source_for(kind, cleaned, fmt=fmt).schema):
         raise ValidationError(f"{Export.Kind(kind).label} rows hold lists, which CSV cannot; choose JSONL or Parquet.")
     export = Export.objects.create(
         kind=kind, format=fmt, filters=cleaned, with_identities=with_identities, created_by=created_by
@@ -59,7 +59,9 @@ def export_run(*, export_id, on_progress=None):
             on_progress(done, total)
 
     try:
-        source = exports.source_for(export.kind, export.filters, export.with_identities)
+        source = exports.source_for(
+            export.kind, export.filters, with_identities=export.with_identities, fmt=export.format
+        )
         counts, columns = exports.write(source, export.format, partial, progress)
     except Exception as exc:
         partial.unlink(missing_ok=True)

@@ -1,3 +1,4 @@
+import csv
 import gzip
 import json
 
@@ -301,3 +302,64 @@ def test_a_model_version_filter_accepts_ids_as_text(researcher):
     export = services.export_create(kind="rankings", fmt="jsonl", filters={"model_version": str(version.pk)},
                                     created_by=researcher, queue=False)
     assert export.filters == {"model_version": [version.pk]}
+
+
+def test_oasst_trees_rank_completions_under_the_prompt_and_keep_demonstrations(researcher, three_labelers):
+    task = overlap_task(three_labelers, [[[0], [1], [2], [3]], [[0], [2], [1], [3]], [[1], [0], [2], [3]]])
+    a, b, c, d = ids(task)
+    LabelerProfile.objects.filter(user=three_labelers[0]).update(status="active")
+    task.state = "completed"
+    task.save()
+    demo_task = TaskFactory(kind="write_demonstration", prompt=task.prompt)
+    assignment = services.task_lease_next(labeler=three_labelers[0])
+    assert assignment.task == demo_task
+    services.demonstration_write(assignment=assignment, labeler=three_labelers[0],
+                                 turns=[{"role": "assistant", "content": "Mine."}])
+    (tree,) = read(build(researcher, "oasst"))
+    assert tree["message_tree_id"] == f"prompt-{task.prompt_id}" and tree["tree_state"] == "ready_for_export"
+    root = tree["prompt"]
+    assert (root["role"], root["text"], root["parent_id"]) == ("prompter", task.prompt.text, None)
+    replies = root["replies"]
+    assert [r["message_id"] for r in replies] == [f"completion-{cid}" for cid in (a, b, c, d)] + [
+        f"demonstration-{task.prompt.demonstrations.get().pk}"]
+    assert [r["rank"] for r in replies] == [0, 1, 2, 3, None]
+    assert [r["synthetic"] for r in replies] == [True] * 4 + [False]
+    assert replies[-1]["user_id"] == exports.pseudonym(three_labelers[0].pk) and replies[-1]["text"] == "Mine."
+    assert all(r["parent_id"] == root["message_id"] and r["role"] == "assistant" for r in replies)
+    assert replies[3]["labels"]["hallucination"] == {"value": 1.0, "count": 3}
+    # a was rated 7, 7 and 6 (second for the third labeler): mean 6.67 on 1-7 is 0.94 on 0-1
+    assert replies[0]["labels"]["quality"] == {"value": pytest.approx((20 / 3 - 1) / 6), "count": 3}
+
+
+def test_oasst_parquet_holds_the_messages_flat(researcher, labeler):
+    task = ranking_task(k=4)
+    rank(task, labeler, [[0], [1], [2], [3]])
+    rows = read(build(researcher, "oasst", "parquet"))
+    assert len(rows) == 5
+    assert [row["parent_id"] for row in rows[1:]] == [f"prompt-{task.prompt_id}"] * 4
+    assert {row["message_tree_id"] for row in rows} == {f"prompt-{task.prompt_id}"}
+
+
+def test_labeler_stats_count_work_and_agreement_under_pseudonyms(researcher, three_labelers):
+    overlap_task(three_labelers, [[[0], [1], [2], [3]], [[0], [1], [2], [3]], [[3], [2], [1], [0]]])
+    for user in three_labelers:
+        LabelerProfile.objects.filter(user=user).update(status="active")
+    export = build(researcher, "labeler_stats", "csv")
+    rows = {row["labeler"]: row for row in csv.DictReader(open(export.file.path))}
+    first, third = (rows[exports.pseudonym(user.pk)] for user in (three_labelers[0], three_labelers[2]))
+    assert float(first["agreement_with_peers"]) == 0.5 and float(third["agreement_with_peers"]) == 0.0
+    assert first["status"] == "active" and first["overlap_rankings"] == "1"
+    assert "l1" not in open(export.file.path).read()
+
+
+def test_annotations_export_flat_rows_as_csv(researcher, labeler):
+    LabelerProfile.objects.filter(user=labeler).update(status="active")
+    prompt = PromptFactory()
+    TaskFactory(kind="annotate_prompt", prompt=prompt)
+    assignment = services.task_lease_next(labeler=labeler)
+    services.annotation_submit(assignment=assignment, labeler=labeler, flags={"ambiguous": True},
+                               use_case="brainstorming", language="en")
+    export = build(researcher, "annotations", "csv")
+    (row,) = list(csv.DictReader(open(export.file.path)))
+    assert (row["prompt_id"], row["use_case"], row["ambiguous"], row["closed_domain"]) == (
+        str(prompt.pk), "brainstorming", "True", "False")

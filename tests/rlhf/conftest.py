@@ -1,14 +1,5 @@
 import json
 
-import pytest
-
-from rlhf.models import save_tiny_model
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
-
 
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
