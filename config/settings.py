@@ -161,7 +161,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"SkipReasonEnum": "labeling.models.Assignment.SkipReason"},
+    "ENUM_NAME_OVERRIDES": {
+        "SkipReasonEnum": "labeling.models.Assignment.SkipReason",
+        "ExportKindEnum": "labeling.models.Export.Kind",
+        "ExportFormatEnum": "labeling.models.Export.Format",
+        "ImportFormatEnum": "labeling.models.ImportJob.Format",
+        "JobStateEnum": "labeling.models.intake.JobState",
+        "ModelVersionKindEnum": "labeling.models.ModelVersion.Kind",
+        "TrainingRunKindEnum": "labeling.models.TrainingRun.Kind",
+        "TrainingRunStateEnum": "labeling.models.TrainingRun.State",
+    },
 }
 
 # Celery: Redis when REDIS_URL is set, otherwise a broker that needs no server.

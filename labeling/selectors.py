@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
-from .models import Assignment, Completion, Guidelines, ImportJob, LabelerProfile, ModelVersion, Prompt, Role, Task
+from .models import Assignment, Completion, Export, Guidelines, ImportJob, LabelerProfile, ModelVersion, Prompt, Role, Task
 from .permissions import roles_of
 
 
@@ -40,6 +40,22 @@ def dataset_overview():
         "open_tasks": _shares(Task.objects.filter(state=Task.State.OPEN), "kind", Task.Kind.choices),
         "needing_completions": prompts.filter(needs_completions=True).count(),
     }
+
+
+def dataset_statistics():
+    """The dashboard's numbers, as records for the API."""
+    overview = dataset_overview()
+    for key, value in overview.items():
+        if isinstance(value, list):
+            overview[key] = [{"label": label, "count": n, "percent": percent} for label, n, percent in value]
+    submitted = Assignment.objects.filter(state=Assignment.State.SUBMITTED)
+    overview["results"] = dict(submitted.order_by().values_list("task__kind").annotate(n=Count("id")))
+    return overview
+
+
+def exports_visible_to(user):
+    """Researchers and admins share the team's exports."""
+    return Export.objects.select_related("created_by")
 
 
 def import_jobs_visible_to(user):

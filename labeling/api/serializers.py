@@ -1,6 +1,7 @@
+from django.urls import reverse
 from rest_framework import serializers
 
-from ..models import ImportJob, Prompt, UseCase
+from ..models import Export, ImportJob, ModelVersion, Prompt, TrainingRun, UseCase
 
 
 class PromptSerializer(serializers.ModelSerializer):
@@ -82,3 +83,67 @@ class ImportJobSerializer(serializers.ModelSerializer):
 class ImportUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="JSONL or CSV, UTF-8.")
     format = serializers.ChoiceField(choices=ImportJob.Format.choices, required=False)
+
+
+class ExportSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Export
+        fields = [
+            "id", "kind", "format", "filters", "with_identities", "state", "progress", "row_count", "size_bytes",
+            "sha256", "manifest", "error", "created_by", "created_at", "started_at", "finished_at", "download_url",
+        ]
+
+    def get_download_url(self, export) -> str | None:
+        if export.state != Export.State.SUCCEEDED:
+            return None
+        return self.context["request"].build_absolute_uri(reverse("api-export-download", args=[export.pk]))
+
+
+class ExportCreateSerializer(serializers.Serializer):
+    """Only the shape is checked here; the export service judges the filters and names a bad one."""
+
+    kind = serializers.ChoiceField(choices=Export.Kind.choices)
+    format = serializers.ChoiceField(choices=Export.Format.choices, default=Export.Format.JSONL)
+    filters = serializers.JSONField(
+        required=False, default=dict,
+        help_text='e.g. {"split": ["train"], "overlap": "consensus", "min_agreement": 0.7, "style": "standard"}',
+    )
+    with_identities = serializers.BooleanField(default=False, help_text="Usernames instead of pseudonyms; admins only.")
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "kind", "name", "status", "artifact_path", "parent", "training_run", "metrics", "created_at",
+                  "activated_at"]
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    model_version = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = ["id", "kind", "config", "export", "base_model", "state", "progress", "metrics", "error",
+                  "created_at", "started_at", "finished_at", "model_version"]
+
+
+class CountsSerializer(serializers.Serializer):
+    label = serializers.CharField()
+    count = serializers.IntegerField()
+    percent = serializers.FloatField()
+
+
+class StatisticsSerializer(serializers.Serializer):
+    """The numbers behind the dataset dashboard."""
+
+    prompt_count = serializers.IntegerField()
+    needing_completions = serializers.IntegerField()
+    by_split = CountsSerializer(many=True)
+    by_source = CountsSerializer(many=True)
+    by_language = CountsSerializer(many=True)
+    by_use_case = CountsSerializer(many=True)
+    open_tasks = CountsSerializer(many=True)
+    results = serializers.DictField(child=serializers.IntegerField(), help_text="Submitted results per kind.")

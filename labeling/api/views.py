@@ -1,19 +1,29 @@
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, mixins, status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 
 from .. import selectors, services
-from ..models import Prompt
+from ..models import Export, ModelVersion, Prompt, TrainingRun
 from ..permissions import IsResearcher
 from .serializers import (
+    ExportCreateSerializer,
+    ExportSerializer,
     ImportJobSerializer,
     ImportUploadSerializer,
     IntakeReportSerializer,
+    ModelVersionSerializer,
     PromptBulkEnvelope,
     PromptBulkSerializer,
     PromptFilterSerializer,
     PromptSerializer,
+    StatisticsSerializer,
+    TrainingRunSerializer,
 )
 
 
@@ -63,3 +73,66 @@ class ImportJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         job = services.import_job_start(job=job)
         code = status.HTTP_201_CREATED if job.is_finished else status.HTTP_202_ACCEPTED
         return Response(ImportJobSerializer(job).data, status=code)
+
+
+class ExportViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Dataset snapshots: ask for one (202; a worker builds it), follow its progress, download the file."""
+
+    permission_classes = [IsResearcher]
+    serializer_class = ExportSerializer
+    throttle_scope = "exports"
+
+    def get_queryset(self):
+        return selectors.exports_visible_to(self.request.user)
+
+    def get_throttles(self):
+        # Asking for exports has its own budget; reading them counts against the ordinary one.
+        return [ScopedRateThrottle()] if self.action == "create" else super().get_throttles()
+
+    @extend_schema(request=ExportCreateSerializer, responses={202: ExportSerializer})
+    def create(self, request):
+        body = ExportCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        export = services.export_create(
+            kind=body.validated_data["kind"], fmt=body.validated_data["format"],
+            filters=body.validated_data["filters"], with_identities=body.validated_data["with_identities"],
+            created_by=request.user,
+        )
+        return Response(self.get_serializer(export).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @action(detail=True, url_path="download", url_name="download")
+    def download(self, request, pk=None):
+        return export_file_response(self.get_object())
+
+
+def export_file_response(export):
+    if export.state != Export.State.SUCCEEDED:
+        raise NotFound(f"Export #{export.pk} has no file yet: it is {export.state}.")
+    response = FileResponse(export.file.open("rb"), as_attachment=True, filename=export.filename)
+    response["X-Checksum-SHA256"] = export.sha256
+    return response
+
+
+class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Model versions of every kind, newest first, with their metrics and lineage."""
+
+    permission_classes = [IsResearcher]
+    serializer_class = ModelVersionSerializer
+    queryset = ModelVersion.objects.all()
+
+
+class TrainingRunViewSet(viewsets.ReadOnlyModelViewSet):
+    """Training runs, newest first: state, progress, metrics and the export each trained on."""
+
+    permission_classes = [IsResearcher]
+    serializer_class = TrainingRunSerializer
+    queryset = TrainingRun.objects.select_related("model_version")
+
+
+@extend_schema(responses=StatisticsSerializer)
+@api_view(["GET"])
+@permission_classes([IsResearcher])
+def statistics(request):
+    """Prompts per split, source, language and use case; open tasks; submitted results per kind."""
+    return Response(StatisticsSerializer(selectors.dataset_statistics()).data)
