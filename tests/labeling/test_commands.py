@@ -5,8 +5,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from labeling.models import ImportJob, LabelerProfile, Prompt, Role, Task
+from labeling import services
+from labeling.models import Export, ImportJob, LabelerProfile, Prompt, Role, Task
 from labeling.permissions import roles_of
+from tests.factories import ranking_task
 
 pytestmark = pytest.mark.django_db
 
@@ -84,3 +86,26 @@ def test_seed_demo_refuses_to_create_known_passwords_outside_debug(settings):
 
 def test_no_model_change_lacks_a_migration():
     run("makemigrations", "--check", "--dry-run")
+
+
+def test_the_export_command_builds_a_snapshot_with_filters_and_copies_it(researcher, labeler, tmp_path):
+    task = ranking_task(k=4)
+    ids = list(task.completions.order_by("id").values_list("id", flat=True))
+    services.ranking_save(task=task, labeler=labeler, groups=[[ids[0]], ids[1:3], [ids[3]]],
+                          ratings={i: {"rating": 5} for i in ids})
+    target = tmp_path / "pairs.jsonl"
+    out = run("export", "preference_pairs", "--filter", "split=train,valid", "--filter", "style=standard",
+              "--output", str(target), "--user", "rita")
+    export = Export.objects.get()
+    assert export.filters == {"split": ["train", "valid"], "style": "standard"}
+    assert export.manifest["created_by"] == "rita"
+    assert len(target.read_text().splitlines()) == 5
+    assert json.loads((tmp_path / "pairs.jsonl.manifest.json").read_text())["sha256"] == export.sha256
+    assert f"sha256 {export.sha256}" in out and "5 pairs" in out
+
+
+def test_the_export_command_names_a_bad_filter(db):
+    with pytest.raises(CommandError, match="Filter `split`: unknown value 'holdout'"):
+        call_command("export", "rankings", "--filter", "split=holdout")
+    with pytest.raises(CommandError, match="NAME=VALUE"):
+        call_command("export", "rankings", "--filter", "split")

@@ -1,13 +1,13 @@
-"""The import task run by a real Celery worker process, on the broker and database the suite uses."""
+"""Import and export tasks run by a real Celery worker process, on the broker and database the suite uses."""
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from config.celery import app as celery_app
-from labeling import services
-from labeling.models import Assignment, ImportJob, Prompt
+from labeling import exports, services
+from labeling.models import Assignment, Export, ImportJob, Prompt
 from tests.conftest import wait_for
-from tests.factories import TaskFactory
+from tests.factories import TaskFactory, ranking_task
 
 
 def test_a_worker_imports_a_large_file(worker, researcher, settings):
@@ -31,3 +31,18 @@ def test_a_worker_expires_stale_leases(worker, labeler):
     )
     celery_app.send_task("labeling.tasks.expire_leases")
     assert wait_for(lambda: Assignment.objects.get(pk=stale.pk).state == Assignment.State.EXPIRED)
+
+
+def test_a_worker_builds_an_export_snapshot(worker, researcher, labeler):
+    task = ranking_task(k=5)
+    ids = list(task.completions.order_by("id").values_list("id", flat=True))
+    services.ranking_save(task=task, labeler=labeler, groups=[[cid] for cid in ids],
+                          ratings={cid: {"rating": 4} for cid in ids})
+    export = services.export_create(kind="preference_pairs", fmt="parquet", created_by=researcher)
+    assert export.state == Export.State.QUEUED
+
+    assert wait_for(lambda: Export.objects.get(pk=export.pk).is_finished), "the worker never built the export"
+    export.refresh_from_db()
+    assert export.state == Export.State.SUCCEEDED, export.error
+    assert (export.row_count, export.progress) == (10, 1.0)
+    assert exports.sha256_of(export.file.path) == export.sha256
