@@ -1,7 +1,18 @@
 from django import forms
 from django.conf import settings
 
-from .models import Assignment, CompletionRating, ImportJob, Prompt, PromptAnnotation, UseCase
+from .exports import OVERLAP_MODES, STYLES
+from .models import (
+    Assignment,
+    CompletionRating,
+    Export,
+    ImportJob,
+    LabelerProfile,
+    ModelVersion,
+    Prompt,
+    PromptAnnotation,
+    UseCase,
+)
 
 
 class ImportForm(forms.Form):
@@ -161,3 +172,42 @@ class AnnotationForm(TimedForm):
 
 class SkipForm(forms.Form):
     reason = forms.ChoiceField(choices=Assignment.SkipReason.choices, widget=forms.RadioSelect)
+
+
+class ExportForm(forms.Form):
+    """An export and its filters; the export service checks that each applies to the kind."""
+
+    kind = forms.ChoiceField(choices=Export.Kind.choices)
+    format = forms.ChoiceField(choices=Export.Format.choices)
+    split = forms.MultipleChoiceField(choices=Prompt.Split.choices, required=False,
+                                      widget=forms.CheckboxSelectMultiple)
+    language = forms.CharField(required=False, help_text="Language codes, comma-separated: en,fr")
+    use_case = forms.MultipleChoiceField(choices=UseCase.choices, required=False)
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    model_version = forms.ModelMultipleChoiceField(queryset=ModelVersion.objects.all(), required=False)
+    labeler_status = forms.MultipleChoiceField(choices=LabelerProfile.Status.choices, required=False)
+    include_gold = forms.BooleanField(required=False, label="Include gold tasks")
+    overlap = forms.ChoiceField(required=False, label="Overlap tasks",
+                                choices=[("", "—"), *((k, f"{k}: {v}") for k, v in OVERLAP_MODES.items())])
+    min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, label="Minimum agreement (0-1)")
+    style = forms.ChoiceField(required=False, choices=[("", "—"), *STYLES.items()])
+    margin = forms.BooleanField(required=False, label="Margin column (rank distance)")
+    with_identities = forms.BooleanField(required=False, label="Usernames instead of pseudonyms (admins only)")
+
+    FILTERS = ["split", "language", "use_case", "since", "until", "model_version", "labeler_status", "include_gold",
+               "overlap", "min_agreement", "style", "margin"]
+
+    def filters(self):
+        """The filters that were set, as the service takes them."""
+        found = {}
+        for name in self.FILTERS:
+            value = self.cleaned_data.get(name)
+            if value in (None, "", [], False) or (hasattr(value, "exists") and not value.exists()):
+                continue
+            if name == "model_version":
+                value = [version.pk for version in value]
+            elif name in ("since", "until"):
+                value = value.isoformat()
+            found[name] = value
+        return found

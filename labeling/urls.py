@@ -15,4 +15,8 @@ urlpatterns = [
     path("research/imports/", views.imports, name="imports"),
     path("research/imports/<int:pk>/", views.import_detail, name="import-detail"),
     path("research/imports/<int:pk>/progress/", views.import_progress, name="import-progress"),
+    path("research/exports/", views.exports, name="exports"),
+    path("research/exports/<int:pk>/", views.export_detail, name="export-detail"),
+    path("research/exports/<int:pk>/progress/", views.export_progress, name="export-progress"),
+    path("research/exports/<int:pk>/download/", views.export_download, name="export-download"),
 ]

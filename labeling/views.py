@@ -1,15 +1,17 @@
+import json
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import JsonResponse
+from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from . import selectors, services
-from .forms import AnnotationForm, DemonstrationForm, ImportForm, RankingForm, SkipForm, WritePromptForm
-from .models import Assignment, Role, Task
-from .permissions import role_required
+from .forms import AnnotationForm, DemonstrationForm, ExportForm, ImportForm, RankingForm, SkipForm, WritePromptForm
+from .models import Assignment, Export, Role, Task
+from .permissions import has_role, role_required
 
 
 @login_required
@@ -186,5 +188,55 @@ def import_progress(request, pk):
             "rows_read": progress["rows_read"],
             "bytes_read": progress["bytes_read"],
             "size_bytes": job.size_bytes,
+            "percent": round(100 * progress["bytes_read"] / job.size_bytes) if job.size_bytes else 0,
+            "text": f"{progress['rows_read']:,} rows read",
         }
     )
+
+
+@role_required(Role.RESEARCHER)
+def exports(request):
+    form = ExportForm(request.POST or None, initial={"format": "jsonl"})
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                export = services.export_create(
+                    kind=form.cleaned_data["kind"], fmt=form.cleaned_data["format"], filters=form.filters(),
+                    with_identities=form.cleaned_data["with_identities"], created_by=request.user,
+                )
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                return redirect(export)
+        status = 400
+    context = {"form": form, "exports": selectors.exports_visible_to(request.user)[:50],
+               "can_name_labelers": has_role(request.user, Role.ADMIN)}
+    return render(request, "labeling/exports.html", context, status=status)
+
+
+@role_required(Role.RESEARCHER)
+def export_detail(request, pk):
+    export = get_object_or_404(selectors.exports_visible_to(request.user), pk=pk)
+    manifest_json = json.dumps(export.manifest, indent=2)
+    return render(request, "labeling/export_detail.html", {"export": export, "manifest_json": manifest_json})
+
+
+@role_required(Role.RESEARCHER)
+def export_progress(request, pk):
+    export = get_object_or_404(selectors.exports_visible_to(request.user), pk=pk)
+    return JsonResponse({"state": export.state, "finished": export.is_finished,
+                         "percent": round(100 * export.progress), "text": f"{100 * export.progress:.0f}% written"})
+
+
+@role_required(Role.RESEARCHER)
+def export_download(request, pk):
+    return export_file_response(get_object_or_404(selectors.exports_visible_to(request.user), pk=pk))
+
+
+def export_file_response(export):
+    if export.state != Export.State.SUCCEEDED:
+        raise Http404(f"Export #{export.pk} has no file yet: it is {export.state}.")
+    response = FileResponse(export.file.open("rb"), as_attachment=True, filename=export.filename)
+    response["X-Checksum-SHA256"] = export.sha256
+    return response

@@ -1,15 +1,14 @@
-from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
 from .. import selectors, services
-from ..models import Export, ModelVersion, Prompt, TrainingRun
+from ..views import export_file_response
+from ..models import ModelVersion, Prompt, TrainingRun
 from ..permissions import IsResearcher
 from .serializers import (
     ExportCreateSerializer,
@@ -104,14 +103,6 @@ class ExportViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     @action(detail=True, url_path="download", url_name="download")
     def download(self, request, pk=None):
         return export_file_response(self.get_object())
-
-
-def export_file_response(export):
-    if export.state != Export.State.SUCCEEDED:
-        raise NotFound(f"Export #{export.pk} has no file yet: it is {export.state}.")
-    response = FileResponse(export.file.open("rb"), as_attachment=True, filename=export.filename)
-    response["X-Checksum-SHA256"] = export.sha256
-    return response
 
 
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):

@@ -9,10 +9,9 @@
       const response = await fetch(box.dataset.url, { headers: { Accept: "application/json" } });
       const state = await response.json();
       if (state.finished) { window.location.reload(); return; }
-      const percent = state.size_bytes ? Math.round((100 * state.bytes_read) / state.size_bytes) : 0;
-      bar.value = percent;
+      bar.value = state.percent;
       if (state.state === "running") {
-        text.textContent = `${percent}% · ${state.rows_read.toLocaleString()} rows read`;
+        text.textContent = `${state.percent}% · ${state.text}`;
       }
     } catch (error) {
       text.textContent = "Lost contact with the server; retrying…";

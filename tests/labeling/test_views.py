@@ -4,7 +4,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from labeling.models import ImportJob, Prompt
+from labeling.models import Export, ImportJob, Prompt
 
 pytestmark = pytest.mark.django_db
 
@@ -16,6 +16,9 @@ PAGES = {
     "imports": {"researcher", "admin"},
     "import-detail": {"researcher", "admin"},
     "import-progress": {"researcher", "admin"},
+    "exports": {"researcher", "admin"},
+    "export-detail": {"researcher", "admin"},
+    "export-progress": {"researcher", "admin"},
     "admin:index": {"admin"},
     "admin:labeling_prompt_changelist": {"admin"},
 }
@@ -23,11 +26,15 @@ PAGES = {
 
 @pytest.fixture
 def job(researcher):
-    return ImportJob.objects.create(filename="p.jsonl", format="jsonl", created_by=researcher)
+    """An import job and an export, for the pages about one of them."""
+    export = Export.objects.create(kind="rankings", created_by=researcher)
+    return {"import": ImportJob.objects.create(filename="p.jsonl", format="jsonl", created_by=researcher).pk,
+            "export": export.pk}
 
 
 def url_of(name, job):
-    return reverse(name, args=[job.pk]) if name.startswith("import-") else reverse(name)
+    about = name.split("-")[0]
+    return reverse(name, args=[job[about]]) if about in job and "-" in name else reverse(name)
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -108,7 +115,7 @@ def test_a_large_file_goes_to_a_worker_and_the_page_shows_progress(as_researcher
     assert "<progress" in page
     progress = json.loads(as_researcher.get(reverse("import-progress", args=[job.pk])).content)
     assert progress == {"state": "queued", "finished": False, "rows_read": 0, "bytes_read": 0,
-                        "size_bytes": job.size_bytes}
+                        "size_bytes": job.size_bytes, "percent": 0, "text": "0 rows read"}
 
 
 def test_posting_the_form_without_a_file_says_a_file_is_needed(as_researcher):
@@ -123,3 +130,40 @@ def test_work_pages_refuse_everyone_but_labelers(client, users, name, role):
     client.force_login(users[role])
     url = reverse(name) if name == "work-next" else reverse(name, args=[1])
     assert client.post(url).status_code == 403
+
+
+def test_a_researcher_asks_for_an_export_on_the_page_and_downloads_it(as_researcher, labeler):
+    from labeling import services
+    from tests.factories import ranking_task
+
+    task = ranking_task(k=4)
+    ids = list(task.completions.order_by("id").values_list("id", flat=True))
+    services.ranking_save(task=task, labeler=labeler, groups=[[i] for i in ids], ratings={i: {"rating": 3} for i in ids})
+    response = as_researcher.post(reverse("exports"), {"kind": "preference_pairs", "format": "jsonl",
+                                                       "split": ["train"], "margin": "on"})
+    export = Export.objects.get()
+    assert response.status_code == 302 and response["Location"] == export.get_absolute_url()
+    assert export.filters == {"split": ["train"], "margin": True}
+    page = as_researcher.get(export.get_absolute_url()).content.decode()
+    assert "<progress" in page and "Waiting for a worker" in page
+    assert as_researcher.get(reverse("export-download", args=[export.pk])).status_code == 404
+
+    services.export_run(export_id=export.pk)
+    page = as_researcher.get(export.get_absolute_url()).content.decode()
+    assert Export.objects.get().sha256 in page and "Download" in page
+    download = as_researcher.get(reverse("export-download", args=[export.pk]))
+    assert download.status_code == 200 and b"".join(download.streaming_content).count(b"\n") == 6
+
+
+def test_a_filter_that_does_not_fit_the_kind_is_a_400_saying_so(as_researcher):
+    response = as_researcher.post(reverse("exports"), {"kind": "sft", "format": "jsonl", "margin": "on"})
+    assert response.status_code == 400
+    assert "Filter `margin` does not apply to SFT demonstrations exports." in response.content.decode()
+    assert not Export.objects.exists()
+
+
+def test_only_admins_see_the_option_to_export_usernames(client, researcher, admin_user):
+    client.force_login(researcher)
+    assert "with_identities" not in client.get(reverse("exports")).content.decode()
+    client.force_login(admin_user)
+    assert "with_identities" in client.get(reverse("exports")).content.decode()
