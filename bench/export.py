@@ -106,30 +106,33 @@ def child(fmt):
     start = time.perf_counter()
     export = services.export_run(export_id=export.pk)
     seconds = time.perf_counter() - start
-    print(json.dumps({"rows": export.row_count, "seconds": seconds, "bytes": export.size_bytes}))
+    print(json.dumps({"rows": export.row_count, "seconds": seconds, "bytes": export.size_bytes,
+                      "peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb():
+    """This process's peak resident memory since it started (VmHWM; ru_maxrss would count the parent's
+    memory from before the exec as well)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 
 
 def measure(url, fmt, data_dir):
     environment = {**os.environ, "DATABASE_URL": url, "DATA_DIR": data_dir, "SECRET_KEY": "bench"}
-    process = subprocess.Popen([sys.executable, __file__, "--child", fmt], cwd=ROOT, env=environment,
-                               stdout=subprocess.PIPE, text=True)
-    out = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status:
-        raise SystemExit(f"the {fmt} export failed")
-    result = json.loads(out.strip().splitlines()[-1])
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024
-    return result
+    found = subprocess.run([sys.executable, __file__, "--child", fmt], cwd=ROOT, env=environment,
+                           capture_output=True, text=True, check=True)
+    return json.loads(found.stdout.strip().splitlines()[-1])
 
 
 def baseline_rss(url, data_dir):
-    """Peak RSS of a process that sets Django up and imports the export code, exporting nothing."""
+    """Peak memory of a process that sets Django up and imports the export code, exporting nothing."""
     code = ("import os, django; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); django.setup(); "
-            "import labeling.exports, labeling.services")
-    environment = {**os.environ, "DATABASE_URL": url, "DATA_DIR": data_dir, "SECRET_KEY": "bench"}
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=environment)
-    _, _, usage = os.wait4(process.pid, 0)
-    return usage.ru_maxrss / 1024
+            "import labeling.exports, labeling.services, export; print(export.peak_rss_mb())")
+    environment = {**os.environ, "DATABASE_URL": url, "DATA_DIR": data_dir, "SECRET_KEY": "bench",
+                   "PYTHONPATH": str(ROOT / "bench")}
+    return float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True,
+                                text=True, check=True).stdout.strip().splitlines()[-1])
 
 
 def main():

@@ -1,12 +1,30 @@
 """Reads, scoped to the user who asks."""
 
+from datetime import timedelta
+from itertools import groupby
+
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, TruncDate
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
-from .models import Assignment, Completion, Export, Guidelines, ImportJob, LabelerProfile, ModelVersion, Prompt, Role, Task
+from . import quality
+from .models import (
+    Assignment,
+    Completion,
+    Export,
+    Guidelines,
+    ImportJob,
+    LabelerProfile,
+    ModelVersion,
+    Prompt,
+    PromptAnnotation,
+    Ranking,
+    Role,
+    Task,
+    UseCase,
+)
 from .permissions import roles_of
 
 
@@ -40,6 +58,63 @@ def dataset_overview():
         "open_tasks": _shares(Task.objects.filter(state=Task.State.OPEN), "kind", Task.Kind.choices),
         "needing_completions": prompts.filter(needs_completions=True).count(),
     }
+
+
+def dataset_dashboard(*, days=30):
+    """The charts of the research home: InstructGPT's dataset tables, agreement, throughput, model metrics."""
+    by_split_source = Prompt.objects.order_by().values_list("split", "source").annotate(n=Count("id"))
+    table = {(split, source): n for split, source, n in by_split_source}
+    annotations = PromptAnnotation.objects.all()
+    count = annotations.count()
+    flagged = annotations.aggregate(**{name: Count("id", filter=Q(**{name: True})) for name in PromptAnnotation.FLAGS})
+    return {
+        "splits": Prompt.Split.labels,
+        "sources": [(label, [table.get((split, source), 0) for split in Prompt.Split.values])
+                    for source, label in Prompt.Source.choices if any(table.get((s, source)) for s in Prompt.Split.values)],
+        "annotation_count": count,
+        "annotation_shares": [
+            (PromptAnnotation._meta.get_field(name).verbose_name.capitalize(), n, round(100 * n / (count or 1), 1))
+            for name, n in flagged.items()
+        ],
+        "annotated_use_cases": _shares(annotations, "use_case", UseCase.choices),
+        "agreement": agreement_by_week(),
+        "throughput": throughput_by_day(days),
+        "reward_models": _versions(ModelVersion.Kind.REWARD, ("accuracy",)),
+        "policies": _versions(ModelVersion.Kind.POLICY, ("reward", "kl")),
+    }
+
+
+def agreement_by_week():
+    """[(week, mean pairwise agreement, overlap tasks)]: each overlap task counts in the week of its last ranking."""
+    overlap = Ranking.objects.values("task_id").annotate(n=Count("id")).filter(n__gt=1).values("task_id")
+    found = Ranking.objects.filter(task_id__in=overlap).order_by("task_id").values_list(
+        "task_id", "groups", "created_at"
+    )
+    weeks = {}
+    for _, rows in groupby(found.iterator(chunk_size=2000), key=lambda row: row[0]):
+        rows = list(rows)
+        score = quality.mean_agreement([groups for _, groups, _ in rows])
+        if score is not None:
+            last = max(at for _, _, at in rows).date()
+            weeks.setdefault(last - timedelta(days=last.weekday()), []).append(score)
+    return [(week, sum(scores) / len(scores), len(scores)) for week, scores in sorted(weeks.items())]
+
+
+def throughput_by_day(days):
+    """Results submitted per day and task kind over the last `days` days, and their totals."""
+    today = timezone.now().date()
+    dates = [today - timedelta(days=n) for n in range(days - 1, -1, -1)]
+    submitted = Assignment.objects.filter(state=Assignment.State.SUBMITTED, submitted_at__date__gte=dates[0])
+    counts = submitted.order_by().values_list(TruncDate("submitted_at"), "task__kind").annotate(n=Count("id"))
+    table = {(day, kind): n for day, kind, n in counts}
+    series = {label: [table.get((day, kind), 0) for day in dates] for kind, label in Task.Kind.choices}
+    series = {label: points for label, points in series.items() if any(points)}
+    return {"dates": dates, "series": series, "totals": [(label, sum(points)) for label, points in series.items()]}
+
+
+def _versions(kind, metrics):
+    versions = ModelVersion.objects.filter(kind=kind).order_by("created_at")
+    return [(v.name, v.status, *[v.metrics.get(name) for name in metrics]) for v in versions]
 
 
 def dataset_statistics():

@@ -8,7 +8,7 @@ from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from . import selectors, services
+from . import charts, selectors, services
 from .forms import AnnotationForm, DemonstrationForm, ExportForm, ImportForm, RankingForm, SkipForm, WritePromptForm
 from .models import Assignment, Export, Role, Task
 from .permissions import has_role, role_required
@@ -143,7 +143,30 @@ def my_work_detail(request, pk):
 def research_home(request):
     context = selectors.dataset_overview()
     context["recent_imports"] = selectors.import_jobs_visible_to(request.user)[:5]
+    context["dashboard"] = dashboard = selectors.dataset_dashboard()
+    context["charts"] = _charts(dashboard)
     return render(request, "labeling/research_home.html", context)
+
+
+def _charts(dashboard):
+    weeks = [week.strftime("%d %b") for week, _, _ in dashboard["agreement"]]
+    throughput = dashboard["throughput"]
+    rewards, policies = dashboard["reward_models"], dashboard["policies"]
+    percent = "{:.0%}".format
+    return {
+        "split_source": charts.stacked_bars("Prompts per split and source", dashboard["splits"],
+                                            dict(dashboard["sources"])),
+        "agreement": charts.line_chart("Agreement between labelers, by week", weeks,
+                                       {"agreement": [a for _, a, _ in dashboard["agreement"]]}, y_max=1,
+                                       y_format=percent),
+        "throughput": charts.stacked_bars("Results submitted per day",
+                                          [d.strftime("%d %b") for d in throughput["dates"]], throughput["series"]),
+        "reward_models": charts.line_chart("Reward model accuracy on validation comparisons",
+                                           [name for name, *_ in rewards], {"accuracy": [r[2] for r in rewards]},
+                                           y_max=1, y_format=percent),
+        "policies": charts.line_chart("Policy reward and KL", [name for name, *_ in policies],
+                                      {"reward": [p[2] for p in policies], "KL": [p[3] for p in policies]}),
+    }
 
 
 @role_required(Role.RESEARCHER)

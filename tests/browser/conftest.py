@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -35,3 +36,11 @@ def sign_in(page, username, password="password"):
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "test-output" / "screenshots"
+
+
+def shot(page, name):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)

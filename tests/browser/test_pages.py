@@ -1,13 +1,16 @@
 """The pages in a real browser (Debian's Chromium), against a live server and a real worker."""
 
+import hashlib
 import json
 
+import pyarrow.parquet as pq
 from django.core.cache import cache
 from playwright.sync_api import expect
 
 from labeling import services
-from labeling.models import ImportJob, Prompt
-from tests.browser.conftest import sign_in
+from labeling.models import Export, ImportJob, Prompt
+from tests.browser.conftest import shot, sign_in
+from tests.factories import ranking_task
 
 
 def test_a_researcher_uploads_a_large_file_and_watches_it_import(page, worker, researcher, settings, tmp_path):
@@ -60,3 +63,46 @@ def test_the_import_page_shows_progress_and_then_the_report(page, researcher, se
 
     services.import_job_run(job_id=job.pk)  # what the worker does
     expect(page.locator("dd.accepted")).to_have_text("20")
+
+
+def test_a_researcher_exports_rankings_and_downloads_the_snapshot(page, worker, researcher, labeler, tmp_path):
+    task = ranking_task(k=5)
+    ids = list(task.completions.order_by("id").values_list("id", flat=True))
+    services.ranking_save(task=task, labeler=labeler, groups=[[ids[0]], ids[1:3], [ids[3]], [ids[4]]],
+                          ratings={i: {"rating": 4} for i in ids})
+
+    sign_in(page, researcher.username)
+    page.get_by_role("link", name="Exports").first.click()
+    page.get_by_label("Kind").select_option("preference_pairs")
+    page.get_by_label("Format").select_option("parquet")
+    page.get_by_label("Train").check()
+    page.get_by_label("Margin column (rank distance)").check()
+    page.get_by_role("button", name="Export").click()
+
+    expect(page.locator("#report")).to_be_visible(timeout=90_000)  # the page reloads when the worker is done
+    export = Export.objects.get()
+    expect(page.locator("code.sha256")).to_have_text(export.sha256)
+    expect(page.locator("dl.facts")).to_contain_text("9")  # C(5, 2) pairs less the tie
+    shot(page, "export")
+    with page.expect_download() as download:
+        page.get_by_role("link", name=f"Download {export.filename}").click()
+    saved = tmp_path / export.filename
+    download.value.save_as(saved)
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == export.sha256
+    assert pq.read_table(saved).num_rows == 9
+
+
+def test_the_dashboard_draws_its_charts_with_the_numbers_a_click_away(page, researcher, labeler, other_labeler,
+                                                                      transactional_db):
+    task = ranking_task(k=4)
+    ids = list(task.completions.order_by("id").values_list("id", flat=True))
+    for person, order in [(labeler, ids), (other_labeler, ids[::-1])]:
+        services.ranking_save(task=task, labeler=person, groups=[[i] for i in order],
+                              ratings={i: {"rating": 4} for i in ids})
+    sign_in(page, researcher.username)
+    agreement = page.locator("#agreement")
+    expect(agreement.locator("svg.chart polyline")).to_have_count(1)
+    expect(agreement.locator("table")).not_to_be_visible()
+    agreement.get_by_text("Numbers").click()
+    expect(agreement.locator("table")).to_contain_text("0%")  # the two rankings are opposite
+    shot(page, "dashboard")

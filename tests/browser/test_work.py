@@ -1,6 +1,5 @@
 """A labeler completes each kind of task in Chromium; screenshots land in var/test-output/screenshots."""
 
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -15,10 +14,8 @@ from labeling.models import (
     Ranking,
     Task,
 )
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import shot, sign_in
 from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, TaskFactory, ranking_task
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "test-output" / "screenshots"
 
 
 @pytest.fixture
@@ -31,11 +28,6 @@ def alice(labeler, transactional_db):
 def start(page, user):
     sign_in(page, user.username)
     page.get_by_role("button", name="Start labeling").click()
-
-
-def shot(page, name):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def test_annotating_a_prompt(page, alice):

@@ -73,7 +73,9 @@ def test_research_home_shows_the_make_up_of_the_dataset(as_researcher):
     Prompt.objects.create(text="b", split="test", source="customer", use_case="chat")
     page = as_researcher.get(reverse("research-home")).content.decode()
     assert "2 prompts" in page
-    assert "Chat" in page and "50.0%" in page
+    assert "Chat" in page and "100.0%" in page  # use cases as imported
+    customer_row = page[page.index("<td>Customer</td>"):].split("</tr>")[0]
+    assert [cell.split("<")[0] for cell in customer_row.split('class="num">')[1:]] == ["1", "0", "1"]
 
 
 def upload(client, content, name="prompts.jsonl", **extra):
@@ -167,3 +169,40 @@ def test_only_admins_see_the_option_to_export_usernames(client, researcher, admi
     assert "with_identities" not in client.get(reverse("exports")).content.decode()
     client.force_login(admin_user)
     assert "with_identities" in client.get(reverse("exports")).content.decode()
+
+
+def test_the_dashboard_draws_agreement_throughput_annotations_and_model_metrics(as_researcher, users):
+    from labeling import selectors, services
+    from labeling.models import LabelerProfile, ModelVersion, Task
+    from tests.factories import TaskFactory, UserFactory, ranking_task
+
+    carol = UserFactory(username="carol", role="labeler")
+    task = ranking_task(k=4)
+    ids = list(task.completions.order_by("id").values_list("id", flat=True))
+    for labeler, order in [(users["labeler"], ids), (carol, [ids[1], ids[0], ids[2], ids[3]])]:
+        services.ranking_save(task=task, labeler=labeler, groups=[[i] for i in order],
+                              ratings={i: {"rating": 4} for i in ids})
+    task.state = Task.State.COMPLETED
+    task.save()
+    LabelerProfile.objects.filter(user=carol).update(status="active")
+    TaskFactory(kind="annotate_prompt")
+    assignment = services.task_lease_next(labeler=carol)
+    services.annotation_submit(assignment=assignment, labeler=carol, flags={"closed_domain": True},
+                               use_case="closed_qa", language="en")
+    ModelVersion.objects.create(kind="reward", name="rm-1", metrics={"accuracy": 0.64})
+    ModelVersion.objects.create(kind="reward", name="rm-2", metrics={"accuracy": 0.71}, status="active")
+    ModelVersion.objects.create(kind="policy", name="ppo-1", metrics={"reward": 0.4, "kl": 2.5})
+
+    dashboard = selectors.dataset_dashboard()
+    ((week, agreement, tasks),) = dashboard["agreement"]
+    assert (agreement, tasks) == (5 / 6, 1)  # the two rankings differ on one of six pairs
+    assert dashboard["throughput"]["totals"] == [("Annotate a prompt", 1)]
+    assert ("Closed domain", 1, 100.0) in dashboard["annotation_shares"]
+    assert dashboard["reward_models"] == [("rm-1", "training", 0.64), ("rm-2", "active", 0.71)]
+
+    page = as_researcher.get(reverse("research-home")).content.decode()
+    for title in ("Prompts per split and source", "Agreement between labelers, by week", "Results submitted per day",
+                  "Reward model accuracy on validation comparisons", "Policy reward and KL"):
+        assert f'aria-label="{title}"' in page, title
+    assert "83%" in page and "rm-2" in page and "0.710" in page
+    assert page.count("<polyline") == 4 and "&lt;" not in page  # agreement, accuracy, policy reward and KL
