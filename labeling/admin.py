@@ -202,10 +202,15 @@ class ImportJobAdmin(admin.ModelAdmin):
 
 @admin.register(Export)
 class ExportAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "format", "state", "row_count", "sha256", "created_by", "created_at"]
-    list_filter = ["kind", "format", "state"]
+    """Snapshots are made on the exports page, the API or `manage.py export`, and never edited."""
+
+    list_display = ["id", "kind", "format", "state", "row_count", "size_bytes", "sha256", "created_by", "created_at"]
+    list_filter = ["kind", "format", "state", "with_identities"]
     search_fields = ["sha256", "created_by__username"]
-    readonly_fields = ["sha256", "manifest", "row_count", "created_at", "finished_at"]
+    readonly_fields = [f.name for f in Export._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(TrainingRun)

@@ -5,6 +5,7 @@ from . import views
 urlpatterns = [
     path("", views.start, name="start"),
     path("no-role/", views.no_role, name="no-role"),
+    path("account/token/", views.api_token, name="api-token"),
     path("work/", views.labeler_home, name="labeler-home"),
     path("work/next/", views.work_next, name="work-next"),
     path("work/tasks/<int:pk>/", views.assignment, name="assignment"),

@@ -3,20 +3,34 @@ import json
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from rest_framework.authtoken.models import Token
 
 from . import charts, selectors, services
 from .forms import AnnotationForm, DemonstrationForm, ExportForm, ImportForm, RankingForm, SkipForm, WritePromptForm
 from .models import Assignment, Export, Role, Task
-from .permissions import has_role, role_required
+from .permissions import has_role, role_required, roles_of
 
 
 @login_required
 def start(request):
     return redirect(selectors.start_url_for(request.user))
+
+
+@login_required
+def api_token(request):
+    """The user's API token: shown here, replaced on request. It reaches only the endpoints of the user's role."""
+    if not roles_of(request.user):
+        raise PermissionDenied("API tokens are for labelers, researchers and admins.")
+    if request.method == "POST":
+        services.token_rotate(user=request.user)
+        messages.success(request, "Here is your new token; the old one no longer works.")
+        return redirect("api-token")
+    token = Token.objects.filter(user=request.user).first()
+    return render(request, "labeling/api_token.html", {"token": token})
 
 
 @login_required

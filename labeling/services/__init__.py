@@ -2,7 +2,7 @@
 with a message a person can act on."""
 
 from .exports import export_create, export_run
-from .people import user_set_role
+from .people import token_rotate, user_set_role
 from .prompts import (
     IntakeReport,
     import_job_create,
@@ -41,5 +41,6 @@ __all__ = [
     "ranking_submit",
     "required_annotations",
     "task_lease_next",
+    "token_rotate",
     "user_set_role",
 ]

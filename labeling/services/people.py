@@ -1,4 +1,6 @@
 from django.contrib.auth.models import Group
+from django.db import transaction
+from rest_framework.authtoken.models import Token
 
 from ..models import LabelerProfile, Role
 
@@ -13,3 +15,10 @@ def user_set_role(*, user, role):
     if role == Role.LABELER:
         LabelerProfile.objects.get_or_create(user=user)
     return user
+
+
+@transaction.atomic
+def token_rotate(*, user):
+    """A new API token for the user; the old one stops working at once."""
+    Token.objects.filter(user=user).delete()
+    return Token.objects.create(user=user)

@@ -206,3 +206,17 @@ def test_the_dashboard_draws_agreement_throughput_annotations_and_model_metrics(
         assert f'aria-label="{title}"' in page, title
     assert "83%" in page and "rm-2" in page and "0.710" in page
     assert page.count("<polyline") == 4 and "&lt;" not in page  # agreement, accuracy, policy reward and KL
+
+
+def test_a_user_creates_and_replaces_their_api_token(client, researcher, no_role_user):
+    from rest_framework.authtoken.models import Token
+
+    client.force_login(researcher)
+    assert "no API token yet" in client.get(reverse("api-token")).content.decode()
+    client.post(reverse("api-token"))
+    first = Token.objects.get(user=researcher).key
+    assert first in client.get(reverse("api-token")).content.decode()
+    client.post(reverse("api-token"))
+    assert Token.objects.get(user=researcher).key != first
+    client.force_login(no_role_user)
+    assert client.get(reverse("api-token")).status_code == 403
