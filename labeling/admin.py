@@ -22,7 +22,6 @@ from .models import (
     TrainingRun,
 )
 
-
 admin.site.unregister(get_user_model())
 
 

@@ -58,7 +58,7 @@ def line_chart(title, labels, series, *, y_max=None, y_format="{:.2f}".format):
     span = WIDTH - LEFT - 10
     xs = [LEFT + 5 + (span * n / max(len(labels) - 1, 1)) for n in range(len(labels))]
     lines = []
-    for n, (name, points) in enumerate(series.items()):
+    for n, points in enumerate(series.values()):
         color = PALETTE[n % len(PALETTE)]
         drawn = [(x, _y(v, y_max)) for x, v in zip(xs, points) if v is not None]
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in drawn)

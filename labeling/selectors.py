@@ -69,8 +69,10 @@ def dataset_dashboard(*, days=30):
     flagged = annotations.aggregate(**{name: Count("id", filter=Q(**{name: True})) for name in PromptAnnotation.FLAGS})
     return {
         "splits": Prompt.Split.labels,
-        "sources": [(label, [table.get((split, source), 0) for split in Prompt.Split.values])
-                    for source, label in Prompt.Source.choices if any(table.get((s, source)) for s in Prompt.Split.values)],
+        "sources": [
+            (label, counts) for source, label in Prompt.Source.choices
+            if any(counts := [table.get((split, source), 0) for split in Prompt.Split.values])
+        ],
         "annotation_count": count,
         "annotation_shares": [
             (PromptAnnotation._meta.get_field(name).verbose_name.capitalize(), n, round(100 * n / (count or 1), 1))

@@ -7,9 +7,9 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
 from .. import selectors, services
-from ..views import export_file_response
 from ..models import ModelVersion, Prompt, TrainingRun
 from ..permissions import IsResearcher
+from ..views import export_file_response
 from .serializers import (
     ExportCreateSerializer,
     ExportSerializer,

@@ -205,7 +205,7 @@ class Rankings(RankedTasks):
             rows = [row for _, rankings in batch for row in rankings]
             completions = completion_details(rows)
             ratings = {} if consensus else ratings_of([row[1] for row in rows])
-            for task_id, rankings in batch:
+            for _, rankings in batch:
                 agreement = quality.mean_agreement([row[3] for row in rankings])
                 if consensus and len(rankings) > 1:
                     groups = quality.ranked_pairs_consensus([row[3] for row in rankings])
@@ -280,7 +280,9 @@ class Demonstrations(Source):
 
     def queryset(self):
         f = self.filters
-        return Demonstration.objects.filter(prompt_filter(f, "prompt__"), dated(f), labeled(f, "author", "assignment__task"))
+        return Demonstration.objects.filter(
+            prompt_filter(f, "prompt__"), dated(f), labeled(f, "author", "assignment__task")
+        )
 
     def rows(self):
         found = self.queryset().order_by("id").values_list(
@@ -315,7 +317,9 @@ class PpoPrompts(Source):
         return Prompt.objects.filter(prompt_filter(self.filters, ""), dated(self.filters))
 
     def rows(self):
-        found = self.queryset().order_by("id").values_list("text", "turns", "id", "split", "language", "use_case", "source")
+        found = self.queryset().order_by("id").values_list(
+            "text", "turns", "id", "split", "language", "use_case", "source"
+        )
         for text, turns, pk, split, language, use_case, source in found.iterator(chunk_size=BATCH):
             self.done += 1
             prompt = text if self.style == "standard" else as_messages(text, turns)

@@ -87,7 +87,7 @@ class OasstTrees(Source):
             "completion_id", "rating", *CompletionRating.FLAGS
         ):
             ratings[completion_id].append((rating, flags))
-        completion_ids = [cid for found in rankings.values() for _, groups in found for group in groups for cid in group]
+        completion_ids = [cid for found in rankings.values() for _, groups in found for g in groups for cid in g]
         completions = {
             pk: (text, version, created)
             for pk, text, version, created in Completion.objects.filter(pk__in=completion_ids).values_list(

@@ -181,7 +181,8 @@ def test_sft_exports_messages_ending_with_the_assistant(researcher, labeler):
     services.demonstration_write(assignment=assignment, labeler=labeler,
                                  turns=[{"role": "assistant", "content": "A fine reply."}])
     (row,) = read(build(researcher, "sft"))
-    assert row["messages"] == [{"role": "user", "content": prompt.text}, {"role": "assistant", "content": "A fine reply."}]
+    assert row["messages"] == [{"role": "user", "content": prompt.text},
+                               {"role": "assistant", "content": "A fine reply."}]
     assert row["labeler"] == exports.pseudonym(labeler.pk)
 
 

@@ -27,7 +27,7 @@ def collected(db):
                                   ratings={cid: {"rating": 4, "notes": "ok"} for cid in ids})
         task.state = Task.State.COMPLETED
         task.save()
-    for n, labeler in enumerate(labelers):
+    for n in range(len(labelers)):
         chat = PromptFactory(turns=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
                                     {"role": "user", "content": f"Name a colour, please ({n})."}])
         TaskFactory(kind=Task.Kind.WRITE_DEMONSTRATION, prompt=chat)

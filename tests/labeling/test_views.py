@@ -140,7 +140,8 @@ def test_a_researcher_asks_for_an_export_on_the_page_and_downloads_it(as_researc
 
     task = ranking_task(k=4)
     ids = list(task.completions.order_by("id").values_list("id", flat=True))
-    services.ranking_save(task=task, labeler=labeler, groups=[[i] for i in ids], ratings={i: {"rating": 3} for i in ids})
+    services.ranking_save(task=task, labeler=labeler, groups=[[i] for i in ids],
+                          ratings={i: {"rating": 3} for i in ids})
     response = as_researcher.post(reverse("exports"), {"kind": "preference_pairs", "format": "jsonl",
                                                        "split": ["train"], "margin": "on"})
     export = Export.objects.get()
