@@ -101,7 +101,7 @@ class RankedTasks(Source):
         return rankings
 
     def tasks(self, fields):
-        """(task_id, prompt row, [ranking rows]) in task order; ranking rows hold `fields` after the common ones."""
+        """(task id, its ranking rows) in task order; a row holds the ranking, its prompt, then `fields`."""
         f = self.filters
         rows = self.queryset().order_by("task_id", "id").values_list(
             "task_id", "id", "labeler_id", "groups", "task__prompt_id", "task__prompt__text", "task__prompt__turns",
@@ -120,10 +120,8 @@ class RankedTasks(Source):
             yield task_id, task_rows
 
     def prompt_of(self, row, style):
-        _, _, _, _, prompt_id, text, turns, *_ = row
-        if style == "standard":
-            return text
-        return as_messages(text, turns)
+        text, turns = row[5], row[6]
+        return text if style == "standard" else as_messages(text, turns)
 
 
 class PreferencePairs(RankedTasks):
@@ -146,12 +144,12 @@ class PreferencePairs(RankedTasks):
                 prompt = self.prompt_of(rankings[0], self.style)
                 orders = [row[3] for row in rankings]
                 if mode == "every" or len(orders) == 1:
-                    pairs = [(p, _distance(groups, p)) for groups in orders for p in quality.ranked_pairs_of(groups)]
+                    pairs = [p for groups in orders for p in _with_distance([groups], quality.ranked_pairs_of(groups))]
                 elif mode == "consensus":
                     consensus = quality.ranked_pairs_consensus(orders)
-                    pairs = [(p, _distance(consensus, p)) for p in quality.ranked_pairs_of(consensus)]
+                    pairs = _with_distance([consensus], quality.ranked_pairs_of(consensus))
                 else:
-                    pairs = [(p, _distance(orders[0], p)) for p in quality.unanimous_pairs(orders)]
+                    pairs = _with_distance(orders, quality.unanimous_pairs(orders))
                 for (better, worse), distance in pairs:
                     yield self.pair(prompt, texts[better], texts[worse], distance)
                 self.count("pairs", len(pairs))
@@ -165,9 +163,10 @@ class PreferencePairs(RankedTasks):
         return row
 
 
-def _distance(groups, pair):
-    rank = quality.positions(groups)
-    return rank[pair[1]] - rank[pair[0]]
+def _with_distance(orders, pairs):
+    """Each (better, worse) pair with how many ranks apart the orders put them, on average."""
+    ranks = [quality.positions(groups) for groups in orders]
+    return [((better, worse), sum(r[worse] - r[better] for r in ranks) / len(ranks)) for better, worse in pairs]
 
 
 def completion_texts(ranking_rows):
