@@ -101,9 +101,11 @@ def test_unanimous_keeps_only_the_pairs_every_labeler_ordered_the_same_way(resea
     task = overlap_task(three_labelers, [[[0], [1], [2], [3]], [[0], [2], [1], [3]], [[1], [0], [2], [3]]])
     text = texts(task)
     a, b, c, d = ids(task)
-    rows = read(build(researcher, "preference_pairs", style="standard", overlap="unanimous"))
+    rows = read(build(researcher, "preference_pairs", style="standard", overlap="unanimous", margin=True))
     agreed = {(a, c), (a, d), (b, d), (c, d)}  # not a-b (third labeler) nor b-c (second)
     assert {(r["chosen"], r["rejected"]) for r in rows} == {(text[x], text[y]) for x, y in agreed}
+    margins = {(r["chosen"], r["rejected"]): r["margin"] for r in rows}
+    assert margins[(text[a], text[d])] == pytest.approx((3 + 3 + 2) / 3)  # the mean distance over the three
 
 
 def test_every_keeps_each_labelers_pairs(researcher, three_labelers):
