@@ -10,6 +10,7 @@ from .data import DataError
 COMMANDS = {
     "sample": (configs.SampleConfig, "rlhf.sampling:sample_file"),
     "train-sft": (configs.SFTConfig, "rlhf.train_sft:train_sft"),
+    "eval-sft": (configs.EvalSFTConfig, "rlhf.train_sft:eval_sft"),
     "train-rm": (configs.RewardConfig, "rlhf.train_reward:train_reward"),
     "eval-rm": (configs.EvalRewardConfig, "rlhf.train_reward:eval_reward"),
     "train-ppo": (configs.PPOConfig, "rlhf.train_ppo:train_ppo"),

@@ -137,6 +137,18 @@ class EvalRewardConfig:
 
 
 @dataclass
+class EvalSFTConfig:
+    """Validation loss per assistant token of a model on demonstrations."""
+
+    model: str = option(DEFAULT_MODEL, "The model folder.")
+    data: str = option("", "Demonstrations: rows with `messages` ending with the assistant.", required=True)
+    batch_size: int = option(8, "Demonstrations per forward pass.")
+    max_length: int = option(512, "Token limit per demonstration.")
+    output: str = option("", "Write the metrics as JSON here as well as printing them.")
+    device: str = option("auto", "cpu, cuda, or auto.")
+
+
+@dataclass
 class SampleConfig:
     """K completions per prompt from a policy, for labelers to rank."""
 

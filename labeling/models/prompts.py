@@ -82,6 +82,7 @@ class ModelVersion(models.Model):
         READY = "ready"
         ACTIVE = "active"
         RETIRED = "retired"
+        REJECTED = "rejected", "Rejected by the gate"
         FAILED = "failed"
 
     kind = models.CharField(max_length=8, choices=Kind.choices)
@@ -93,6 +94,7 @@ class ModelVersion(models.Model):
         "TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="model_version"
     )
     metrics = models.JSONField(default=dict, blank=True)
+    status_reason = models.TextField(blank=True, help_text="Why it was activated, rejected or failed.")
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
 

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
 from .intake import JobState
 
@@ -67,6 +68,8 @@ class Export(models.Model):
 
 
 class TrainingRun(models.Model):
+    """One training job: export snapshot -> `python -m rlhf` -> model version -> evaluation gate."""
+
     class Kind(models.TextChoices):
         SFT = "sft", "Supervised fine-tuning"
         REWARD = "reward", "Reward model"
@@ -79,18 +82,39 @@ class TrainingRun(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
+    LIVE = (State.QUEUED, State.RUNNING)
+
     kind = models.CharField(max_length=8, choices=Kind.choices)
-    config = models.JSONField(default=dict, blank=True)
-    export = models.ForeignKey(Export, null=True, blank=True, on_delete=models.PROTECT, related_name="training_runs")
+    trigger = models.CharField(max_length=40, blank=True, help_text="What started it: a person, or the rule that did.")
+    config = models.JSONField(default=dict, blank=True, help_text="The rlhf options it ran with.")
+    export = models.ForeignKey(
+        Export, null=True, blank=True, on_delete=models.PROTECT, related_name="training_runs",
+        help_text="The training data snapshot.",
+    )
+    valid_export = models.ForeignKey(
+        Export, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The validation snapshot the gate compares on.",
+    )
     base_model = models.ForeignKey(
         "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
         help_text="The model version training starts from.",
     )
+    reward_model = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="For a policy: the reward model it optimises against.",
+    )
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
     progress = models.FloatField(default=0)
-    metrics = models.JSONField(default=dict, blank=True)
-    log = models.TextField(blank=True)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True, help_text="The final metrics and the gate's evaluation.")
+    history = models.JSONField(default=list, blank=True, help_text="Logged metrics per step, for the curves.")
+    gate = models.JSONField(default=dict, blank=True, help_text='{"passed": bool, "reason": "..."}')
+    log = models.TextField(blank=True, help_text="The tail of the training log.")
     error = models.TextField(blank=True)
+    output_path = models.CharField(max_length=500, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -99,8 +123,30 @@ class TrainingRun(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=1), name="run_progress_is_a_share")
+            models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=1), name="run_progress_is_a_share"),
+            # Two beats, or a beat and a person, can never start two runs of one kind at once.
+            models.UniqueConstraint(
+                fields=["kind"], condition=Q(state__in=["queued", "running"]), name="one_live_training_run_per_kind"
+            ),
         ]
 
     def __str__(self):
         return f"{self.get_kind_display()} run #{self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("training-run", args=[self.pk])
+
+    @property
+    def is_finished(self):
+        return self.state not in self.LIVE
+
+    @property
+    def model_kind(self):
+        return {self.Kind.SFT: "sft", self.Kind.REWARD: "reward", self.Kind.PPO: "policy"}[self.kind]
+
+    def eta_seconds(self):
+        """Seconds left at the pace so far, or None before the first step."""
+        if self.state != self.State.RUNNING or not self.step or not self.started_at or not self.total_steps:
+            return None
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        return max(0, elapsed / self.step * (self.total_steps - self.step))

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from rlhf.config import SFTConfig
@@ -44,3 +45,16 @@ def test_sft_lowers_the_validation_loss(tmp_path, tiny_model):
     assert len(valid_losses) == 3 and valid_losses[-1] == after
     assert (tmp_path / "sft" / "model" / "config.json").is_file()
     assert load_policy(tmp_path / "sft" / "model") is not None
+
+
+def test_eval_sft_gives_the_validation_loss_training_reports(tiny_model, tmp_path):
+    from rlhf.config import EvalSFTConfig
+    from rlhf.train_sft import eval_sft
+
+    rows = [{"messages": [{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": w}]}
+            for w in ("sun", "rain", "wind", "snow")]
+    data = write_jsonl(tmp_path / "valid.jsonl", rows)
+    summary = train_sft(SFTConfig(data=str(data), valid_data=str(data), model=str(tiny_model),
+                                  output=str(tmp_path / "out"), epochs=1, batch_size=2, device="cpu"))
+    metrics = eval_sft(EvalSFTConfig(model=summary["output"], data=str(data), batch_size=2, device="cpu"))
+    assert metrics["loss"] == pytest.approx(summary["valid"]["loss"], rel=1e-5)
