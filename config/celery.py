@@ -19,6 +19,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
     task_queues=[Queue("default"), Queue("gpu")],
     task_default_queue="default",
+    task_routes={"labeling.tasks.sample_completions": {"queue": "gpu"}, "labeling.tasks.train": {"queue": "gpu"}},
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
@@ -26,6 +27,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     beat_schedule={
         "expire-leases": {"task": "labeling.tasks.expire_leases", "schedule": crontab(minute="*")},
+        "check-training-due": {"task": "labeling.tasks.check_training_due", "schedule": 60.0},
     },
 )
 app.autodiscover_tasks()

@@ -5,6 +5,7 @@ ImproperlyConfigured naming the variable when its value cannot be used, so a bad
 deployment stops at start-up instead of misbehaving later.
 """
 
+import json
 import math
 import os
 
@@ -93,3 +94,17 @@ def _check_range(name, number, minimum, maximum):
         raise ImproperlyConfigured(f"{name} must be at least {minimum}; got {number}.")
     if maximum is not None and number > maximum:
         raise ImproperlyConfigured(f"{name} must be at most {maximum}; got {number}.")
+
+
+def env_json(name, default):
+    """A JSON object, e.g. '{"reward": {"epochs": 2}}'."""
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfigured(f"{name} must be a JSON object: {exc.msg} at character {exc.pos}.") from None
+    if not isinstance(parsed, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object, not {type(parsed).__name__}.")
+    return parsed

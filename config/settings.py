@@ -10,7 +10,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_float, env_int, env_list, env_ratios, env_str
+from .env import env_bool, env_float, env_int, env_json, env_list, env_ratios, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")))
@@ -200,6 +200,27 @@ LEASE_MINUTES = env_int("LEASE_MINUTES", 30, minimum=1)
 # A share of ranking and annotation tasks goes to several labelers, for agreement measures.
 OVERLAP_SHARE = env_float("OVERLAP_SHARE", 0.1, minimum=0, maximum=1)
 OVERLAP_ANNOTATIONS = env_int("OVERLAP_ANNOTATIONS", 3, minimum=2)
+
+# The loop: sampling completions and training on the collected data (the `gpu` queue).
+# The model the first policy and SFT versions are; any local Hugging Face folder.
+POLICY_MODEL = env_str("POLICY_MODEL", str(BASE_DIR / "artifacts" / "models" / "SmolLM2-135M-Instruct"))
+MODELS_DIR = Path(env_str("MODELS_DIR", str(DATA_DIR / "models")))
+SAMPLE_K = env_int("SAMPLE_K", 4, minimum=4, maximum=9)
+SAMPLE_OLDER_SHARE = env_float("SAMPLE_OLDER_SHARE", 0.0, minimum=0, maximum=1)
+SAMPLE_PROMPTS_PER_TASK = env_int("SAMPLE_PROMPTS_PER_TASK", 16, minimum=1)
+SAMPLE_MAX_NEW_TOKENS = env_int("SAMPLE_MAX_NEW_TOKENS", 96, minimum=1)
+SAMPLE_TEMPERATURE = env_float("SAMPLE_TEMPERATURE", 1.0, minimum=0)
+TRAIN_RM_AFTER_COMPARISONS = env_int("TRAIN_RM_AFTER_COMPARISONS", 500, minimum=1)
+TRAIN_SFT_AFTER_DEMONSTRATIONS = env_int("TRAIN_SFT_AFTER_DEMONSTRATIONS", 100, minimum=1)
+# rlhf options per kind, e.g. {"reward": {"epochs": 2}, "ppo": {"steps": 20}, "eval_policy": {"max_new_tokens": 32}}
+TRAINING_OPTIONS = env_json("TRAINING_OPTIONS", {})
+TRAINING_PROCESSES = env_int("TRAINING_PROCESSES", 1, minimum=1)  # more than one runs rlhf under torchrun
+RM_GATE_TOLERANCE = env_float("RM_GATE_TOLERANCE", 0.0, minimum=0, maximum=1)
+POLICY_GATE_MIN_WIN_RATE = env_float("POLICY_GATE_MIN_WIN_RATE", 0.5, minimum=0, maximum=1)
+POLICY_GATE_MAX_KL = env_float("POLICY_GATE_MAX_KL", 20.0, minimum=0)
+TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
+TRAINING_STALE_AFTER_SECONDS = env_float("TRAINING_STALE_AFTER_SECONDS", 120.0, minimum=1)
+TRAINING_REQUEUE_LOST = env_bool("TRAINING_REQUEUE_LOST", False)  # a lost run: queue it again rather than fail it
 
 # Exports
 # Pseudonyms are a keyed hash of the user id; keep this key (by default SECRET_KEY) to keep them stable.

@@ -1,6 +1,7 @@
 """Celery tasks: ids in, one service call, safe to run twice."""
 
 from celery import shared_task
+from django.core.cache import cache
 
 from . import services
 
@@ -20,3 +21,22 @@ def expire_leases():
 def build_export(export_id):
     export = services.export_run(export_id=export_id)
     return {"export": export.pk, "state": export.state, "rows": export.row_count}
+
+
+@shared_task(acks_late=True)
+def sample_completions(prompt_ids):
+    try:
+        return {"ranking_tasks_opened": services.completions_sample(prompt_ids=prompt_ids)}
+    finally:
+        cache.delete(services.SAMPLING_QUEUED)
+
+
+@shared_task(acks_late=True)
+def train(run_id):
+    run = services.training_run_execute(run_id=run_id)
+    return {"run": run.pk, "state": run.state, "gate": run.gate}
+
+
+@shared_task
+def check_training_due():
+    return services.training_check_due()

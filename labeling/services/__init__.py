@@ -3,6 +3,16 @@ with a message a person can act on."""
 
 from .exports import export_create, export_run
 from .people import token_rotate, user_set_role
+from .sampling import completions_sample, model_version_activate, model_version_active, prompts_needing_completions
+from .training import (
+    SAMPLING_QUEUED,
+    sampling_queue,
+    training_check_due,
+    training_run_cancel,
+    training_run_execute,
+    training_run_start,
+    training_runs_reap,
+)
 from .prompts import (
     IntakeReport,
     import_job_create,
@@ -24,7 +34,18 @@ from .work import (
 )
 
 __all__ = [
+    "SAMPLING_QUEUED",
     "IntakeReport",
+    "completions_sample",
+    "model_version_activate",
+    "model_version_active",
+    "prompts_needing_completions",
+    "sampling_queue",
+    "training_check_due",
+    "training_run_cancel",
+    "training_run_execute",
+    "training_run_start",
+    "training_runs_reap",
     "annotation_submit",
     "assignment_skip",
     "assignments_expire",

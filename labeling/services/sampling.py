@@ -1,0 +1,112 @@
+"""Model versions and the completions labelers rank."""
+
+import random
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from ..models import Completion, ModelVersion, Prompt, Task
+from .prompts import required_annotations
+
+
+def model_version_active(kind):
+    """The active version of a kind. The first policy and SFT versions are the base model, registered on first use."""
+    version = ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
+    if version is None and kind in (ModelVersion.Kind.POLICY, ModelVersion.Kind.SFT):
+        with transaction.atomic():
+            version, _ = ModelVersion.objects.get_or_create(
+                kind=kind, name="base",
+                defaults={"status": ModelVersion.Status.ACTIVE, "artifact_path": settings.POLICY_MODEL,
+                          "activated_at": timezone.now(), "status_reason": "The base model, before any training."},
+            )
+    return version
+
+
+def model_version_activate(*, version, reason):
+    """Make `version` the active one of its kind, in one transaction: samplers see the old or the new, never none."""
+    with transaction.atomic():
+        current = list(ModelVersion.objects.select_for_update().filter(kind=version.kind,
+                                                                      status=ModelVersion.Status.ACTIVE))
+        ModelVersion.objects.filter(pk__in=[v.pk for v in current]).update(status=ModelVersion.Status.RETIRED)
+        ModelVersion.objects.filter(pk=version.pk).update(
+            status=ModelVersion.Status.ACTIVE, activated_at=timezone.now(), status_reason=reason
+        )
+    version.refresh_from_db()
+    return version
+
+
+def prompts_needing_completions(limit):
+    return list(Prompt.objects.filter(needs_completions=True).order_by("id").values_list("id", flat=True)[:limit])
+
+
+def completions_sample(*, prompt_ids, sampler_for=None):
+    """K completions per prompt from the active policy (a share from older versions), then a ranking task.
+
+    Sampling runs outside any transaction; each prompt is then stored under its row lock and only if
+    it still needs completions, so a retried or concurrent task stores nothing twice.
+    """
+    sampler_for = sampler_for or _hf_sampler
+    active = model_version_active(ModelVersion.Kind.POLICY)
+    older = list(ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, status=ModelVersion.Status.RETIRED)
+                 .exclude(pk=active.pk).exclude(artifact_path=""))
+    k = settings.SAMPLE_K
+    k_older = round(k * settings.SAMPLE_OLDER_SHARE) if older else 0
+    prompts = {p.pk: p for p in Prompt.objects.filter(pk__in=prompt_ids, needs_completions=True)}
+    if not prompts:
+        return 0
+    ordered = sorted(prompts)
+    plan = {pk: [(active, k - k_older)] for pk in ordered}
+    if k_older:
+        rng = random.Random(sum(ordered))
+        for pk in ordered:
+            plan[pk].append((rng.choice(older), k_older))
+    samples = {pk: [] for pk in ordered}
+    for version in {v for parts in plan.values() for v, _ in parts}:
+        for n in {n for parts in plan.values() for v, n in parts if v == version}:
+            wanted = [pk for pk in ordered if (version, n) in plan[pk]]
+            params = _params(seed=version.pk * 1_000_003 + wanted[0])
+            results = sampler_for(version).sample([prompts[pk].turns or prompts[pk].text for pk in wanted],
+                                                  _k(n), params)
+            for pk, found in zip(wanted, results, strict=True):
+                samples[pk].extend((version, params, sample) for sample in found[:n])
+    return sum(_store(pk, samples[pk]) for pk in ordered)
+
+
+def _k(n):
+    return max(n, 4)  # the sampler draws 4 to 9 per prompt; an older version's share keeps what it needs
+
+
+def _params(seed):
+    from rlhf.sampling import SamplingParams
+
+    return SamplingParams(temperature=settings.SAMPLE_TEMPERATURE, max_new_tokens=settings.SAMPLE_MAX_NEW_TOKENS,
+                          seed=seed)
+
+
+def _store(prompt_id, samples):
+    with transaction.atomic():
+        prompt = Prompt.objects.select_for_update().filter(pk=prompt_id, needs_completions=True).first()
+        if prompt is None:
+            return 0
+        completions = Completion.objects.bulk_create([
+            Completion(prompt=prompt, text=sample.text, model_version=version, seed=params.seed,
+                       token_count=sample.token_count, finish_reason=sample.finish_reason,
+                       sampling_params={"temperature": params.temperature, "top_p": params.top_p,
+                                        "max_new_tokens": params.max_new_tokens})
+            for version, params, sample in samples
+        ])
+        task = Task.objects.create(kind=Task.Kind.RANK_COMPLETIONS, prompt=prompt,
+                                   required_annotations=required_annotations(prompt.pk))
+        task.completions.set(completions)
+        prompt.needs_completions = False
+        prompt.save(update_fields=["needs_completions"])
+    return 1
+
+
+@lru_cache(maxsize=2)
+def _hf_sampler(version):
+    from rlhf.sampling import HFSampler
+
+    return HFSampler(version.artifact_path, model_version=version.name)

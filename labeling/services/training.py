@@ -1,0 +1,386 @@
+"""Training runs: export snapshot -> `python -m rlhf` -> model version -> evaluation gate -> activation.
+
+A run trains and evaluates in child processes, so that a cancel can stop it and a dead worker takes
+it along; while a child runs, the worker beats the run's heartbeat and copies its metrics.jsonl into
+the run for the page. A run that stops beating is failed (or queued again) by the watchdog, and its
+model is never activated.
+"""
+
+import ctypes
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..models import Demonstration, ModelVersion, Ranking, TrainingRun
+from .exports import export_create, export_run
+from .sampling import model_version_activate, model_version_active, prompts_needing_completions
+
+logger = logging.getLogger(__name__)
+Run = TrainingRun
+
+# kind: (rlhf command, export kind, the model kind it produces)
+PLANS = {
+    Run.Kind.SFT: ("train-sft", "sft", ModelVersion.Kind.SFT),
+    Run.Kind.REWARD: ("train-rm", "rankings", ModelVersion.Kind.REWARD),
+    Run.Kind.PPO: ("train-ppo", "ppo_prompts", ModelVersion.Kind.POLICY),
+}
+HISTORY_POINTS = 500
+SAMPLING_QUEUED = "sampling-queued"  # a cache key: one sampling task waits at a time
+LOG_TAIL_BYTES = 6000
+
+
+class RunStopped(Exception):
+    """The run cannot go on; the message says why, for the page."""
+
+
+class Cancelled(RunStopped):
+    pass
+
+
+def training_run_start(*, kind, created_by=None, trigger="", options=None):
+    """Queue a run for a GPU worker. One live run per kind: the database refuses a second."""
+    if kind not in Run.Kind.values:
+        raise ValidationError(f"Unknown training kind {kind!r}; choose from {', '.join(Run.Kind.values)}.")
+    if options is not None and not isinstance(options, dict):
+        raise ValidationError("Options must be an object of rlhf option names and values.")
+    try:
+        with transaction.atomic():
+            run = Run.objects.create(kind=kind, created_by=created_by, config=options or {},
+                                     trigger=trigger or (f"started by {created_by}" if created_by else "started"))
+    except IntegrityError:
+        live = Run.objects.filter(kind=kind, state__in=Run.LIVE).first()
+        where = f" (#{live.pk}, {live.state})" if live else ""
+        raise ValidationError(
+            f"A {Run.Kind(kind).label.lower()} run is already queued or running{where}; wait for it or cancel it."
+        ) from None
+    from ..tasks import train
+
+    transaction.on_commit(lambda: train.apply_async((run.pk,), queue="gpu"))
+    return run
+
+
+def training_run_cancel(*, run):
+    now = timezone.now()
+    if Run.objects.filter(pk=run.pk, state=Run.State.QUEUED).update(
+        state=Run.State.CANCELLED, finished_at=now, error="Cancelled before it started."
+    ):
+        return Run.objects.get(pk=run.pk)
+    if not Run.objects.filter(pk=run.pk, state=Run.State.RUNNING).update(cancel_requested=True):
+        raise ValidationError(f"Run #{run.pk} has already finished ({Run.objects.get(pk=run.pk).state}).")
+    return Run.objects.get(pk=run.pk)
+
+
+def training_run_execute(*, run_id):
+    """The worker's part. Safe to deliver twice: only the delivery that moves the run from queued runs it."""
+    now = timezone.now()
+    if not Run.objects.filter(pk=run_id, state=Run.State.QUEUED).update(
+        state=Run.State.RUNNING, started_at=now, heartbeat_at=now, cancel_requested=False
+    ):
+        return Run.objects.get(pk=run_id)
+    run = Run.objects.get(pk=run_id)
+    version = None
+    try:
+        plan = _prepare(run)
+        summary = _train(run, plan)
+        version = _register(run, plan, summary)
+        _judge(run, plan, version)
+    except RunStopped as exc:
+        _stop(run, version, exc)
+    except Exception as exc:
+        logger.exception("Training run #%s failed", run.pk)
+        _stop(run, version, RunStopped(f"{type(exc).__name__}: {exc}"))
+    return Run.objects.get(pk=run.pk)
+
+
+def _prepare(run):
+    command, export_kind, model_kind = PLANS[run.kind]
+    base = model_version_active(ModelVersion.Kind.POLICY if run.kind == Run.Kind.PPO else ModelVersion.Kind.SFT)
+    reward_model = model_version_active(ModelVersion.Kind.REWARD) if run.kind == Run.Kind.PPO else None
+    if run.kind == Run.Kind.PPO and reward_model is None:
+        raise RunStopped("No reward model is active yet: train one before the policy.")
+    train = _snapshot(run, export_kind, "train")
+    if not train.row_count:
+        raise RunStopped(f"No training data: the {train.get_kind_display()} export of the train split is empty.")
+    valid = _snapshot(run, export_kind, "valid")
+    note = ""
+    if not valid.row_count:
+        valid, note = train, "The valid split is empty, so the gate compared on the training data."
+    options = {**settings.TRAINING_OPTIONS.get(run.kind, {}), **run.config}
+    run.export, run.valid_export, run.base_model, run.reward_model = train, valid, base, reward_model
+    run.output_path = str(Path(settings.MODELS_DIR) / f"{run.kind}-{run.pk}")
+    run.config = options
+    run.save(update_fields=["export", "valid_export", "base_model", "reward_model", "output_path", "config"])
+    return {"command": command, "model_kind": model_kind, "note": note, "options": options}
+
+
+def _snapshot(run, kind, split):
+    export = export_create(kind=kind, fmt="jsonl", filters={"split": [split]}, created_by=run.created_by, queue=False)
+    return export_run(export_id=export.pk)
+
+
+def _train(run, plan):
+    output = Path(run.output_path)
+    shutil.rmtree(output, ignore_errors=True)  # an earlier attempt's folder is never used
+    output.mkdir(parents=True)
+    args = ["--data", run.export.file.path, "--output", str(output), "--dataset-id", str(run.export.pk)]
+    if run.kind == Run.Kind.PPO:
+        args += ["--policy", run.base_model.artifact_path, "--reward-model", run.reward_model.artifact_path]
+    else:
+        args += ["--model", run.base_model.artifact_path, "--valid-data", run.valid_export.file.path]
+    log_path = output / "train.log"
+    _follow(run, [*_launcher(), plan["command"], *args, *_flags(plan["options"])], log_path,
+            lambda: _progress(run, output, log_path))
+    record = json.loads((output / "run.json").read_text())
+    if not record.get("finished"):
+        raise RunStopped("Training ended without finishing its run record; the model is not used.")
+    return record["summary"]
+
+
+def _launcher():
+    if settings.TRAINING_PROCESSES > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(settings.TRAINING_PROCESSES),
+                "-m", "rlhf"]
+    return [sys.executable, "-m", "rlhf"]
+
+
+def _flags(options):
+    flags = []
+    for name, value in options.items():
+        flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags
+
+
+def _die_with_parent():
+    """Linux: the child is killed when the worker dies, so a killed worker leaves no training behind."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _follow(run, command, log_path, on_tick=None):
+    """Run `command` in a child process; while it runs, beat the heartbeat, call `on_tick` and watch for a cancel."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                                   cwd=settings.BASE_DIR)
+        try:
+            while True:
+                try:
+                    process.wait(timeout=settings.TRAINING_HEARTBEAT_SECONDS)
+                except subprocess.TimeoutExpired:
+                    pass
+                Run.objects.filter(pk=run.pk, state=Run.State.RUNNING).update(heartbeat_at=timezone.now())
+                if on_tick:
+                    on_tick()
+                if process.returncode is not None:
+                    break
+                if Run.objects.filter(pk=run.pk, cancel_requested=True).exists():
+                    raise Cancelled("Cancelled while running; the active model is unchanged.")
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    if process.returncode:
+        raise RunStopped(f"{command[command.index('rlhf') + 1]} exited with code {process.returncode}: "
+                         f"{_tail(log_path, 600).strip()}")
+
+
+def _progress(run, output, log_path):
+    total = run.total_steps
+    if not total and (output / "run.json").exists():
+        total = json.loads((output / "run.json").read_text()).get("total_steps") or 0
+    history = []
+    if (output / "metrics.jsonl").exists():
+        lines = (output / "metrics.jsonl").read_text().splitlines()
+        history = [json.loads(line) for line in lines if line.strip().endswith("}")]
+    step = max((point.get("step", 0) for point in history), default=0)
+    run.total_steps, run.step = total, step
+    run.progress = min(step / total, 1.0) if total else 0.0
+    run.history = _thin(history)
+    run.log = _tail(log_path, LOG_TAIL_BYTES)
+    run.save(update_fields=["total_steps", "step", "progress", "history", "log"])
+
+
+def _thin(points):
+    """At most HISTORY_POINTS training points, evenly spread, plus every validation point."""
+    train = [p for p in points if p.get("split") != "valid"]
+    keep = train[:: max(1, len(train) // HISTORY_POINTS)]
+    return sorted(keep + [p for p in points if p.get("split") == "valid"], key=lambda p: p.get("step", 0))
+
+
+def _tail(path, size):
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - size))
+        return f.read().decode("utf-8", "replace")
+
+
+def _register(run, plan, summary):
+    version, _ = ModelVersion.objects.update_or_create(
+        kind=plan["model_kind"], name=f"{run.kind}-{run.pk}",
+        defaults={"status": ModelVersion.Status.READY, "artifact_path": summary["output"], "parent": run.base_model,
+                  "training_run": run, "metrics": {k: v for k, v in summary.items() if k != "output"}},
+    )
+    return version
+
+
+def _evaluate(command, args, run, name):
+    """`python -m rlhf <command>` into a JSON file beside the run's output; returns its metrics."""
+    out = Path(run.output_path) / f"{name}.json"
+    _follow(run, [sys.executable, "-m", "rlhf", command, *args, "--output", str(out)],
+            Path(run.output_path) / "evaluate.log")
+    return json.loads(out.read_text())
+
+
+def _judge(run, plan, version):
+    """Evaluate the new version against the active one and activate it only if it passes the gate."""
+    valid = run.valid_export.file.path
+    kind = run.kind
+    if kind == Run.Kind.REWARD:
+        candidate = _evaluate("eval-rm", ["--model", version.artifact_path, "--data", valid], run, "eval-candidate")
+        active = model_version_active(ModelVersion.Kind.REWARD)
+        metrics = {"accuracy": candidate["accuracy"]}
+        if active is None:
+            passed, reason = True, f"First reward model: validation accuracy {candidate['accuracy']:.3f}."
+        else:
+            current = _evaluate("eval-rm", ["--model", active.artifact_path, "--data", valid], run, "eval-active")
+            metrics["active_accuracy"] = current["accuracy"]
+            floor = current["accuracy"] - settings.RM_GATE_TOLERANCE
+            passed = candidate["accuracy"] >= floor
+            reason = (f"Validation accuracy {candidate['accuracy']:.3f} against the active {active.name}'s "
+                      f"{current['accuracy']:.3f} (tolerance {settings.RM_GATE_TOLERANCE:g}).")
+    elif kind == Run.Kind.SFT:
+        active = model_version_active(ModelVersion.Kind.SFT)
+        candidate = _evaluate("eval-sft", ["--model", version.artifact_path, "--data", valid], run, "eval-candidate")
+        current = _evaluate("eval-sft", ["--model", active.artifact_path, "--data", valid], run, "eval-active")
+        metrics = {"valid_loss": candidate["loss"], "active_valid_loss": current["loss"]}
+        passed = candidate["loss"] < current["loss"]
+        reason = f"Validation loss {candidate['loss']:.4f} against the active {active.name}'s {current['loss']:.4f}."
+    else:
+        active = run.base_model
+        options = settings.TRAINING_OPTIONS.get("eval_policy", {})
+        found = _evaluate("eval-policy", ["--policy", version.artifact_path, "--reference", active.artifact_path,
+                                          "--reward-model", run.reward_model.artifact_path, "--data", valid,
+                                          *_flags(options)], run, "eval-policy")
+        metrics = {"win_rate": found["win_rate"], "kl": found["kl"], "reward": found["reward_policy"],
+                   "active_reward": found["reward_reference"]}
+        passed = found["win_rate"] >= settings.POLICY_GATE_MIN_WIN_RATE and found["kl"] < settings.POLICY_GATE_MAX_KL
+        reason = (f"Win rate {found['win_rate']:.1%} over the active {active.name} under {run.reward_model.name} "
+                  f"(needs {settings.POLICY_GATE_MIN_WIN_RATE:.0%}), KL {found['kl']:.2f} "
+                  f"(limit {settings.POLICY_GATE_MAX_KL:g}).")
+    if plan["note"]:
+        reason += " " + plan["note"]
+    version.metrics = {**version.metrics, **metrics}
+    version.save(update_fields=["metrics"])
+    with transaction.atomic():
+        if passed:
+            model_version_activate(version=version, reason=reason)
+        else:
+            ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.REJECTED,
+                                                              status_reason=reason)
+        Run.objects.filter(pk=run.pk).update(
+            state=Run.State.SUCCEEDED, finished_at=timezone.now(), progress=1, metrics={**version.metrics},
+            gate={"passed": passed, "reason": reason},
+        )
+        if passed and kind == Run.Kind.REWARD:
+            _start_quietly(Run.Kind.PPO, f"reward model {version.name} became active")
+
+
+def _stop(run, version, exc):
+    state = Run.State.CANCELLED if isinstance(exc, Cancelled) else Run.State.FAILED
+    with transaction.atomic():
+        Run.objects.filter(pk=run.pk, state=Run.State.RUNNING).update(
+            state=state, error=str(exc), finished_at=timezone.now(),
+            gate={"passed": False, "reason": f"Not activated: {exc}"},
+        )
+        if version is not None:
+            ModelVersion.objects.filter(pk=version.pk).exclude(status=ModelVersion.Status.ACTIVE).update(
+                status=ModelVersion.Status.FAILED, status_reason=str(exc)
+            )
+
+
+def _start_quietly(kind, trigger):
+    try:
+        return training_run_start(kind=kind, trigger=trigger)
+    except ValidationError:
+        return None  # one is already live
+
+
+def training_runs_reap():
+    """The watchdog: runs whose worker stopped beating are failed, or queued again when the settings say so."""
+    stale = timezone.now() - timezone.timedelta(seconds=settings.TRAINING_STALE_AFTER_SECONDS)
+    reaped = []
+    for run in Run.objects.filter(state=Run.State.RUNNING, heartbeat_at__lt=stale):
+        last = run.heartbeat_at.isoformat(timespec="seconds")
+        if settings.TRAINING_REQUEUE_LOST:
+            if Run.objects.filter(pk=run.pk, state=Run.State.RUNNING).update(state=Run.State.QUEUED, step=0,
+                                                                             progress=0, heartbeat_at=None):
+                from ..tasks import train
+
+                transaction.on_commit(lambda pk=run.pk: train.apply_async((pk,), queue="gpu"))
+                reaped.append(run.pk)
+            continue
+        with transaction.atomic():
+            message = (f"The worker running it stopped (last heartbeat {last}); the active model is unchanged "
+                       "and this run's model is not used.")
+            if Run.objects.filter(pk=run.pk, state=Run.State.RUNNING).update(
+                state=Run.State.FAILED, error=message, finished_at=timezone.now(),
+                gate={"passed": False, "reason": message},
+            ):
+                ModelVersion.objects.filter(training_run=run).exclude(status=ModelVersion.Status.ACTIVE).update(
+                    status=ModelVersion.Status.FAILED, status_reason=message
+                )
+                reaped.append(run.pk)
+    return reaped
+
+
+def training_check_due():
+    """Beat's rules: reap lost runs, start training where enough new data has come in, and sample."""
+    report = {"reaped": training_runs_reap(), "started": []}
+    reward = model_version_active(ModelVersion.Kind.REWARD)
+    new_rankings = Ranking.objects.filter(created_at__gt=_snapshot_time(reward)) if reward else Ranking.objects.all()
+    if new_rankings.count() >= settings.TRAIN_RM_AFTER_COMPARISONS:
+        report["started"].append(
+            _start_quietly(Run.Kind.REWARD, f"{settings.TRAIN_RM_AFTER_COMPARISONS}+ new rankings")
+        )
+    if reward and not Run.objects.filter(kind=Run.Kind.PPO, reward_model=reward).exists():
+        report["started"].append(_start_quietly(Run.Kind.PPO, f"reward model {reward.name} is active"))
+    sft = model_version_active(ModelVersion.Kind.SFT)
+    since = _snapshot_time(sft)
+    demonstrations = Demonstration.objects.filter(created_at__gt=since) if since else Demonstration.objects.all()
+    if demonstrations.count() >= settings.TRAIN_SFT_AFTER_DEMONSTRATIONS:
+        report["started"].append(
+            _start_quietly(Run.Kind.SFT, f"{settings.TRAIN_SFT_AFTER_DEMONSTRATIONS}+ new demonstrations")
+        )
+    report["started"] = [run.pk for run in report["started"] if run]
+    report["sampling"] = sampling_queue()
+    return report
+
+
+def _snapshot_time(version):
+    run = version.training_run if version else None
+    return run.export.created_at if run and run.export else None
+
+
+def sampling_queue():
+    """Queue a sampling task for prompts waiting for completions, unless one is queued already."""
+    waiting = prompts_needing_completions(settings.SAMPLE_PROMPTS_PER_TASK)
+    if not waiting or not cache.add(SAMPLING_QUEUED, True, timeout=600):
+        return 0
+    from ..tasks import sample_completions
+
+    transaction.on_commit(lambda: sample_completions.apply_async((waiting,), queue="gpu"))
+    return len(waiting)

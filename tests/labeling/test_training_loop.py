@@ -1,0 +1,179 @@
+"""Sampling, training runs, gates and activation, run in this process on the tiny model."""
+
+import threading
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+
+from labeling import services
+from labeling.models import Completion, ModelVersion, Prompt, Ranking, Task, TrainingRun
+from tests.factories import CompletionFactory, PromptFactory, TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def loop_settings(settings, tiny_model, tmp_path):
+    settings.POLICY_MODEL = str(tiny_model)
+    settings.MODELS_DIR = tmp_path / "models"
+    settings.SAMPLE_MAX_NEW_TOKENS = 8
+    settings.OVERLAP_SHARE = 0
+    settings.TRAINING_HEARTBEAT_SECONDS = 0.5
+    settings.TRAINING_OPTIONS = {
+        "reward": {"epochs": 3, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
+        "sft": {"epochs": 1, "batch_size": 2, "device": "cpu"},
+        "ppo": {"steps": 4, "rollout_batch_size": 4, "minibatch_size": 2, "max_new_tokens": 8, "device": "cpu"},
+        "eval_policy": {"max_new_tokens": 8, "device": "cpu"},
+    }
+    return settings
+
+
+def test_sampling_opens_a_ranking_task_of_k_completions_and_a_retry_stores_nothing_twice(loop_settings):
+    prompts = [PromptFactory(needs_completions=True) for _ in range(3)]
+    ids = [p.pk for p in prompts]
+    assert services.completions_sample(prompt_ids=ids) == 3
+    base = ModelVersion.objects.get(kind="policy", status="active")
+    assert base.name == "base" and base.artifact_path == loop_settings.POLICY_MODEL
+    for prompt in prompts:
+        task = Task.objects.get(prompt=prompt, kind="rank_completions")
+        assert task.completions.count() == 4
+        assert set(task.completions.values_list("model_version", flat=True)) == {base.pk}
+    assert not Prompt.objects.filter(pk__in=ids, needs_completions=True).exists()
+
+    assert services.completions_sample(prompt_ids=ids) == 0  # a retried task
+    assert Completion.objects.count() == 12 and Task.objects.count() == 3
+
+
+def test_a_share_of_completions_comes_from_an_older_policy(loop_settings):
+    loop_settings.SAMPLE_OLDER_SHARE = 0.5
+    services.model_version_active("policy")
+    older = ModelVersion.objects.create(kind="policy", name="older", status="retired",
+                                        artifact_path=loop_settings.POLICY_MODEL)
+    prompt = PromptFactory(needs_completions=True)
+    services.completions_sample(prompt_ids=[prompt.pk])
+    versions = sorted(prompt.completions.values_list("model_version__name", flat=True))
+    assert versions == ["base", "base", "older", "older"]
+    assert older.completions.count() == 2
+
+
+def planted_rankings(count, split, labeler, start=0):
+    """Rankings where the completion saying "excellent" is best and the rest tie: a signal the tiny model learns."""
+    for i in range(start, start + count):
+        prompt = PromptFactory(split=split, text=f"Tell me about item {i}.")
+        texts = [f"answer {j} about item {i}" + (" excellent" if j == i % 4 else "") for j in range(4)]
+        completions = [CompletionFactory(prompt=prompt, text=text) for text in texts]
+        task = TaskFactory(kind="rank_completions", prompt=prompt, state="completed")
+        task.completions.set(completions)
+        best = completions[i % 4].pk
+        services.ranking_save(task=task, labeler=labeler, groups=[[best], [c.pk for c in completions if c.pk != best]],
+                              ratings={c.pk: {"rating": 4} for c in completions})
+
+
+def run_now(kind, **options):
+    run = services.training_run_start(kind=kind, options=options)
+    return services.training_run_execute(run_id=run.pk)
+
+
+def test_a_reward_run_exports_trains_passes_the_gate_and_starts_policy_training(
+    loop_settings, labeler, django_capture_on_commit_callbacks
+):
+    planted_rankings(96, "train", labeler)
+    planted_rankings(16, "valid", labeler, start=1000)
+    with django_capture_on_commit_callbacks() as queued:
+        run = run_now("reward")
+    assert run.state == "succeeded", run.error
+    version = run.model_version
+    assert version.status == "active" and version.kind == "reward" and run.gate["passed"]
+    assert run.metrics["accuracy"] >= 0.75 and version.metrics["accuracy"] == run.metrics["accuracy"]
+    assert (run.export.kind, run.export.filters, run.valid_export.filters) == (
+        "rankings", {"split": ["train"]}, {"split": ["valid"]})
+    assert run.step == run.total_steps == 36 and run.progress == 1
+    assert [p["step"] for p in run.history if p.get("split") != "valid"] == list(range(1, 37))
+    assert "train-rm" in run.log  # the progress bar's lines
+    policy_run = TrainingRun.objects.get(kind="ppo")
+    assert policy_run.state == "queued" and "became active" in policy_run.trigger
+    assert len(queued) == 2  # the policy run's task is handed to a worker (after the ... commit)
+
+
+def test_a_worse_reward_model_is_refused_and_the_active_one_stays(loop_settings, labeler):
+    planted_rankings(96, "train", labeler)
+    planted_rankings(16, "valid", labeler, start=1000)
+    good = run_now("reward").model_version
+    TrainingRun.objects.filter(kind="ppo").delete()
+    for ranking in Ranking.objects.filter(task__prompt__split="train"):  # bad labels: every order reversed
+        ranking.groups = ranking.groups[::-1]
+        ranking.save()
+    worse = run_now("reward")
+    assert worse.state == "succeeded" and not worse.gate["passed"]
+    assert "against the active reward-" in worse.gate["reason"]
+    assert worse.model_version.status == "rejected" and worse.model_version.status_reason == worse.gate["reason"]
+    assert ModelVersion.objects.get(kind="reward", status="active") == good
+
+
+def test_a_run_without_data_fails_and_says_why(loop_settings):
+    run = run_now("reward")
+    assert run.state == "failed" and "No training data" in run.error
+    assert not ModelVersion.objects.filter(kind="reward").exists()
+
+
+def test_a_policy_run_needs_an_active_reward_model(loop_settings):
+    PromptFactory(split="train")
+    run = run_now("ppo")
+    assert run.state == "failed" and "No reward model is active yet" in run.error
+
+
+def test_a_second_run_of_a_kind_is_refused_while_one_is_live(loop_settings, researcher):
+    first = services.training_run_start(kind="reward", created_by=researcher)
+    with pytest.raises(ValidationError, match=rf"already queued or running \(#{first.pk}, queued\)"):
+        services.training_run_start(kind="reward")
+    assert services.training_run_start(kind="sft")  # another kind is fine
+    services.training_run_cancel(run=first)
+    assert services.training_run_start(kind="reward")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_starts_at_the_same_moment_make_one_run(loop_settings):
+    barrier, results = threading.Barrier(4), []
+
+    def start():
+        barrier.wait()
+        try:
+            results.append(services.training_run_start(kind="reward", trigger="beat").pk)
+        except ValidationError as exc:
+            results.append(str(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert TrainingRun.objects.count() == 1
+    assert sum(isinstance(r, int) for r in results) == 1
+
+
+def test_beat_starts_reward_training_after_enough_new_rankings(loop_settings, labeler, django_capture_on_commit_callbacks):
+    loop_settings.TRAIN_RM_AFTER_COMPARISONS = 5
+    planted_rankings(4, "train", labeler)
+    assert services.training_check_due()["started"] == []
+    planted_rankings(1, "train", labeler, start=50)
+    report = services.training_check_due()
+    (run,) = TrainingRun.objects.all()
+    assert report["started"] == [run.pk] and run.kind == "reward" and run.trigger == "5+ new rankings"
+    assert services.training_check_due()["started"] == []  # it is live: nothing more starts
+    assert Ranking.objects.count() == 5
+
+
+def test_the_watchdog_fails_a_run_whose_worker_stopped_beating(loop_settings):
+    from django.utils import timezone
+
+    run = services.training_run_start(kind="reward")
+    stale = timezone.now() - timezone.timedelta(seconds=loop_settings.TRAINING_STALE_AFTER_SECONDS + 1)
+    TrainingRun.objects.filter(pk=run.pk).update(state="running", heartbeat_at=stale)
+    version = ModelVersion.objects.create(kind="reward", name="half-done", status="ready", training_run=run)
+    assert services.training_runs_reap() == [run.pk]
+    run.refresh_from_db()
+    version.refresh_from_db()
+    assert run.state == "failed" and "stopped" in run.error and version.status == "failed"
