@@ -94,26 +94,39 @@ def broker(tmp_path_factory):
 
 
 @pytest.fixture
-def worker(broker, transactional_db, tmp_path):
-    """A worker process on the test database; uploads reach it through DATA_DIR/media, the tests' MEDIA_ROOT."""
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "CELERY_BROKER_URL": broker,
-        "DATA_DIR": str(tmp_path),
-        "SECRET_KEY": "worker-under-test",
-    }
-    log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log:
+def start_worker(broker, transactional_db, tmp_path):
+    """Start worker processes on the test database; uploads and exports reach them through DATA_DIR/media,
+    the tests' MEDIA_ROOT. `start_worker(queues, **environment)` returns the process."""
+    started = []
+
+    def start(queues="default", **extra):
+        environment = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "CELERY_BROKER_URL": broker,
+            "DATA_DIR": str(tmp_path),
+            "SECRET_KEY": "worker-under-test",
+            **{name: str(value) for name, value in extra.items()},
+        }
+        log_path = tmp_path / f"worker-{len(started)}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default", "--pool", "solo",
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "--pool", "solo",
              "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
-            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=environment, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
         )
-        yield process
+        started.append((process, log_path))
+        return process
+
+    yield start
+    for process, log_path in started:
         process.terminate()
         process.wait(timeout=30)
-    print(log_path.read_text()[-3000:])  # shown by pytest when the test fails
+        print(log_path.read_text()[-3000:])  # shown by pytest when the test fails
+
+
+@pytest.fixture
+def worker(start_worker):
+    return start_worker()
 
 
 def wait_for(condition, timeout=90):

@@ -41,13 +41,12 @@ def prompts_needing_completions(limit):
     return list(Prompt.objects.filter(needs_completions=True).order_by("id").values_list("id", flat=True)[:limit])
 
 
-def completions_sample(*, prompt_ids, sampler_for=None):
+def completions_sample(*, prompt_ids):
     """K completions per prompt from the active policy (a share from older versions), then a ranking task.
 
     Sampling runs outside any transaction; each prompt is then stored under its row lock and only if
     it still needs completions, so a retried or concurrent task stores nothing twice.
     """
-    sampler_for = sampler_for or _hf_sampler
     active = model_version_active(ModelVersion.Kind.POLICY)
     older = list(ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, status=ModelVersion.Status.RETIRED)
                  .exclude(pk=active.pk).exclude(artifact_path=""))
@@ -66,12 +65,25 @@ def completions_sample(*, prompt_ids, sampler_for=None):
     for version in {v for parts in plan.values() for v, _ in parts}:
         for n in {n for parts in plan.values() for v, n in parts if v == version}:
             wanted = [pk for pk in ordered if (version, n) in plan[pk]]
-            params = _params(seed=version.pk * 1_000_003 + wanted[0])
-            results = sampler_for(version).sample([prompts[pk].turns or prompts[pk].text for pk in wanted],
-                                                  _k(n), params)
-            for pk, found in zip(wanted, results, strict=True):
-                samples[pk].extend((version, params, sample) for sample in found[:n])
-    return sum(_store(pk, samples[pk]) for pk in ordered)
+            for pk, found in _draw(_hf_sampler(version), [prompts[pk] for pk in wanted], n, version).items():
+                samples[pk].extend(found)
+    return sum(_store(pk, samples[pk]) for pk in ordered if len(samples[pk]) == k)
+
+
+def _draw(sampler, prompts, n, version, attempts=3):
+    """{prompt id: n non-empty samples}: an empty completion is drawn again with another seed, a few times;
+    a prompt still short waits for the next round."""
+    found = {p.pk: [] for p in prompts}
+    for attempt in range(attempts):
+        short = [p for p in prompts if len(found[p.pk]) < n]
+        if not short:
+            break
+        params = _params(seed=version.pk * 1_000_003 + short[0].pk + 7919 * attempt)
+        for prompt, results in zip(short, sampler.sample([p.turns or p.text for p in short], _k(n), params),
+                                   strict=True):
+            kept = [(version, params, r) for r in results if r.text.strip()]
+            found[prompt.pk].extend(kept[: n - len(found[prompt.pk])])
+    return found
 
 
 def _k(n):

@@ -1,0 +1,128 @@
+"""The whole loop with a real Celery worker process on the tiny model: sample, rank, train, gate, activate."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from labeling import services
+from labeling.models import Completion, LabelerProfile, ModelVersion, Prompt, Ranking, Task, TrainingRun, Role
+from tests.conftest import wait_for
+from tests.factories import UserFactory
+from tests.labeling.test_training_loop import planted_rankings
+
+OPTIONS = {
+    "reward": {"epochs": 3, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
+    "ppo": {"steps": 10, "rollout_batch_size": 8, "minibatch_size": 4, "lr": 1e-2, "max_new_tokens": 8,
+            "no_eos_penalty": 0, "device": "cpu"},
+    "eval_policy": {"max_new_tokens": 8, "device": "cpu"},
+}
+
+
+@pytest.fixture
+def loop(settings, tiny_model, tmp_path, start_worker):
+    """Settings shared by this process and a worker on both queues."""
+    values = {
+        "POLICY_MODEL": str(tiny_model), "MODELS_DIR": tmp_path / "models", "SAMPLE_MAX_NEW_TOKENS": 8,
+        "SAMPLE_PROMPTS_PER_TASK": 100, "OVERLAP_SHARE": 0, "TRAINING_HEARTBEAT_SECONDS": 0.5,
+        "POLICY_GATE_MAX_KL": 1000, "TRAINING_OPTIONS": OPTIONS,
+    }
+    for name, value in values.items():
+        setattr(settings, name, value)
+    settings.INTAKE_ANNOTATE, settings.INTAKE_DEMONSTRATION_SHARE = False, 0
+    cache.delete(services.SAMPLING_QUEUED)
+    environment = {name: json.dumps(value) if isinstance(value, dict) else value for name, value in values.items()}
+    return lambda: start_worker("default,gpu", **environment)
+
+
+def import_prompts(n, start=0):
+    rows = ((i, {"prompt": f"Write one line about the colour number {i}.", "source_user_id": f"user-{i}"}, 0)
+            for i in range(start, start + n))
+    report = services.prompts_create(rows=rows, created_by=None)
+    assert report.accepted == n
+    services.sampling_queue()
+
+
+def rank_everything(client):
+    """Lease and rank until nothing waits; the shortest completion is best, as a stand-in for a preference."""
+    ranked = 0
+    while (response := client.post("/api/work/next/")).status_code == 200:
+        lease = response.json()
+        ordered = sorted(lease["completions"], key=lambda c: (len(c["text"]), c["id"]))
+        answer = {"groups": [[c["id"]] for c in ordered],
+                  "ratings": {str(c["id"]): {"rating": 4} for c in ordered}, "time_spent_seconds": 2}
+        assert client.post(f"/api/work/assignments/{lease['id']}/submit/", answer, format="json").status_code == 200
+        ranked += 1
+    return ranked
+
+
+def test_the_loop_samples_ranks_retrains_and_samples_from_the_new_policy(loop, settings):
+    loop()
+    labeler = UserFactory(username="lena", role=Role.LABELER)
+    LabelerProfile.objects.filter(user=labeler).update(status="active")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=labeler).key}")
+
+    import_prompts(60)
+    assert wait_for(lambda: Task.objects.filter(kind="rank_completions").count() == 60), "no ranking tasks"
+    base = ModelVersion.objects.get(kind="policy", status="active")
+    assert set(Completion.objects.values_list("model_version", flat=True)) == {base.pk}
+    assert rank_everything(client) == 60
+
+    settings.TRAIN_RM_AFTER_COMPARISONS = 60
+    report = services.training_check_due()
+    reward_run = TrainingRun.objects.get(kind="reward")
+    assert report["started"] == [reward_run.pk] and reward_run.trigger == "60+ new rankings"
+
+    def active(kind):
+        return ModelVersion.objects.filter(kind=kind, status="active").exclude(name="base").first()
+
+    assert wait_for(lambda: TrainingRun.objects.get(pk=reward_run.pk).is_finished, timeout=240)
+    reward_run.refresh_from_db()
+    assert reward_run.state == "succeeded" and reward_run.gate["passed"], (reward_run.error, reward_run.log)
+    assert active("reward") == reward_run.model_version
+
+    assert wait_for(lambda: TrainingRun.objects.filter(kind="ppo").exists(), timeout=30)
+    policy_run = TrainingRun.objects.get(kind="ppo")
+    assert policy_run.reward_model == reward_run.model_version
+    assert wait_for(lambda: TrainingRun.objects.get(pk=policy_run.pk).is_finished, timeout=300)
+    policy_run.refresh_from_db()
+    assert policy_run.state == "succeeded", (policy_run.error, policy_run.log)
+    assert policy_run.gate["passed"], policy_run.gate["reason"]
+    policy = active("policy")
+    assert policy == policy_run.model_version and policy.parent == base
+    assert ModelVersion.objects.get(pk=base.pk).status == "retired"
+
+    cache.delete(services.SAMPLING_QUEUED)  # the worker cleared it in its own cache, apart from this process's
+    import_prompts(4, start=1000)
+    fresh = Prompt.objects.filter(text__contains="number 100")
+    assert wait_for(lambda: not fresh.filter(needs_completions=True).exists()), "the new prompts were not sampled"
+    assert set(Completion.objects.filter(prompt__in=fresh).values_list("model_version", flat=True)) == {policy.pk}
+
+
+def test_a_worker_killed_mid_run_leaves_the_active_model_in_place(loop, settings, labeler, tmp_path):
+    worker = loop()
+    planted_rankings(96, "train", labeler)
+    planted_rankings(8, "valid", labeler, start=1000)
+    run = services.training_run_start(kind="reward", options={"epochs": 500})
+    assert wait_for(lambda: TrainingRun.objects.get(pk=run.pk).step > 0, timeout=120), "training never started"
+
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+    metrics = tmp_path / "models" / f"reward-{run.pk}" / "metrics.jsonl"
+    size = metrics.stat().st_size
+    time.sleep(2)
+    assert metrics.stat().st_size == size, "training went on after its worker died"
+
+    settings.TRAINING_STALE_AFTER_SECONDS = 1
+    assert services.training_runs_reap() == [run.pk]
+    run.refresh_from_db()
+    assert run.state == "failed" and "stopped" in run.error
+    assert not ModelVersion.objects.filter(kind="reward", status="active").exists()
+    assert not ModelVersion.objects.filter(training_run=run).exclude(status="failed").exists()
+    assert Ranking.objects.count() == 104
