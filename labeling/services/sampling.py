@@ -1,6 +1,7 @@
 """Model versions and the completions labelers rank."""
 
 import random
+from dataclasses import replace
 from functools import lru_cache
 
 from django.conf import settings
@@ -81,7 +82,8 @@ def _draw(sampler, prompts, n, version, attempts=3):
         params = _params(seed=version.pk * 1_000_003 + short[0].pk + 7919 * attempt)
         for prompt, results in zip(short, sampler.sample([p.turns or p.text for p in short], _k(n), params),
                                    strict=True):
-            kept = [(version, params, r) for r in results if r.text.strip()]
+            cleaned = [replace(r, text=r.text.replace("\x00", "")) for r in results]  # PostgreSQL refuses NUL
+            kept = [(version, params, r) for r in cleaned if r.text.strip()]
             found[prompt.pk].extend(kept[: n - len(found[prompt.pk])])
     return found
 
