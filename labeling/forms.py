@@ -11,6 +11,7 @@ from .models import (
     ModelVersion,
     Prompt,
     PromptAnnotation,
+    TrainingRun,
     UseCase,
 )
 
@@ -211,3 +212,7 @@ class ExportForm(forms.Form):
                 value = value.isoformat()
             found[name] = value
         return found
+
+
+class TrainingStartForm(forms.Form):
+    kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, label="Train")

@@ -23,6 +23,7 @@ from .models import (
     Ranking,
     Role,
     Task,
+    TrainingRun,
     UseCase,
 )
 from .permissions import roles_of
@@ -128,6 +129,18 @@ def dataset_statistics():
     submitted = Assignment.objects.filter(state=Assignment.State.SUBMITTED)
     overview["results"] = dict(submitted.order_by().values_list("task__kind").annotate(n=Count("id")))
     return overview
+
+
+def training_runs():
+    """The team's training runs with what the pages show of them."""
+    return TrainingRun.objects.select_related("export", "valid_export", "base_model", "reward_model", "created_by",
+                                              "model_version")
+
+
+def model_versions_by_kind():
+    """[(kind label, versions newest first)], with each version's lineage."""
+    versions = ModelVersion.objects.select_related("parent", "training_run__export").order_by("-created_at")
+    return [(label, [v for v in versions if v.kind == kind]) for kind, label in ModelVersion.Kind.choices]
 
 
 def exports_visible_to(user):

@@ -20,4 +20,9 @@ urlpatterns = [
     path("research/exports/<int:pk>/", views.export_detail, name="export-detail"),
     path("research/exports/<int:pk>/progress/", views.export_progress, name="export-progress"),
     path("research/exports/<int:pk>/download/", views.export_download, name="export-download"),
+    path("research/training/", views.training_runs, name="training-runs"),
+    path("research/training/<int:pk>/", views.training_run, name="training-run"),
+    path("research/training/<int:pk>/progress/", views.training_run_progress, name="training-run-progress"),
+    path("research/training/<int:pk>/cancel/", views.training_run_cancel, name="training-run-cancel"),
+    path("research/models/", views.model_versions, name="model-versions"),
 ]

@@ -10,7 +10,16 @@ from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
 from . import charts, selectors, services
-from .forms import AnnotationForm, DemonstrationForm, ExportForm, ImportForm, RankingForm, SkipForm, WritePromptForm
+from .forms import (
+    AnnotationForm,
+    DemonstrationForm,
+    ExportForm,
+    ImportForm,
+    RankingForm,
+    SkipForm,
+    TrainingStartForm,
+    WritePromptForm,
+)
 from .models import Assignment, Export, Role, Task
 from .permissions import has_role, role_required, roles_of
 
@@ -277,3 +286,65 @@ def export_file_response(export):
     response = FileResponse(export.file.open("rb"), as_attachment=True, filename=export.filename)
     response["X-Checksum-SHA256"] = export.sha256
     return response
+
+
+# The training loop
+
+CURVES = {"reward": ["loss", "accuracy"], "sft": ["loss"], "ppo": ["reward", "kl"]}
+
+
+@role_required(Role.RESEARCHER)
+def training_runs(request):
+    form = TrainingStartForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = services.training_run_start(kind=form.cleaned_data["kind"], created_by=request.user)
+        except ValidationError as exc:
+            form.add_error("kind", exc)
+        else:
+            return redirect(run)
+    context = {"form": form, "runs": selectors.training_runs()[:50]}
+    return render(request, "labeling/training_runs.html", context, status=400 if form.errors else 200)
+
+
+@role_required(Role.RESEARCHER)
+def training_run(request, pk):
+    run = get_object_or_404(selectors.training_runs(), pk=pk)
+    train = [point for point in run.history if point.get("split") != "valid"]
+    charts_ = [
+        charts.line_chart(name.capitalize(), [point["step"] for point in train],
+                          {name: [point.get(name) for point in train]})
+        for name in CURVES[run.kind] if any(name in point for point in train)
+    ]
+    context = {"run": run, "curves": charts_, "validation": [p for p in run.history if p.get("split") == "valid"],
+               "config_json": json.dumps(run.config, indent=2), "version": getattr(run, "model_version", None)}
+    return render(request, "labeling/training_run.html", context)
+
+
+@role_required(Role.RESEARCHER)
+def training_run_progress(request, pk):
+    run = get_object_or_404(selectors.training_runs(), pk=pk)
+    eta = run.eta_seconds()
+    text = f"step {run.step:,} of {run.total_steps:,}" if run.total_steps else run.state
+    if eta is not None:
+        text += f", about {round(eta)} s left"
+    return JsonResponse({"state": run.state, "finished": run.is_finished, "percent": round(100 * run.progress),
+                         "text": text})
+
+
+@require_POST
+@role_required(Role.RESEARCHER)
+def training_run_cancel(request, pk):
+    run = get_object_or_404(selectors.training_runs(), pk=pk)
+    try:
+        services.training_run_cancel(run=run)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.info(request, f"Run #{run.pk} is cancelled; the active model is unchanged.")
+    return redirect(run)
+
+
+@role_required(Role.RESEARCHER)
+def model_versions(request):
+    return render(request, "labeling/model_versions.html", {"kinds": selectors.model_versions_by_kind()})

@@ -123,11 +123,20 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
 class TrainingRunSerializer(serializers.ModelSerializer):
     model_version = serializers.PrimaryKeyRelatedField(read_only=True)
+    eta_seconds = serializers.FloatField(read_only=True, allow_null=True)
 
     class Meta:
         model = TrainingRun
-        fields = ["id", "kind", "config", "export", "base_model", "state", "progress", "metrics", "error",
-                  "created_at", "started_at", "finished_at", "model_version"]
+        fields = ["id", "kind", "trigger", "state", "progress", "step", "total_steps", "eta_seconds", "config",
+                  "export", "valid_export", "base_model", "reward_model", "model_version", "metrics", "gate",
+                  "history", "log", "error", "created_at", "started_at", "finished_at"]
+
+
+class TrainingRunCreateSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
+    options = serializers.DictField(
+        required=False, default=dict, help_text='rlhf options for this run, e.g. {"epochs": 2, "lr": 1e-5}'
+    )
 
 
 class CountsSerializer(serializers.Serializer):

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
 from .. import selectors, services
-from ..models import ModelVersion, Prompt, TrainingRun
+from ..models import ModelVersion, Prompt
 from ..permissions import IsResearcher
 from ..views import export_file_response
 from .serializers import (
@@ -22,6 +22,7 @@ from .serializers import (
     PromptFilterSerializer,
     PromptSerializer,
     StatisticsSerializer,
+    TrainingRunCreateSerializer,
     TrainingRunSerializer,
 )
 
@@ -113,12 +114,29 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = ModelVersion.objects.all()
 
 
-class TrainingRunViewSet(viewsets.ReadOnlyModelViewSet):
-    """Training runs, newest first: state, progress, metrics and the export each trained on."""
+class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Training runs, newest first: state, progress, metrics, the gate's verdict and the exports each trained on.
+    Start one (202; a GPU worker runs it) or cancel one."""
 
     permission_classes = [IsResearcher]
     serializer_class = TrainingRunSerializer
-    queryset = TrainingRun.objects.select_related("model_version")
+
+    def get_queryset(self):
+        return selectors.training_runs()
+
+    @extend_schema(request=TrainingRunCreateSerializer, responses={202: TrainingRunSerializer})
+    def create(self, request):
+        body = TrainingRunCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = services.training_run_start(kind=body.validated_data["kind"], options=body.validated_data["options"],
+                                          created_by=request.user)
+        return Response(self.get_serializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses=TrainingRunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = services.training_run_cancel(run=self.get_object())
+        return Response(self.get_serializer(run).data)
 
 
 @extend_schema(responses=StatisticsSerializer)

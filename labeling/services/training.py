@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -138,8 +140,8 @@ def _train(run, plan):
     else:
         args += ["--model", run.base_model.artifact_path, "--valid-data", run.valid_export.file.path]
     log_path = output / "train.log"
-    _follow(run, [*_launcher(), plan["command"], *args, *_flags(plan["options"])], log_path,
-            lambda: _progress(run, output, log_path))
+    _follow(run, [*_launcher(), plan["command"], *args, *_config_file(output / "options.yaml", plan["options"])],
+            log_path, lambda: _progress(run, output, log_path))
     record = json.loads((output / "run.json").read_text())
     if not record.get("finished"):
         raise RunStopped("Training ended without finishing its run record; the model is not used.")
@@ -153,11 +155,12 @@ def _launcher():
     return [sys.executable, "-m", "rlhf"]
 
 
-def _flags(options):
-    flags = []
-    for name, value in options.items():
-        flags += [f"--{name.replace('_', '-')}", str(value)]
-    return flags
+def _config_file(path, options):
+    """rlhf reads options from YAML with their types and refuses unknown ones by name."""
+    if not options:
+        return []
+    path.write_text(yaml.safe_dump(options))
+    return ["--config", str(path)]
 
 
 def _die_with_parent():
@@ -274,7 +277,8 @@ def _judge(run, plan, version):
         options = settings.TRAINING_OPTIONS.get("eval_policy", {})
         found = _evaluate("eval-policy", ["--policy", version.artifact_path, "--reference", active.artifact_path,
                                           "--reward-model", run.reward_model.artifact_path, "--data", valid,
-                                          *_flags(options)], run, "eval-policy")
+                                          *_config_file(Path(run.output_path) / "eval-policy.yaml", options)],
+                          run, "eval-policy")
         metrics = {"win_rate": found["win_rate"], "kl": found["kl"], "reward": found["reward_policy"],
                    "active_reward": found["reward_reference"]}
         passed = found["win_rate"] >= settings.POLICY_GATE_MIN_WIN_RATE and found["kl"] < settings.POLICY_GATE_MAX_KL

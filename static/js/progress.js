@@ -19,4 +19,6 @@
     setTimeout(poll, 1000);
   }
   poll();
+  // Pages with curves redraw them now and then while the work runs.
+  if (box.dataset.reloadSeconds) setTimeout(() => window.location.reload(), 1000 * box.dataset.reloadSeconds);
 })();

@@ -114,7 +114,7 @@ def test_statistics_count_prompts_tasks_and_results(api, ranked, labeler):
 RESEARCHER_ENDPOINTS = [
     ("get", "/api/exports/"), ("post", "/api/exports/"), ("get", "/api/exports/1/"),
     ("get", "/api/exports/1/download/"), ("get", "/api/model-versions/"), ("get", "/api/training-runs/"),
-    ("get", "/api/stats/"), ("get", "/api/prompts/"), ("post", "/api/prompts/"), ("get", "/api/imports/"),
+    ("post", "/api/training-runs/"), ("post", "/api/training-runs/1/cancel/"), ("get", "/api/stats/"), ("get", "/api/prompts/"), ("post", "/api/prompts/"), ("get", "/api/imports/"),
 ]
 LABELER_ENDPOINTS = [
     ("post", "/api/work/next/"), ("get", "/api/work/mine/"), ("get", "/api/work/assignments/1/"),
@@ -136,3 +136,16 @@ def test_a_researchers_token_cannot_reach_labeler_endpoints(researcher, no_role_
         response = getattr(client_for(user), method)(url, {}, format="json")
         assert response.status_code == 403, (user, response.content)
     assert getattr(APIClient(), method)(url, {}, format="json").status_code == 401
+
+
+def test_a_researcher_starts_and_cancels_a_training_run(api):
+    response = api.post("/api/training-runs/", {"kind": "sft", "options": {"epochs": 2}}, format="json")
+    assert response.status_code == 202
+    run = response.json()
+    assert (run["state"], run["config"]) == ("queued", {"epochs": 2})
+    second = api.post("/api/training-runs/", {"kind": "sft"}, format="json")
+    assert second.status_code == 400 and "already queued or running" in second.json()["detail"]
+    cancelled = api.post(f"/api/training-runs/{run['id']}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    again = api.post(f"/api/training-runs/{run['id']}/cancel/")
+    assert again.status_code == 400 and "already finished (cancelled)" in again.json()["detail"]

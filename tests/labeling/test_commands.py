@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from labeling import services
-from labeling.models import Export, ImportJob, LabelerProfile, Prompt, Role, Task
+from labeling.models import Export, ImportJob, LabelerProfile, Prompt, Role, Task, TrainingRun
 from labeling.permissions import roles_of
 from tests.factories import ranking_task
 
@@ -109,3 +109,13 @@ def test_the_export_command_names_a_bad_filter(db):
         call_command("export", "rankings", "--filter", "split=holdout")
     with pytest.raises(CommandError, match="NAME=VALUE"):
         call_command("export", "rankings", "--filter", "split")
+
+
+def test_the_train_command_queues_lists_and_cancels_runs(db):
+    out = run("train", "reward", "--option", "epochs=2", "--option", "lr=1e-5", "--option", "device=cpu", "--no-wait")
+    run_ = TrainingRun.objects.get()
+    assert f"Queued Reward model run #{run_.pk}" in out and run_.config == {"epochs": 2, "lr": 1e-5, "device": "cpu"}
+    assert f"#{run_.pk} reward queued" in run("train", "--list")
+    assert "cancelled" in run("train", "--cancel", str(run_.pk))
+    with pytest.raises(CommandError, match="write it as NAME=VALUE"):
+        run("train", "sft", "--option", "epochs")

@@ -177,3 +177,9 @@ def test_the_watchdog_fails_a_run_whose_worker_stopped_beating(loop_settings):
     run.refresh_from_db()
     version.refresh_from_db()
     assert run.state == "failed" and "stopped" in run.error and version.status == "failed"
+
+
+def test_an_unknown_training_option_fails_the_run_naming_it(loop_settings, labeler):
+    planted_rankings(4, "train", labeler)
+    run = run_now("reward", colour="blue")
+    assert run.state == "failed" and "colour" in run.error and "train-rm exited" in run.error

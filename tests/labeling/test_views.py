@@ -4,7 +4,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from labeling.models import Export, ImportJob, Prompt
+from labeling.models import Export, ImportJob, ModelVersion, Prompt, TrainingRun
 
 pytestmark = pytest.mark.django_db
 
@@ -19,6 +19,10 @@ PAGES = {
     "exports": {"researcher", "admin"},
     "export-detail": {"researcher", "admin"},
     "export-progress": {"researcher", "admin"},
+    "training-runs": {"researcher", "admin"},
+    "training-run": {"researcher", "admin"},
+    "training-run-progress": {"researcher", "admin"},
+    "model-versions": {"researcher", "admin"},
     "admin:index": {"admin"},
     "admin:labeling_prompt_changelist": {"admin"},
 }
@@ -26,15 +30,18 @@ PAGES = {
 
 @pytest.fixture
 def job(researcher):
-    """An import job and an export, for the pages about one of them."""
-    export = Export.objects.create(kind="rankings", created_by=researcher)
+    """An import job, an export and a training run, for the pages about one of them."""
     return {"import": ImportJob.objects.create(filename="p.jsonl", format="jsonl", created_by=researcher).pk,
-            "export": export.pk}
+            "export": Export.objects.create(kind="rankings", created_by=researcher).pk,
+            "run": TrainingRun.objects.create(kind="reward").pk}
+
+
+ABOUT = {"import-detail": "import", "import-progress": "import", "export-detail": "export",
+         "export-progress": "export", "training-run": "run", "training-run-progress": "run"}
 
 
 def url_of(name, job):
-    about = name.split("-")[0]
-    return reverse(name, args=[job[about]]) if about in job and "-" in name else reverse(name)
+    return reverse(name, args=[job[ABOUT[name]]]) if name in ABOUT else reverse(name)
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -221,3 +228,40 @@ def test_a_user_creates_and_replaces_their_api_token(client, researcher, no_role
     assert Token.objects.get(user=researcher).key != first
     client.force_login(no_role_user)
     assert client.get(reverse("api-token")).status_code == 403
+
+
+def test_a_researcher_starts_a_run_on_the_page_and_cancels_it(as_researcher, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as queued:
+        response = as_researcher.post(reverse("training-runs"), {"kind": "reward"})
+    run = TrainingRun.objects.get()
+    assert response["Location"] == run.get_absolute_url() and len(queued) == 1
+    assert "Waiting for a GPU worker" in as_researcher.get(run.get_absolute_url()).content.decode()
+    again = as_researcher.post(reverse("training-runs"), {"kind": "reward"})
+    assert again.status_code == 400 and f"already queued or running (#{run.pk}, queued)" in again.content.decode()
+    as_researcher.post(reverse("training-run-cancel", args=[run.pk]))
+    run.refresh_from_db()
+    assert run.state == "cancelled"
+
+
+def test_a_finished_run_shows_its_curves_gate_and_model(as_researcher):
+    run = TrainingRun.objects.create(
+        kind="reward", state="succeeded", step=3, total_steps=3, progress=1, log="train-rm: 100%",
+        history=[{"step": n, "loss": 0.7 - n / 10, "accuracy": 0.5 + n / 10} for n in (1, 2, 3)]
+        + [{"step": 3, "split": "valid", "accuracy": 0.81, "pairs": 30}],
+        gate={"passed": False, "reason": "Validation accuracy 0.810 against the active rm-1's 0.850."},
+    )
+    ModelVersion.objects.create(kind="reward", name="reward-7", status="rejected", training_run=run)
+    page = as_researcher.get(run.get_absolute_url()).content.decode()
+    assert page.count("<polyline") == 2 and 'aria-label="Loss"' in page and 'aria-label="Accuracy"' in page
+    assert "Not activated" in page and "against the active rm-1&#x27;s 0.850" in page
+    assert "reward-7" in page and "train-rm: 100%" in page and "0.8100" in page
+
+
+def test_the_models_page_shows_each_kind_with_its_lineage(as_researcher):
+    base = ModelVersion.objects.create(kind="policy", name="base", status="retired")
+    run = TrainingRun.objects.create(kind="ppo", state="succeeded")
+    ModelVersion.objects.create(kind="policy", name="ppo-3", status="active", parent=base, training_run=run,
+                                metrics={"win_rate": 0.62}, status_reason="Win rate 62.0% over the active base")
+    page = as_researcher.get(reverse("model-versions")).content.decode()
+    row = page[page.index("<strong>ppo-3</strong>"):].split("</tr>")[0]
+    assert "Active" in row and "base" in row and f"run #{run.pk}" in row and "win_rate 0.6200" in row
