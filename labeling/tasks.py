@@ -26,9 +26,10 @@ def build_export(export_id):
 @shared_task(acks_late=True)
 def sample_completions(prompt_ids):
     try:
-        return {"ranking_tasks_opened": services.completions_sample(prompt_ids=prompt_ids)}
+        opened = services.completions_sample(prompt_ids=prompt_ids)
     finally:
         cache.delete(services.SAMPLING_QUEUED)
+    return {"ranking_tasks_opened": opened, "queued_next": services.sampling_queue()}  # until none wait
 
 
 @shared_task(acks_late=True)

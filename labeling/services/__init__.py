@@ -3,6 +3,15 @@ with a message a person can act on."""
 
 from .exports import export_create, export_run
 from .people import token_rotate, user_set_role
+from .prompts import (
+    IntakeReport,
+    import_job_create,
+    import_job_run,
+    import_job_start,
+    prompts_create,
+    prompts_ingest,
+    required_annotations,
+)
 from .sampling import completions_sample, model_version_activate, model_version_active, prompts_needing_completions
 from .training import (
     SAMPLING_QUEUED,
@@ -12,15 +21,6 @@ from .training import (
     training_run_execute,
     training_run_start,
     training_runs_reap,
-)
-from .prompts import (
-    IntakeReport,
-    import_job_create,
-    import_job_run,
-    import_job_start,
-    prompts_create,
-    prompts_ingest,
-    required_annotations,
 )
 from .work import (
     annotation_submit,

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError

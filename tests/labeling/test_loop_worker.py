@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from labeling import services
-from labeling.models import Completion, LabelerProfile, ModelVersion, Prompt, Ranking, Task, TrainingRun, Role
+from labeling.models import Completion, LabelerProfile, ModelVersion, Prompt, Ranking, Role, Task, TrainingRun
 from tests.conftest import wait_for
 from tests.factories import UserFactory
 from tests.labeling.test_training_loop import planted_rankings

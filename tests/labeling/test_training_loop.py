@@ -154,7 +154,7 @@ def test_two_starts_at_the_same_moment_make_one_run(loop_settings):
     assert sum(isinstance(r, int) for r in results) == 1
 
 
-def test_beat_starts_reward_training_after_enough_new_rankings(loop_settings, labeler, django_capture_on_commit_callbacks):
+def test_beat_starts_reward_training_after_enough_new_rankings(loop_settings, labeler):
     loop_settings.TRAIN_RM_AFTER_COMPARISONS = 5
     planted_rankings(4, "train", labeler)
     assert services.training_check_due()["started"] == []

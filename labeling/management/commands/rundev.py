@@ -7,7 +7,8 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = "Run the web server, a Celery worker (both queues) and Celery beat together; Ctrl-C stops them all."
+    help = ("Run the web server, a Celery worker per queue (default; gpu for sampling and training) and Celery beat "
+            "together; Ctrl-C stops them all.")
 
     def add_arguments(self, parser):
         parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
@@ -16,12 +17,14 @@ class Command(BaseCommand):
         python = sys.executable
         commands = {
             "web": [python, "manage.py", "runserver", addrport],
-            "worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu", "--concurrency", "1",
-                       "--loglevel", "INFO"],
+            "worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "default", "--concurrency", "1",
+                       "-n", "default@%h", "--loglevel", "INFO"],
+            "gpu-worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "gpu", "--concurrency", "1",
+                           "-n", "gpu@%h", "--loglevel", "INFO"],
             "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"],
         }
         processes = {name: subprocess.Popen(command) for name, command in commands.items()}
-        self.stdout.write(f"Site on http://{addrport}/ with a worker and beat. Ctrl-C stops everything.")
+        self.stdout.write(f"Site on http://{addrport}/ with workers and beat. Ctrl-C stops everything.")
 
         def stop(*_):
             for process in processes.values():

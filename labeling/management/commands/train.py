@@ -27,8 +27,9 @@ class Command(BaseCommand):
         if list:
             for run in TrainingRun.objects.select_related("model_version")[:20]:
                 version = getattr(run, "model_version", None)
-                self.stdout.write(f"#{run.pk} {run.kind} {run.state} {run.step}/{run.total_steps} "
-                                  f"{version.name + ' ' + version.status if version else ''} {run.gate.get('reason', '')}")
+                made = f"{version.name} {version.status}" if version else ""
+                self.stdout.write(f"#{run.pk} {run.kind} {run.state} {run.step}/{run.total_steps} {made} "
+                                  f"{run.gate.get('reason', '')}")
             return
         try:
             if cancel:
