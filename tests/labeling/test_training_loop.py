@@ -183,3 +183,27 @@ def test_an_unknown_training_option_fails_the_run_naming_it(loop_settings, label
     planted_rankings(4, "train", labeler)
     run = run_now("reward", colour="blue")
     assert run.state == "failed" and "colour" in run.error and "train-rm exited" in run.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_samplers_see_the_old_or_the_new_version_never_none(loop_settings):
+    first = ModelVersion.objects.create(kind="policy", name="one", status="active")
+    second = ModelVersion.objects.create(kind="policy", name="two", status="ready")
+    seen, done = [], threading.Event()
+
+    def read():
+        try:
+            while not done.is_set():
+                seen.append(ModelVersion.objects.filter(kind="policy", status="active").values_list("name", flat=True)
+                            .first())
+        finally:
+            connection.close()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for n in range(20):
+        services.model_version_activate(version=second if n % 2 == 0 else first, reason="swap")
+    done.set()
+    reader.join()
+    assert len(seen) > 20 and None not in seen and set(seen) <= {"one", "two"}
+    assert ModelVersion.objects.filter(kind="policy", status="active").count() == 1
