@@ -312,8 +312,8 @@ def training_run(request, pk):
     run = get_object_or_404(selectors.training_runs(), pk=pk)
     train = [point for point in run.history if point.get("split") != "valid"]
     charts_ = [
-        charts.line_chart(name.capitalize(), [point["step"] for point in train],
-                          {name: [point.get(name) for point in train]})
+        (name, charts.line_chart(name.capitalize(), [point["step"] for point in train],
+                                 {name: [point.get(name) for point in train]}))
         for name in CURVES[run.kind] if any(name in point for point in train)
     ]
     context = {"run": run, "curves": charts_, "validation": [p for p in run.history if p.get("split") == "valid"],
