@@ -72,3 +72,4 @@ def test_the_image_builds_from_this_tree(compose):
     assert compose["services"]["web"]["build"] == "."
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "requirements.txt" in dockerfile and "config.wsgi:application" in dockerfile
+    assert "python -m rlhf prepare-model" in dockerfile  # the base policy the GPU worker samples from

@@ -56,7 +56,9 @@ def training_run_start(*, kind, created_by=None, trigger="", options=None):
         raise ValidationError("Options must be an object of rlhf option names and values.")
     try:
         with transaction.atomic():
-            run = Run.objects.create(kind=kind, created_by=created_by, config=options or {},
+            # A policy run is bound to the reward model active when it starts: beat starts one per reward model.
+            reward_model = model_version_active(ModelVersion.Kind.REWARD) if kind == Run.Kind.PPO else None
+            run = Run.objects.create(kind=kind, created_by=created_by, config=options or {}, reward_model=reward_model,
                                      trigger=trigger or (f"started by {created_by}" if created_by else "started"))
     except IntegrityError:
         live = Run.objects.filter(kind=kind, state__in=Run.LIVE).first()
@@ -106,7 +108,7 @@ def training_run_execute(*, run_id):
 def _prepare(run):
     command, export_kind, model_kind = PLANS[run.kind]
     base = model_version_active(ModelVersion.Kind.POLICY if run.kind == Run.Kind.PPO else ModelVersion.Kind.SFT)
-    reward_model = model_version_active(ModelVersion.Kind.REWARD) if run.kind == Run.Kind.PPO else None
+    reward_model = run.reward_model
     if run.kind == Run.Kind.PPO and reward_model is None:
         raise RunStopped("No reward model is active yet: train one before the policy.")
     train = _snapshot(run, export_kind, "train")
@@ -354,7 +356,8 @@ def training_check_due():
     """Beat's rules: reap lost runs, start training where enough new data has come in, and sample."""
     report = {"reaped": training_runs_reap(), "started": []}
     reward = model_version_active(ModelVersion.Kind.REWARD)
-    new_rankings = Ranking.objects.filter(created_at__gt=_snapshot_time(reward)) if reward else Ranking.objects.all()
+    since = _snapshot_time(reward)
+    new_rankings = Ranking.objects.filter(created_at__gt=since) if since else Ranking.objects.all()
     if new_rankings.count() >= settings.TRAIN_RM_AFTER_COMPARISONS:
         report["started"].append(
             _start_quietly(Run.Kind.REWARD, f"{settings.TRAIN_RM_AFTER_COMPARISONS}+ new rankings")

@@ -1,13 +1,15 @@
 """Sampling, training runs, gates and activation, run in this process on the tiny model."""
 
+import json
 import threading
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 
 from labeling import services
-from labeling.models import Completion, ModelVersion, Prompt, Ranking, Task, TrainingRun
+from labeling.models import Completion, Demonstration, ModelVersion, Prompt, Ranking, Task, TrainingRun
 from tests.factories import CompletionFactory, PromptFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -207,3 +209,41 @@ def test_samplers_see_the_old_or_the_new_version_never_none(loop_settings):
     reader.join()
     assert len(seen) > 20 and None not in seen and set(seen) <= {"one", "two"}
     assert ModelVersion.objects.filter(kind="policy", status="active").count() == 1
+
+
+def demonstrations(count, split, labeler):
+    for i in range(count):
+        prompt = PromptFactory(split=split, text=f"Name colour {i}.")
+        Demonstration.objects.create(prompt=prompt, author=labeler, messages=[
+            {"role": "user", "content": prompt.text}, {"role": "assistant", "content": f"Colour {i} is teal."}])
+
+
+def test_an_sft_run_is_activated_when_its_validation_loss_beats_the_active_models(loop_settings, labeler):
+    demonstrations(12, "train", labeler)
+    demonstrations(4, "valid", labeler)
+    run = run_now("sft", epochs=3, lr=1e-3)
+    assert run.state == "succeeded" and run.gate["passed"], run.gate
+    assert run.metrics["valid_loss"] < run.metrics["active_valid_loss"]
+    assert ModelVersion.objects.get(kind="sft", status="active") == run.model_version
+    assert run.model_version.parent.name == "base"
+
+
+def test_training_runs_under_torchrun_when_several_processes_are_set(loop_settings, labeler):
+    loop_settings.TRAINING_PROCESSES = 2
+    planted_rankings(16, "train", labeler)
+    run = run_now("reward", epochs=1)
+    assert run.state == "succeeded", run.error
+    record = json.loads((Path(run.output_path) / "run.json").read_text())
+    assert record["world_size"] == 2
+
+
+def test_beat_starts_a_policy_for_a_new_reward_model_and_sft_after_enough_demonstrations(loop_settings, labeler):
+    loop_settings.TRAIN_SFT_AFTER_DEMONSTRATIONS = 3
+    ModelVersion.objects.create(kind="reward", name="rm-1", status="active")
+    demonstrations(3, "train", labeler)
+    services.training_check_due()
+    assert sorted(TrainingRun.objects.values_list("kind", "trigger")) == [
+        ("ppo", "reward model rm-1 is active"), ("sft", "3+ new demonstrations")]
+    TrainingRun.objects.update(state="failed")
+    services.training_check_due()  # the policy for rm-1 was tried once; only SFT starts again
+    assert TrainingRun.objects.filter(kind="ppo").count() == 1 and TrainingRun.objects.filter(kind="sft").count() == 2
