@@ -247,3 +247,17 @@ def test_beat_starts_a_policy_for_a_new_reward_model_and_sft_after_enough_demons
     TrainingRun.objects.update(state="failed")
     services.training_check_due()  # the policy for rm-1 was tried once; only SFT starts again
     assert TrainingRun.objects.filter(kind="ppo").count() == 1 and TrainingRun.objects.filter(kind="sft").count() == 2
+
+
+def test_a_policy_that_drifts_past_the_kl_limit_is_refused(loop_settings, labeler):
+    planted_rankings(32, "train", labeler)
+    planted_rankings(8, "valid", labeler, start=1000)
+    reward = run_now("reward").model_version
+    policy_run = TrainingRun.objects.get(kind="ppo")
+    assert policy_run.reward_model == reward
+    TrainingRun.objects.filter(pk=policy_run.pk).update(config={"lr": 1e-2})  # a big step: KL well above 0
+    loop_settings.POLICY_GATE_MAX_KL = 0.0  # any drift at all is too far
+    policy_run = services.training_run_execute(run_id=policy_run.pk)
+    assert policy_run.state == "succeeded" and not policy_run.gate["passed"]
+    assert "(limit 0)" in policy_run.gate["reason"] and policy_run.model_version.status == "rejected"
+    assert ModelVersion.objects.get(kind="policy", status="active").name == "base"
