@@ -1,8 +1,10 @@
-"""Agreement and consensus over rankings: pure functions of ranking groups.
+"""Agreement and consensus: pure functions of rankings and labels.
 
 A ranking is a list of groups of completion ids, best first; a group holds ties.
 """
 
+import math
+from collections import Counter, defaultdict
 from itertools import combinations
 
 
@@ -27,6 +29,69 @@ def pairwise_agreement(a, b):
             total += 1
             same += (da > 0) == (db > 0)
     return same / total if total else None
+
+
+def kendall_tau_b(a, b):
+    """Kendall's tau-b between two rankings of the same completions, ties corrected; None when undefined."""
+    pa, pb = positions(a), positions(b)
+    concordant = discordant = tied_a = tied_b = 0
+    for x, y in combinations(sorted(pa.keys() & pb.keys()), 2):
+        da, db = pa[x] - pa[y], pb[x] - pb[y]
+        if da and db:
+            if (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+        elif da:
+            tied_b += 1
+        elif db:
+            tied_a += 1
+    denominator = math.sqrt((concordant + discordant + tied_a) * (concordant + discordant + tied_b))
+    return (concordant - discordant) / denominator if denominator else None
+
+
+def krippendorff_alpha(units, level="nominal"):
+    """Krippendorff's alpha over `units`: for each unit, the values its coders gave (None for none).
+
+    `level` is nominal (flags), ordinal (1-7 ratings as ranks) or interval. Units with fewer than two
+    values are not pairable and left out. None when there is no disagreement to expect.
+    """
+    coincidences = defaultdict(float)
+    for unit in units:
+        values = [v for v in unit if v is not None]
+        if len(values) < 2:
+            continue
+        for i, c in enumerate(values):
+            for j, k in enumerate(values):
+                if i != j:
+                    coincidences[(c, k)] += 1 / (len(values) - 1)
+    totals = Counter()
+    for (c, _), weight in coincidences.items():
+        totals[c] += weight
+    n = sum(totals.values())
+    if n <= 1:
+        return None
+    distance = _distance(level, totals)
+    observed = sum(weight * distance(c, k) for (c, k), weight in coincidences.items())
+    expected = sum(totals[c] * totals[k] * distance(c, k) for c in totals for k in totals) / (n - 1)
+    return 1 - observed / expected if expected else None
+
+
+def _distance(level, totals):
+    if level == "nominal":
+        return lambda c, k: float(c != k)
+    if level == "interval":
+        return lambda c, k: float(c - k) ** 2
+    if level == "ordinal":
+        ordered = sorted(totals)
+
+        def ordinal(c, k):
+            low, high = sorted((c, k))
+            between = sum(totals[g] for g in ordered if low <= g <= high)
+            return (between - (totals[c] + totals[k]) / 2) ** 2
+
+        return ordinal
+    raise ValueError(f"Unknown level of measurement {level!r}: nominal, ordinal or interval.")
 
 
 def mean_agreement(rankings):
