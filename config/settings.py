@@ -201,6 +201,15 @@ LEASE_MINUTES = env_int("LEASE_MINUTES", 30, minimum=1)
 OVERLAP_SHARE = env_float("OVERLAP_SHARE", 0.1, minimum=0, maximum=1)
 OVERLAP_ANNOTATIONS = env_int("OVERLAP_ANNOTATIONS", 3, minimum=2)
 
+# Screening, onboarding and quality (InstructGPT's labeler selection, Ouyang et al. 2022, appendix B.1)
+OPEN_APPLICATIONS = env_bool("OPEN_APPLICATIONS", False)  # anyone may apply at /apply/, not only the invited
+INVITATION_DAYS = env_int("INVITATION_DAYS", 14, minimum=1)
+SCREENING_FLAG_CUTOFF = env_float("SCREENING_FLAG_CUTOFF", 0.75, minimum=0, maximum=1)
+SCREENING_RANKING_CUTOFF = env_float("SCREENING_RANKING_CUTOFF", 0.75, minimum=0, maximum=1)
+SCREENING_DEMONSTRATION_CUTOFF = env_float("SCREENING_DEMONSTRATION_CUTOFF", 6.0, minimum=1, maximum=7)
+ONBOARDING_PRACTICE_TASKS = env_int("ONBOARDING_PRACTICE_TASKS", 3, minimum=0)
+GOLD_TASK_RATE = env_float("GOLD_TASK_RATE", 0.05, minimum=0, maximum=1)
+
 # The loop: sampling completions and training on the collected data (the `gpu` queue).
 # The model the first policy and SFT versions are; any local Hugging Face folder.
 POLICY_MODEL = env_str("POLICY_MODEL", str(BASE_DIR / "artifacts" / "models" / "SmolLM2-135M-Instruct"))

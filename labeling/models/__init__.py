@@ -1,5 +1,5 @@
 from .intake import ImportJob
-from .people import Guidelines, LabelerProfile, Role, ScreeningAttempt, ScreeningItem
+from .people import Guidelines, Invitation, LabelerProfile, Role, ScreeningAttempt, ScreeningItem, StatusChange
 from .prompts import Completion, ModelVersion, Prompt, UseCase
 from .results import CompletionRating, Demonstration, PromptAnnotation, Ranking
 from .tasks import Assignment, Task
@@ -13,6 +13,7 @@ __all__ = [
     "Export",
     "Guidelines",
     "ImportJob",
+    "Invitation",
     "LabelerProfile",
     "ModelVersion",
     "Prompt",
@@ -21,6 +22,7 @@ __all__ = [
     "Role",
     "ScreeningAttempt",
     "ScreeningItem",
+    "StatusChange",
     "Task",
     "TrainingRun",
     "UseCase",

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 
 
 class Role(models.TextChoices):
@@ -89,8 +90,56 @@ class LabelerProfile(models.Model):
         return self.status == self.Status.ACTIVE
 
 
+class Invitation(models.Model):
+    """A single-use link that lets one person make an account with a role; it expires."""
+
+    token = models.CharField(max_length=64, unique=True, editable=False)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.LABELER)
+    note = models.CharField(
+        max_length=200, blank=True, help_text="For the admins: who it is for. Never shown to reviewers."
+    )
+    expires_at = models.DateTimeField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_by = models.OneToOneField(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="invitation")
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Invitation #{self.pk} ({self.get_role_display()})"
+
+    def get_absolute_url(self):
+        return reverse("join", args=[self.token])
+
+
+class StatusChange(models.Model):
+    """Every change of a labeler's status, with who made it, when and why."""
+
+    profile = models.ForeignKey("LabelerProfile", on_delete=models.CASCADE, related_name="status_changes")
+    old_status = models.CharField(max_length=16)
+    new_status = models.CharField(max_length=16)
+    reason = models.TextField(blank=True)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-changed_at"]
+
+    def __str__(self):
+        return f"{self.old_status} → {self.new_status}"
+
+
 class ScreeningItem(models.Model):
     """One question of the screening test, authored by researchers."""
+
+    # The sensitive-content categories of InstructGPT's screening (Ouyang et al. 2022, appendix B.1).
+    SENSITIVE_FLAGS = ["toxic", "sexual", "violent", "self_harm", "hateful", "judgemental", "political",
+                       "personal_data"]
 
     class Part(models.TextChoices):
         SENSITIVE_FLAGS = "sensitive_flags", "Flag sensitive content"

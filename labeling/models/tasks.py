@@ -24,8 +24,15 @@ class Task(models.Model):
     )
     required_annotations = models.PositiveSmallIntegerField(default=1)
     priority = models.SmallIntegerField(default=0, help_text="Higher first.")
-    is_gold = models.BooleanField(default=False)
-    gold_answer = models.JSONField(null=True, blank=True)
+    is_gold = models.BooleanField(default=False, help_text="Known answer: mixed into the queue and scored silently.")
+    is_practice = models.BooleanField(
+        default=False, help_text="An onboarding exercise: a gold task with feedback, given only to new labelers."
+    )
+    gold_answer = models.JSONField(
+        null=True, blank=True,
+        help_text='Ranking: {"groups": [[completion id], ...]}; annotation: {"flags": [...], "use_case": "..."}; '
+                  'with an optional "explanation" shown after practice.',
+    )
     state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -45,6 +52,7 @@ class Task(models.Model):
             models.CheckConstraint(
                 condition=Q(is_gold=False) | Q(gold_answer__isnull=False), name="gold_task_has_answer"
             ),
+            models.CheckConstraint(condition=Q(is_practice=False) | Q(is_gold=True), name="practice_task_is_gold"),
         ]
 
     def __str__(self):
@@ -77,6 +85,9 @@ class Assignment(models.Model):
         default=list, blank=True, help_text="Completion ids in the order this labeler sees them."
     )
     time_spent_seconds = models.PositiveIntegerField(default=0)
+    gold_score = models.FloatField(
+        null=True, blank=True, help_text="On a gold task: agreement with the gold answer, 0 to 1, scored silently."
+    )
 
     class Meta:
         ordering = ["-leased_at"]

@@ -12,7 +12,26 @@ from .prompts import (
     prompts_ingest,
     required_annotations,
 )
-from .sampling import completions_sample, model_version_activate, model_version_active, prompts_needing_completions
+from .sampling import (
+    completions_sample,
+    model_version_activate,
+    model_version_active,
+    prompts_needing_completions,
+)
+from .screening import (
+    account_create,
+    cutoffs,
+    guidelines_acknowledge,
+    guidelines_pending,
+    invitation_check,
+    invitation_create,
+    labeler_set_status,
+    onboarding_advance,
+    screening_decide,
+    screening_grade,
+    screening_items,
+    screening_submit,
+)
 from .training import (
     SAMPLING_QUEUED,
     sampling_queue,
@@ -35,6 +54,18 @@ from .work import (
 
 __all__ = [
     "SAMPLING_QUEUED",
+    "account_create",
+    "cutoffs",
+    "guidelines_acknowledge",
+    "guidelines_pending",
+    "invitation_check",
+    "invitation_create",
+    "labeler_set_status",
+    "onboarding_advance",
+    "screening_decide",
+    "screening_grade",
+    "screening_items",
+    "screening_submit",
     "IntakeReport",
     "completions_sample",
     "model_version_activate",

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Count, OuterRef, Q, Subquery, prefetch_related_objects
 from django.utils import timezone
 
-from .. import selectors
+from .. import quality, selectors
 from ..models import (
     Assignment,
     CompletionRating,
@@ -28,6 +28,7 @@ from ..models import (
     Task,
     UseCase,
 )
+from . import screening
 from .prompts import prompts_ingest
 
 # Leases
@@ -39,12 +40,18 @@ def task_lease_next(*, labeler):
     with transaction.atomic():
         # Locking the profile serialises one labeler's requests: a double click gets one lease.
         profile = LabelerProfile.objects.select_for_update().filter(user=labeler).first()
-        if profile is None or profile.status != LabelerProfile.Status.ACTIVE:
-            raise ValidationError("Only active labelers receive tasks; an admin activates you after onboarding.")
+        check_may_work(profile)
         current = labeler.assignments.filter(state=Assignment.State.ACTIVE, lease_expires_at__gt=now).first()
         if current:
             return current
-        task = _lock_next_task(selectors.tasks_available_to(labeler=labeler, profile=profile, now=now), now)
+        available = selectors.tasks_available_to(labeler=labeler, profile=profile, now=now)
+        if profile.status == LabelerProfile.Status.ONBOARDING:
+            queues = [available.filter(is_practice=True)]
+        else:
+            regular, gold = available.filter(is_gold=False), available.filter(is_gold=True, is_practice=False)
+            # Gold tasks come at GOLD_TASK_RATE, looking like any other; they are scored on submit.
+            queues = [gold, regular] if random.random() < settings.GOLD_TASK_RATE else [regular]
+        task = next((found for queue in queues if (found := _lock_next_task(queue, now))), None)
         if task is None:
             return None
         prefetch_related_objects([task], "completions")  # for the shuffle here and the labeler's view after
@@ -55,6 +62,31 @@ def task_lease_next(*, labeler):
             lease_expires_at=now + timedelta(minutes=settings.LEASE_MINUTES),
             display_order=_shuffled_completions(task),
         )
+
+
+def check_may_work(profile, task=None):
+    """Production tasks are for active labelers who have read the newest guidelines; practice tasks are for
+    labelers in onboarding. Everyone else is told why not."""
+    Status = LabelerProfile.Status
+    status = profile.status if profile else None
+    if status == Status.ONBOARDING and (task is None or task.is_practice):
+        return
+    if status == Status.ACTIVE and (task is None or not task.is_practice):
+        pending = screening.guidelines_pending(profile)
+        if pending:
+            raise ValidationError(f"New guidelines (version {pending.version}) are out: read and acknowledge them "
+                                  "on your home page before more work.")
+        return
+    reasons = {
+        Status.SCREENING: "Take the screening test first; tasks come after an admin approves it.",
+        Status.SCREENED: "Your screening test is waiting for review; tasks come after an admin approves it.",
+        Status.ONBOARDING: "Finish onboarding first: the guidelines and the practice tasks.",
+        Status.PAUSED: "Your work is paused by an admin, so no tasks come to you for now.",
+        Status.OFFBOARDED: "You are no longer labeling for this project.",
+        Status.REJECTED: "Your application was not accepted, so no tasks come to you.",
+    }
+    raise ValidationError(reasons.get(status, "Only active labelers receive tasks; an admin activates you after "
+                                              "onboarding."))
 
 
 def _lock_next_task(candidates, now):
@@ -139,6 +171,7 @@ def _submit(assignment, labeler, time_spent_seconds, kind, save):
             return assignment
         if assignment.state == Assignment.State.SKIPPED:
             raise ValidationError("You skipped this task, so it can't be submitted.")
+        check_may_work(LabelerProfile.objects.filter(user=labeler).first(), assignment.task)
         if assignment.state == Assignment.State.EXPIRED or assignment.lease_expires_at <= now:
             _reclaim_slot(assignment, now)
         save(assignment)
@@ -146,9 +179,26 @@ def _submit(assignment, labeler, time_spent_seconds, kind, save):
         assignment.submitted_at = now
         lease_length = (now - assignment.leased_at).total_seconds()
         assignment.time_spent_seconds = max(0, min(int(time_spent_seconds or 0), int(lease_length) + 1))
-        assignment.save(update_fields=["state", "submitted_at", "time_spent_seconds"])
+        assignment.gold_score = gold_score(assignment) if assignment.task.is_gold else None
+        assignment.save(update_fields=["state", "submitted_at", "time_spent_seconds", "gold_score"])
         _close_if_done(assignment.task)
+    if assignment.task.is_practice:
+        screening.onboarding_advance(user=labeler)
     return assignment
+
+
+def gold_score(assignment):
+    """Agreement of a submitted result with the task's gold answer, 0 to 1; None where it can't be scored."""
+    task, gold = assignment.task, assignment.task.gold_answer or {}
+    if task.kind == Task.Kind.RANK_COMPLETIONS and gold.get("groups"):
+        return quality.pairwise_agreement(assignment.ranking.groups, gold["groups"])
+    if task.kind == Task.Kind.ANNOTATE_PROMPT and ("flags" in gold or "use_case" in gold):
+        annotation = assignment.annotation
+        checks = [getattr(annotation, name) == (name in gold.get("flags", [])) for name in PromptAnnotation.FLAGS]
+        if gold.get("use_case"):
+            checks.append(annotation.use_case == gold["use_case"])
+        return sum(checks) / len(checks)
+    return None
 
 
 def _reclaim_slot(assignment, now):

@@ -20,8 +20,10 @@ from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactor
 
 @pytest.fixture
 def alice(labeler, transactional_db):
-    LabelerProfile.objects.filter(user=labeler).update(status=LabelerProfile.Status.ACTIVE, languages=["en"])
-    Guidelines.objects.create(version=3, title="Ranking", body="## Ranking\n\nPrefer **helpful, honest** answers.")
+    guidelines = Guidelines.objects.create(version=3, title="Ranking",
+                                           body="## Ranking\n\nPrefer **helpful, honest** answers.")
+    LabelerProfile.objects.filter(user=labeler).update(status=LabelerProfile.Status.ACTIVE, languages=["en"],
+                                                       guidelines_acknowledged=guidelines)
     return labeler
 
 

@@ -65,9 +65,12 @@ def test_only_active_labelers_get_tasks(labeler):
     TaskFactory()
     with pytest.raises(ValidationError, match="Only active labelers"):
         lease(labeler)
-    LabelerProfile.objects.filter(user=labeler).update(status=LabelerProfile.Status.PAUSED)
-    with pytest.raises(ValidationError, match="Only active labelers"):
-        lease(labeler)
+    for status, says in [("screening", "Take the screening test"), ("screened", "waiting for review"),
+                         ("paused", "paused by an admin"), ("offboarded", "no longer labeling"),
+                         ("rejected", "not accepted")]:
+        LabelerProfile.objects.filter(user=labeler).update(status=status)
+        with pytest.raises(ValidationError, match=says):
+            lease(labeler)
 
 
 def test_a_task_once_had_is_never_offered_again(alice):
