@@ -1,7 +1,11 @@
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count, Q
+from django.utils import timezone
 
 from .models import (
     Assignment,
@@ -11,6 +15,7 @@ from .models import (
     Export,
     Guidelines,
     ImportJob,
+    Invitation,
     LabelerProfile,
     ModelVersion,
     Prompt,
@@ -18,9 +23,11 @@ from .models import (
     Ranking,
     ScreeningAttempt,
     ScreeningItem,
+    StatusChange,
     Task,
     TrainingRun,
 )
+from .services.screening import invitation_token
 
 admin.site.unregister(get_user_model())
 
@@ -34,6 +41,39 @@ class PeopleAdmin(UserAdmin):
         return readonly if request.user.is_superuser else [*readonly, "is_superuser", "user_permissions"]
 
 
+class StatusChangeInline(admin.TabularInline):
+    model = StatusChange
+    fields = ["changed_at", "old_status", "new_status", "reason", "changed_by"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    """Invite people by a single-use link that expires; send them the link shown after saving."""
+
+    list_display = ["id", "role", "note", "link", "expires_at", "used_at", "created_by"]
+    list_filter = ["role"]
+    fields = ["role", "note", "expires_at", "link", "used_by", "used_at", "created_by"]
+    readonly_fields = ["link", "used_by", "used_at", "created_by"]
+
+    def get_changeform_initial_data(self, request):
+        return {"expires_at": timezone.now() + timedelta(days=settings.INVITATION_DAYS)}
+
+    @admin.display(description="link")
+    def link(self, invitation):
+        return invitation.get_absolute_url() if invitation.token else "made when saved"
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.token, obj.created_by = invitation_token(), request.user
+        super().save_model(request, obj, form, change)
+
+
 @admin.register(LabelerProfile)
 class LabelerProfileAdmin(admin.ModelAdmin):
     list_display = ["user", "status", "languages", "flag_agreement", "ranking_agreement", "demonstration_score",
@@ -41,6 +81,7 @@ class LabelerProfileAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["user__username", "user__email"]
     raw_id_fields = ["user", "approved_by"]
+    inlines = [StatusChangeInline]
 
 
 @admin.register(Guidelines)

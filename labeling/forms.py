@@ -11,6 +11,7 @@ from .models import (
     ModelVersion,
     Prompt,
     PromptAnnotation,
+    ScreeningItem,
     TrainingRun,
     UseCase,
 )
@@ -216,3 +217,84 @@ class ExportForm(forms.Form):
 
 class TrainingStartForm(forms.Form):
     kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, label="Train")
+
+
+class AccountForm(forms.Form):
+    username = forms.RegexField(r"^[\w.@+-]{3,150}$", max_length=150,
+                                help_text="3 to 150 letters, digits and @ . + - _ — what you sign in with.")
+    email = forms.EmailField(required=False, help_text="Only admins see it; reviewers never do.")
+    password = forms.CharField(widget=forms.PasswordInput, min_length=8)
+
+
+# The self-assessment of the screening test: what a person is comfortable judging (InstructGPT, appendix B.1).
+TOPICS = ["health and medicine", "law", "finance", "politics", "religion", "sexuality", "violence and crime",
+          "mental health", "software", "science"]
+GROUPS = ["North American", "Latin American", "European", "African", "Middle Eastern", "South Asian",
+          "East Asian", "Southeast Asian", "Oceanian"]
+
+
+class ScreeningForm(forms.Form):
+    """The four parts, built from the active screening items."""
+
+    topics = forms.MultipleChoiceField(choices=[(t, t) for t in TOPICS], required=False,
+                                       widget=forms.CheckboxSelectMultiple,
+                                       label="Topics you are comfortable judging")
+    groups = forms.MultipleChoiceField(choices=[(g, g) for g in GROUPS], required=False,
+                                       widget=forms.CheckboxSelectMultiple,
+                                       label="Cultural groups whose norms you know well")
+    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
+                            label="Anything else we should know")
+
+    def __init__(self, items, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.items = items
+        flag_choices = [(name, name.replace("_", " ")) for name in ScreeningItem.SENSITIVE_FLAGS]
+        for item in items["sensitive_flags"]:
+            self.fields[f"flags_{item.pk}"] = forms.MultipleChoiceField(
+                choices=flag_choices, required=False, widget=forms.CheckboxSelectMultiple, label="Flags")
+        for item in items["ranking"]:
+            ranks = [(n, str(n)) for n in range(1, len(item.completions) + 1)]
+            for index in range(len(item.completions)):
+                self.fields[f"rank_{item.pk}_{index}"] = forms.TypedChoiceField(
+                    choices=[("", "—"), *ranks], coerce=int, label=f"Response {chr(ord('A') + index)}",
+                    error_messages={"required": "Give every response a rank."})
+        for item in items["demonstration"]:
+            self.fields[f"demo_{item.pk}"] = forms.CharField(
+                widget=forms.Textarea(attrs={"rows": 5}), label="Your reply",
+                error_messages={"required": "Write a reply to this prompt."})
+
+    def parts(self):
+        """Each item with its fields, part by part, for the page."""
+        return {
+            "flags": [(item, self[f"flags_{item.pk}"]) for item in self.items["sensitive_flags"]],
+            "rankings": [(item, [(chr(ord("A") + i), text, self[f"rank_{item.pk}_{i}"])
+                                 for i, text in enumerate(item.completions)]) for item in self.items["ranking"]],
+            "demonstrations": [(item, self[f"demo_{item.pk}"]) for item in self.items["demonstration"]],
+        }
+
+    def answers(self):
+        data = self.cleaned_data
+        rankings = {}
+        for item in self.items["ranking"]:
+            by_rank = {}
+            for index in range(len(item.completions)):
+                by_rank.setdefault(data[f"rank_{item.pk}_{index}"], []).append(index)
+            rankings[str(item.pk)] = [by_rank[rank] for rank in sorted(by_rank)]
+        return {
+            "flags": {str(item.pk): data[f"flags_{item.pk}"] for item in self.items["sensitive_flags"]},
+            "rankings": rankings,
+            "demonstrations": {str(item.pk): data[f"demo_{item.pk}"] for item in self.items["demonstration"]},
+            "self_assessment": {"topics": data["topics"], "groups": data["groups"], "notes": data["notes"]},
+        }
+
+
+class DecisionForm(forms.Form):
+    decision = forms.ChoiceField(choices=[("approve", "Approve: on to onboarding"), ("reject", "Reject")],
+                                 widget=forms.RadioSelect)
+    reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
+                             help_text="Needed to reject; kept with the decision.")
+
+
+class StatusForm(forms.Form):
+    status = forms.ChoiceField(choices=[("paused", "Pause"), ("active", "Resume"), ("offboarded", "Offboard")])
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}))

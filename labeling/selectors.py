@@ -3,6 +3,7 @@
 from datetime import timedelta
 from itertools import groupby
 
+from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, TruncDate
 from django.shortcuts import get_object_or_404
@@ -22,6 +23,7 @@ from .models import (
     PromptAnnotation,
     Ranking,
     Role,
+    ScreeningAttempt,
     Task,
     TrainingRun,
     UseCase,
@@ -210,10 +212,20 @@ def _progress(user, profile):
     }
 
 
+def guidelines_pending(profile):
+    """The newest guidelines if this labeler has not acknowledged them, else None."""
+    latest = Guidelines.objects.first()
+    return latest if latest and profile.guidelines_acknowledged_id != latest.pk else None
+
+
 def labeler_overview(user):
     profile, _ = LabelerProfile.objects.get_or_create(user=user)
+    practice = user.assignments.filter(task__is_practice=True, state=Assignment.State.SUBMITTED)
     return {
         "profile": profile,
+        "pending_guidelines": guidelines_pending(profile),
+        "practice_done": practice.count(),
+        "practice_needed": settings.ONBOARDING_PRACTICE_TASKS,
         "current": user.assignments.filter(state=Assignment.State.ACTIVE, lease_expires_at__gt=timezone.now()).first(),
         "submitted": user.assignments.filter(state=Assignment.State.SUBMITTED).count(),
         **_progress(user, profile),
@@ -244,6 +256,27 @@ def workspace_panel(labeler):
     """What the side panel of every task page shows: guidelines and today's progress."""
     profile = LabelerProfile.objects.get(user=labeler)
     return {"guidelines": Guidelines.objects.first(), **_progress(labeler, profile)}
+
+
+def practice_feedback(assignment):
+    """For a submitted practice task: the labeler's score, the researchers' answer and why."""
+    task, gold = assignment.task, assignment.task.gold_answer or {}
+    if not task.is_practice or assignment.state != Assignment.State.SUBMITTED:
+        return None
+    answer = ""
+    if task.kind == Task.Kind.RANK_COMPLETIONS and gold.get("groups"):
+        letters = {c.pk: chr(ord("A") + i) for i, c in enumerate(completions_in_order(assignment))}
+        answer = " > ".join(" = ".join(letters[cid] for cid in group) for group in gold["groups"])
+    elif task.kind == Task.Kind.ANNOTATE_PROMPT:
+        flags = [PromptAnnotation._meta.get_field(name).verbose_name for name in gold.get("flags", [])]
+        answer = f"use case {gold.get('use_case', '—')}; flags: {', '.join(flags) or 'none'}"
+    return {"score": assignment.gold_score, "answer": answer, "explanation": gold.get("explanation", "")}
+
+
+def review_queue():
+    """Screening attempts waiting for a decision, oldest first. Reviewers see them by number only."""
+    return ScreeningAttempt.objects.filter(decision=ScreeningAttempt.Decision.PENDING,
+                                           submitted_at__isnull=False).order_by("submitted_at")
 
 
 def result_of(assignment):

@@ -5,6 +5,12 @@ from . import views
 urlpatterns = [
     path("", views.start, name="start"),
     path("no-role/", views.no_role, name="no-role"),
+    path("join/<str:token>/", views.join, name="join"),
+    path("apply/", views.apply, name="apply"),
+    path("work/screening/", views.screening, name="screening"),
+    path("work/guidelines/acknowledge/", views.guidelines_acknowledge, name="guidelines-acknowledge"),
+    path("review/", views.review_queue, name="review-queue"),
+    path("review/<int:pk>/", views.review, name="review"),
     path("account/token/", views.api_token, name="api-token"),
     path("work/", views.labeler_home, name="labeler-home"),
     path("work/next/", views.work_next, name="work-next"),

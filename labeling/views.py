@@ -2,6 +2,7 @@ import json
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import FileResponse, Http404, JsonResponse
@@ -11,22 +12,121 @@ from rest_framework.authtoken.models import Token
 
 from . import charts, selectors, services
 from .forms import (
+    AccountForm,
     AnnotationForm,
+    DecisionForm,
     DemonstrationForm,
     ExportForm,
     ImportForm,
     RankingForm,
+    ScreeningForm,
     SkipForm,
     TrainingStartForm,
     WritePromptForm,
 )
-from .models import Assignment, Export, Role, Task
+from .models import Assignment, Export, LabelerProfile, Role, ScreeningAttempt, Task
 from .permissions import has_role, role_required, roles_of
 
 
 @login_required
 def start(request):
     return redirect(selectors.start_url_for(request.user))
+
+
+def join(request, token):
+    """An invitation link: make an account with the role it grants."""
+    try:
+        invitation = services.invitation_check(token)
+    except ValidationError as exc:
+        return render(request, "labeling/join.html", {"refused": " ".join(exc.messages)}, status=400)
+    return _account_page(request, token=token, role=invitation.get_role_display())
+
+
+def apply(request):
+    if not settings.OPEN_APPLICATIONS:
+        raise Http404("Applications are by invitation only.")
+    return _account_page(request, token=None, role="Labeler")
+
+
+def _account_page(request, *, token, role):
+    form = AccountForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = services.account_create(token=token, **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)  # a dict of errors lands on its fields
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("start")
+    return render(request, "labeling/join.html", {"form": form, "role": role}, status=400 if form.errors else 200)
+
+
+@role_required(Role.LABELER)
+def screening(request):
+    profile = LabelerProfile.objects.get(user=request.user)
+    if profile.status != LabelerProfile.Status.SCREENING:
+        return redirect("labeler-home")
+    form = ScreeningForm(services.screening_items(), request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.screening_submit(user=request.user, answers=form.answers())
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "Thank you: your test is in. An admin reviews it, usually within a few days.")
+            return redirect("labeler-home")
+    return render(request, "labeling/screening.html", {"form": form, "parts": form.parts()},
+                  status=400 if form.errors else 200)
+
+
+@require_POST
+@role_required(Role.LABELER)
+def guidelines_acknowledge(request):
+    try:
+        services.guidelines_acknowledge(user=request.user, version=int(request.POST.get("version", 0)))
+    except (ValidationError, ValueError) as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+    return redirect("labeler-home")
+
+
+@role_required(Role.ADMIN)
+def review_queue(request):
+    rows = [(attempt, services.cutoffs(attempt)) for attempt in selectors.review_queue()]
+    return render(request, "labeling/review_queue.html", {"rows": rows})
+
+
+@role_required(Role.ADMIN)
+def review(request, pk):
+    """One applicant, by number only: scores against the cutoffs, every answer beside the researchers', grading
+    of the written replies, and the decision."""
+    attempt = get_object_or_404(ScreeningAttempt.objects.select_related("decided_by"), pk=pk)
+    decision_form = DecisionForm(request.POST if request.POST.get("action") == "decide" else None)
+    if request.method == "POST":
+        try:
+            if request.POST.get("action") == "grade":
+                grades = {key.removeprefix("grade_"): value for key, value in request.POST.items()
+                          if key.startswith("grade_")}
+                services.screening_grade(attempt=attempt, grades=grades, graded_by=request.user)
+                messages.success(request, "Grades saved.")
+                return redirect("review", pk=attempt.pk)
+            if decision_form.is_valid():
+                services.screening_decide(attempt=attempt, approve=decision_form.cleaned_data["decision"] == "approve",
+                                          reason=decision_form.cleaned_data["reason"], decided_by=request.user)
+                messages.success(request, f"Applicant #{attempt.pk}: {attempt.decision}.")
+                return redirect("review-queue")
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+    items = services.screening_items()
+    answers = attempt.answers
+    context = {
+        "attempt": attempt, "cutoffs": services.cutoffs(attempt), "decision_form": decision_form,
+        "flags": [(item, answers.get("flags", {}).get(str(item.pk), [])) for item in items["sensitive_flags"]],
+        "rankings": [(item, answers.get("rankings", {}).get(str(item.pk), [])) for item in items["ranking"]],
+        "demonstrations": [(item, answers.get("demonstrations", {}).get(str(item.pk), ""),
+                            answers.get("grades", {}).get(str(item.pk))) for item in items["demonstration"]],
+        "self_assessment": answers.get("self_assessment", {}),
+    }
+    return render(request, "labeling/review.html", context, status=400 if decision_form.errors else 200)
 
 
 @login_required
@@ -108,6 +208,8 @@ def assignment(request, pk):
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
+            if assignment.task.is_practice:  # feedback at once: the researchers' answer and why
+                return redirect("my-work-detail", pk=assignment.pk)
             messages.success(request, "Saved. Here is your next task.")
             return _to_next_task(request)
     context = {
@@ -159,6 +261,7 @@ def my_work_detail(request, pk):
     assignment = selectors.assignment_of(request.user, pk)
     return render(request, "labeling/work/my_work_detail.html", {
         "assignment": assignment, "task": assignment.task, **selectors.result_of(assignment),
+        "feedback": selectors.practice_feedback(assignment),
     })
 
 

@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from .. import quality
+from .. import quality, selectors
 from ..models import (
     Assignment,
     Guidelines,
@@ -39,9 +39,13 @@ MANUAL_MOVES = {
 }
 
 
+def invitation_token():
+    return secrets.token_urlsafe(32)
+
+
 def invitation_create(*, role=Role.LABELER, created_by=None, note="", days=None):
     return Invitation.objects.create(
-        token=secrets.token_urlsafe(32), role=role, note=note, created_by=created_by,
+        token=invitation_token(), role=role, note=note, created_by=created_by,
         expires_at=timezone.now() + timedelta(days=days or settings.INVITATION_DAYS),
     )
 
@@ -195,17 +199,11 @@ def guidelines_acknowledge(*, user, version):
     onboarding_advance(user=user)
 
 
-def guidelines_pending(profile):
-    """The newest guidelines if this labeler has not acknowledged them, else None."""
-    latest = Guidelines.objects.first()
-    return latest if latest and profile.guidelines_acknowledged_id != latest.pk else None
-
-
 def onboarding_advance(*, user):
     """An onboarding labeler who has read the guidelines and done the practice becomes active."""
     with transaction.atomic():
         profile = LabelerProfile.objects.select_for_update().filter(user=user, status=Status.ONBOARDING).first()
-        if profile is None or guidelines_pending(profile):
+        if profile is None or selectors.guidelines_pending(profile):
             return False
         done = Assignment.objects.filter(labeler=user, task__is_practice=True,
                                          state=Assignment.State.SUBMITTED).count()

@@ -69,13 +69,13 @@ def check_may_work(profile, task=None):
     labelers in onboarding. Everyone else is told why not."""
     Status = LabelerProfile.Status
     status = profile.status if profile else None
-    if status == Status.ONBOARDING and (task is None or task.is_practice):
-        return
-    if status == Status.ACTIVE and (task is None or not task.is_practice):
-        pending = screening.guidelines_pending(profile)
+    allowed = (status == Status.ONBOARDING and (task is None or task.is_practice)) or (
+        status == Status.ACTIVE and (task is None or not task.is_practice))
+    if allowed:
+        pending = selectors.guidelines_pending(profile)
         if pending:
-            raise ValidationError(f"New guidelines (version {pending.version}) are out: read and acknowledge them "
-                                  "on your home page before more work.")
+            raise ValidationError(f"Read and acknowledge the guidelines (version {pending.version}) on your home "
+                                  "page before more work.")
         return
     reasons = {
         Status.SCREENING: "Take the screening test first; tasks come after an admin approves it.",
