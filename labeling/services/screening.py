@@ -74,13 +74,15 @@ def account_create(*, username, password, email="", token=None):
         elif not settings.OPEN_APPLICATIONS:
             raise ValidationError("Applications are by invitation only.")
         User = get_user_model()
+        user, problems = User(username=username, email=email), {}
         if User.objects.filter(username__iexact=username).exists():
-            raise ValidationError({"username": "That username is taken; choose another."})
-        user = User(username=username, email=email)
+            problems["username"] = "That username is taken; choose another."
         try:
             validate_password(password, user)
         except ValidationError as exc:
-            raise ValidationError({"password": exc.messages}) from None
+            problems["password"] = exc.messages
+        if problems:
+            raise ValidationError(problems)
         user.set_password(password)
         user.save()
         role = invitation.role if invitation else Role.LABELER
