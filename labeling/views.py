@@ -121,12 +121,18 @@ def review(request, pk):
     context = {
         "attempt": attempt, "cutoffs": services.cutoffs(attempt), "decision_form": decision_form,
         "flags": [(item, answers.get("flags", {}).get(str(item.pk), [])) for item in items["sensitive_flags"]],
-        "rankings": [(item, answers.get("rankings", {}).get(str(item.pk), [])) for item in items["ranking"]],
+        "rankings": [(item, _letters(answers.get("rankings", {}).get(str(item.pk), [])),
+                      _letters(item.gold.get("groups", []))) for item in items["ranking"]],
         "demonstrations": [(item, answers.get("demonstrations", {}).get(str(item.pk), ""),
                             answers.get("grades", {}).get(str(item.pk))) for item in items["demonstration"]],
         "self_assessment": answers.get("self_assessment", {}),
     }
     return render(request, "labeling/review.html", context, status=400 if decision_form.errors else 200)
+
+
+def _letters(groups):
+    """[[0], [1, 2]] -> "A > B = C": a screening ranking as the applicant saw it."""
+    return " > ".join(" = ".join(chr(ord("A") + i) for i in group) for group in groups) or "—"
 
 
 @login_required
