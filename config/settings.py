@@ -209,6 +209,9 @@ SCREENING_RANKING_CUTOFF = env_float("SCREENING_RANKING_CUTOFF", 0.75, minimum=0
 SCREENING_DEMONSTRATION_CUTOFF = env_float("SCREENING_DEMONSTRATION_CUTOFF", 6.0, minimum=1, maximum=7)
 ONBOARDING_PRACTICE_TASKS = env_int("ONBOARDING_PRACTICE_TASKS", 3, minimum=0)
 GOLD_TASK_RATE = env_float("GOLD_TASK_RATE", 0.05, minimum=0, maximum=1)
+# Labelers below either are highlighted on the team page.
+QUALITY_MIN_GOLD_ACCURACY = env_float("QUALITY_MIN_GOLD_ACCURACY", 0.7, minimum=0, maximum=1)
+QUALITY_MIN_AGREEMENT = env_float("QUALITY_MIN_AGREEMENT", 0.6, minimum=0, maximum=1)
 
 # The loop: sampling completions and training on the collected data (the `gpu` queue).
 # The model the first policy and SFT versions are; any local Hugging Face folder.

@@ -69,12 +69,13 @@ def line_chart(title, labels, series, *, y_max=None, y_format="{:.2f}".format):
     return _frame(title, body, y_max, y_format)
 
 
-def stacked_bars(title, labels, series, *, y_format="{:.0f}".format):
-    """Vertical bars per x label, stacked by series; `series` maps a name to counts."""
+def stacked_bars(title, labels, series, *, y_max=None, y_format="{:.0f}".format):
+    """Vertical bars per x label, stacked by series; `series` maps a name to counts (None draws nothing)."""
+    series = {name: [value or 0 for value in points] for name, points in series.items()}
     totals = [sum(points[n] for points in series.values()) for n in range(len(labels))]
     if not labels or not any(totals):
         return format_html('<p class="empty">{}</p>', "Nothing to draw yet.")
-    y_max = -(-max(totals) // 4) * 4  # whole numbers on the four ticks
+    y_max = y_max or -(-max(totals) // 4) * 4  # whole numbers on the four ticks
     span = (WIDTH - LEFT - 10) / len(labels)
     bars = []
     for n in range(len(labels)):
@@ -90,5 +91,5 @@ def stacked_bars(title, labels, series, *, y_format="{:.0f}".format):
                 ))
                 bottom += value
     xs = [LEFT + 5 + span * (n + 0.4) for n in range(len(labels))]
-    body = mark_safe("".join(bars)) + _x_labels(labels, xs) + _legend(series)
+    body = mark_safe("".join(bars)) + _x_labels(labels, xs) + (_legend(series) if len(series) > 1 else mark_safe(""))
     return _frame(title, body, y_max, y_format)

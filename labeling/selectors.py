@@ -1,9 +1,12 @@
 """Reads, scoped to the user who asks."""
 
+import statistics
+from collections import defaultdict
 from datetime import timedelta
-from itertools import groupby
+from itertools import combinations, groupby
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, TruncDate
 from django.shortcuts import get_object_or_404
@@ -14,6 +17,7 @@ from . import quality
 from .models import (
     Assignment,
     Completion,
+    CompletionRating,
     Export,
     Guidelines,
     ImportJob,
@@ -105,11 +109,13 @@ def agreement_by_week():
     return [(week, sum(scores) / len(scores), len(scores)) for week, scores in sorted(weeks.items())]
 
 
-def throughput_by_day(days):
-    """Results submitted per day and task kind over the last `days` days, and their totals."""
+def throughput_by_day(days, labeler=None):
+    """Results submitted per day and task kind over the last `days` days (by everyone, or one labeler)."""
     today = timezone.now().date()
     dates = [today - timedelta(days=n) for n in range(days - 1, -1, -1)]
     submitted = Assignment.objects.filter(state=Assignment.State.SUBMITTED, submitted_at__date__gte=dates[0])
+    if labeler is not None:
+        submitted = submitted.filter(labeler=labeler)
     counts = submitted.order_by().values_list(TruncDate("submitted_at"), "task__kind").annotate(n=Count("id"))
     table = {(day, kind): n for day, kind, n in counts}
     series = {label: [table.get((day, kind), 0) for day in dates] for kind, label in Task.Kind.choices}
@@ -296,3 +302,94 @@ def result_of(assignment):
             "outputs": [(letters[c.pk], c, ratings.get(c.pk)) for c in completions_in_order(assignment)],
         }
     return {"annotation": getattr(assignment, "annotation", None)}
+
+
+# Quality of labelers in production
+
+def quality_report():
+    """Agreement on overlap work, overall and per labeler, with gold accuracy, pace and skips.
+
+    Rankings: InstructGPT's pairwise agreement and Kendall's tau-b between every two labelers of a task;
+    their 1-7 ratings: Krippendorff's alpha (ordinal) over each (task, completion); prompt annotations:
+    alpha (nominal) over each (prompt, flag).
+    """
+    peers, taus, weekly = defaultdict(list), [], defaultdict(lambda: defaultdict(list))
+    overlap = Ranking.objects.values("task_id").annotate(n=Count("id")).filter(n__gt=1).values("task_id")
+    found = Ranking.objects.filter(task_id__in=overlap).order_by("task_id").values_list(
+        "task_id", "labeler_id", "groups", "created_at")
+    for _, rows in groupby(found.iterator(chunk_size=2000), key=lambda row: row[0]):
+        rows = list(rows)
+        for (_, a, groups_a, at_a), (_, b, groups_b, at_b) in combinations(rows, 2):
+            score = quality.pairwise_agreement(groups_a, groups_b)
+            if score is None:
+                continue
+            taus.append(quality.kendall_tau_b(groups_a, groups_b))
+            for labeler, at in ((a, at_a), (b, at_b)):
+                peers[labeler].append(score)
+                weekly[labeler][_week(at)].append(score)
+    rating_units = defaultdict(list)
+    for task_id, completion_id, rating in CompletionRating.objects.filter(
+        ranking__task_id__in=overlap).values_list("ranking__task_id", "completion_id", "rating"):
+        rating_units[(task_id, completion_id)].append(rating)
+    annotated = PromptAnnotation.objects.values("prompt_id").annotate(n=Count("id")).filter(n__gt=1)
+    flag_units = defaultdict(list)
+    for prompt_id, *flags in PromptAnnotation.objects.filter(prompt_id__in=annotated.values("prompt_id")).values_list(
+            "prompt_id", *PromptAnnotation.FLAGS):
+        for name, value in zip(PromptAnnotation.FLAGS, flags, strict=True):
+            flag_units[(prompt_id, name)].append(value)
+    all_scores = [s for scores in peers.values() for s in scores]
+    taus = [t for t in taus if t is not None]
+    return {
+        "overall": {
+            "ranking_agreement": _mean(all_scores),
+            "kendall_tau_b": _mean(taus),
+            "rating_alpha": quality.krippendorff_alpha(rating_units.values(), "ordinal"),
+            "flag_alpha": quality.krippendorff_alpha(flag_units.values(), "nominal"),
+            "overlap_pairs": len(all_scores) // 2,
+        },
+        "labelers": _labeler_rows(peers),
+        "weekly": {labeler: sorted((week, _mean(scores)) for week, scores in weeks.items())
+                   for labeler, weeks in weekly.items()},
+    }
+
+
+def _labeler_rows(peers):
+    """One row per labeler: output, pace, skips, gold accuracy, agreement with peers; flagged when below."""
+    assignments = Assignment.objects.filter(labeler__groups__name=Role.LABELER)
+    counts = defaultdict(dict)
+    for labeler_id, state, n in assignments.order_by().values_list("labeler_id", "state").annotate(n=Count("id")):
+        counts[labeler_id][state] = n
+    gold = defaultdict(list)
+    times = defaultdict(list)
+    for labeler_id, seconds, score, is_gold, practice in assignments.filter(
+            state=Assignment.State.SUBMITTED).values_list(
+            "labeler_id", "time_spent_seconds", "gold_score", "task__is_gold", "task__is_practice"):
+        times[labeler_id].append(seconds)
+        if is_gold and not practice and score is not None:
+            gold[labeler_id].append(score)
+    rows = []
+    users = get_user_model().objects.filter(groups__name=Role.LABELER).select_related("labeler_profile")
+    for user in users.order_by("username"):
+        submitted = counts[user.pk].get(Assignment.State.SUBMITTED, 0)
+        skipped = counts[user.pk].get(Assignment.State.SKIPPED, 0)
+        row = {
+            "user": user, "status": user.labeler_profile.status, "submitted": submitted,
+            "skip_rate": skipped / (submitted + skipped) if submitted + skipped else None,
+            "median_seconds": statistics.median(times[user.pk]) if times[user.pk] else None,
+            "gold_accuracy": _mean(gold[user.pk]), "gold_tasks": len(gold[user.pk]),
+            "agreement": _mean(peers.get(user.pk, [])), "overlap_pairs": len(peers.get(user.pk, [])),
+        }
+        row["below"] = [name for name, value, floor in (
+            ("gold accuracy", row["gold_accuracy"], settings.QUALITY_MIN_GOLD_ACCURACY),
+            ("agreement", row["agreement"], settings.QUALITY_MIN_AGREEMENT)) if value is not None and value < floor]
+        rows.append(row)
+    return rows
+
+
+def _week(moment):
+    day = moment.date()
+    return day - timedelta(days=day.weekday())
+
+
+def _mean(values):
+    return sum(values) / len(values) if values else None

@@ -21,6 +21,7 @@ from .forms import (
     RankingForm,
     ScreeningForm,
     SkipForm,
+    StatusForm,
     TrainingStartForm,
     WritePromptForm,
 )
@@ -457,3 +458,54 @@ def training_run_cancel(request, pk):
 @role_required(Role.RESEARCHER)
 def model_versions(request):
     return render(request, "labeling/model_versions.html", {"kinds": selectors.model_versions_by_kind()})
+
+
+
+# Quality of labelers in production
+
+@role_required(Role.ADMIN)
+def team_quality(request):
+    report = selectors.quality_report()
+    rows = report["labelers"]
+    names = [row["user"].username for row in rows]
+    percent = "{:.0%}".format
+    context = {
+        "report": report, "rows": rows,
+        "chart_agreement": charts.stacked_bars("Agreement with peers", names,
+                                               {"agreement": [row["agreement"] for row in rows]},
+                                               y_max=1, y_format=percent),
+        "chart_gold": charts.stacked_bars("Gold accuracy", names, {"gold": [row["gold_accuracy"] for row in rows]},
+                                          y_max=1, y_format=percent),
+        "floors": {"gold": settings.QUALITY_MIN_GOLD_ACCURACY, "agreement": settings.QUALITY_MIN_AGREEMENT},
+    }
+    return render(request, "labeling/team_quality.html", context)
+
+
+@role_required(Role.ADMIN)
+def labeler_quality(request, pk):
+    profile = get_object_or_404(LabelerProfile.objects.select_related("user"), user_id=pk)
+    form = StatusForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.labeler_set_status(profile=profile, status=form.cleaned_data["status"],
+                                        reason=form.cleaned_data["reason"], changed_by=request.user)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"{profile.user.username} is now {form.cleaned_data['status']}.")
+            return redirect("labeler-quality", pk=pk)
+    report = selectors.quality_report()
+    row = next((r for r in report["labelers"] if r["user"].pk == profile.user_id), None)
+    weekly = report["weekly"].get(profile.user_id, [])
+    throughput = selectors.throughput_by_day(30, labeler=profile.user)
+    context = {
+        "profile": profile, "row": row, "form": form, "weekly": weekly,
+        "history": profile.status_changes.select_related("changed_by"),
+        "chart_weekly": charts.line_chart("Agreement with peers by week", [w.strftime("%d %b") for w, _ in weekly],
+                                          {"agreement": [a for _, a in weekly]}, y_max=1, y_format="{:.0%}".format),
+        "chart_throughput": charts.stacked_bars("Results submitted per day",
+                                                [d.strftime("%d %b") for d in throughput["dates"]],
+                                                throughput["series"]),
+        "throughput": throughput,
+    }
+    return render(request, "labeling/labeler_quality.html", context, status=400 if form.errors else 200)

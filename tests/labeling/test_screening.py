@@ -9,7 +9,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labeling import services
+from labeling import selectors, services
 from labeling.models import (
     Assignment,
     Guidelines,
@@ -272,3 +272,37 @@ def test_a_paused_labeler_cannot_submit_a_lease_they_still_hold(labeler):
     LabelerProfile.objects.filter(user=labeler).update(status="paused")
     with pytest.raises(ValidationError, match="paused"):
         services.annotation_submit(assignment=assignment, labeler=labeler, flags={}, use_case="chat", language="en")
+
+
+def test_the_team_page_measures_agreement_and_highlights_labelers_below_the_floor(client, admin_user, settings):
+    settings.QUALITY_MIN_AGREEMENT = 0.6
+    ann, ben, cat = (UserFactory(username=name, role="labeler") for name in ("ann", "ben", "cat"))
+    for _ in range(2):
+        task = ranking_task(k=3)
+        ids = list(task.completions.order_by("id").values_list("id", flat=True))
+        for person, order in [(ann, ids), (ben, ids), (cat, ids[::-1])]:
+            services.ranking_save(task=task, labeler=person, groups=[[i] for i in order],
+                                  ratings={i: {"rating": 1 + ids.index(i) * 3} for i in ids})
+    report = selectors.quality_report()
+    rows = {row["user"].username: row for row in report["labelers"]}
+    assert rows["ann"]["agreement"] == 0.5  # agrees fully with ben, not at all with cat
+    assert rows["cat"]["agreement"] == 0.0 and rows["cat"]["below"] == ["agreement"]
+    assert rows["ann"]["below"] == ["agreement"]
+    assert report["overall"]["ranking_agreement"] == pytest.approx(1 / 3)  # per pair of labelers: 1, 0, 0
+    assert report["overall"]["kendall_tau_b"] == pytest.approx((1 - 1 - 1) / 3)
+    assert report["overall"]["rating_alpha"] == 1.0  # everyone rated each completion alike
+    client.force_login(admin_user)
+    page = client.get(reverse("team-quality")).content.decode()
+    assert page.count('<tr class="below">') == 3 and 'aria-label="Agreement with peers"' in page
+    labeler_page = client.get(reverse("labeler-quality", args=[cat.pk]))
+    assert labeler_page.status_code == 200 and "Below the team's floor on agreement" in labeler_page.content.decode()
+
+
+def test_an_admin_pauses_a_labeler_from_their_page(client, admin_user, labeler):
+    LabelerProfile.objects.filter(user=labeler).update(status="active")
+    client.force_login(admin_user)
+    refused = client.post(reverse("labeler-quality", args=[labeler.pk]), {"status": "paused", "reason": ""})
+    assert refused.status_code == 400
+    client.post(reverse("labeler-quality", args=[labeler.pk]), {"status": "paused", "reason": "Gold accuracy 40%."})
+    profile = LabelerProfile.objects.get(user=labeler)
+    assert profile.status == "paused" and profile.status_changes.get().changed_by == admin_user

@@ -23,21 +23,25 @@ PAGES = {
     "training-run": {"researcher", "admin"},
     "training-run-progress": {"researcher", "admin"},
     "model-versions": {"researcher", "admin"},
+    "review-queue": {"admin"},
+    "team-quality": {"admin"},
+    "labeler-quality": {"admin"},
     "admin:index": {"admin"},
     "admin:labeling_prompt_changelist": {"admin"},
 }
 
 
 @pytest.fixture
-def job(researcher):
-    """An import job, an export and a training run, for the pages about one of them."""
+def job(researcher, labeler):
+    """An import job, an export, a training run and a labeler, for the pages about one of them."""
     return {"import": ImportJob.objects.create(filename="p.jsonl", format="jsonl", created_by=researcher).pk,
             "export": Export.objects.create(kind="rankings", created_by=researcher).pk,
-            "run": TrainingRun.objects.create(kind="reward").pk}
+            "run": TrainingRun.objects.create(kind="reward").pk, "labeler": labeler.pk}
 
 
 ABOUT = {"import-detail": "import", "import-progress": "import", "export-detail": "export",
-         "export-progress": "export", "training-run": "run", "training-run-progress": "run"}
+         "export-progress": "export", "training-run": "run", "training-run-progress": "run",
+         "labeler-quality": "labeler"}
 
 
 def url_of(name, job):
