@@ -119,6 +119,18 @@ class RankedTasks(Source):
                     continue
             yield task_id, task_rows
 
+    def stored_consensus(self, batch):
+        """{task id: (groups, labelers)}: the consensus stored when each task was completed."""
+        return {pk: (groups, required) for pk, groups, required in Task.objects.filter(
+            pk__in=[task_id for task_id, _ in batch], consensus__isnull=False,
+        ).values_list("pk", "consensus", "required_annotations")}
+
+    @staticmethod
+    def consensus_of(task_id, orders, stored):
+        """The stored consensus when every ranking of the task is in the export, else one of those that are."""
+        groups, labelers = stored.get(task_id, (None, 0))
+        return groups if groups and len(orders) >= labelers else quality.ranked_pairs_consensus(orders)
+
     def prompt_of(self, row, style):
         text, turns = row[5], row[6]
         return text if style == "standard" else as_messages(text, turns)
@@ -140,13 +152,14 @@ class PreferencePairs(RankedTasks):
         mode = self.filters.get("overlap", "every")
         for batch in batched(self.tasks(()), BATCH // 4):
             texts = completion_texts(row for _, rows in batch for row in rows)
-            for _, rankings in batch:
+            stored = self.stored_consensus(batch) if mode == "consensus" else {}
+            for task_id, rankings in batch:
                 prompt = self.prompt_of(rankings[0], self.style)
                 orders = [row[3] for row in rankings]
                 if mode == "every" or len(orders) == 1:
                     pairs = [p for groups in orders for p in _with_distance([groups], quality.ranked_pairs_of(groups))]
                 elif mode == "consensus":
-                    consensus = quality.ranked_pairs_consensus(orders)
+                    consensus = self.consensus_of(task_id, orders, stored)
                     pairs = _with_distance([consensus], quality.ranked_pairs_of(consensus))
                 else:
                     pairs = _with_distance(orders, quality.unanimous_pairs(orders))
@@ -204,10 +217,11 @@ class Rankings(RankedTasks):
             rows = [row for _, rankings in batch for row in rankings]
             completions = completion_details(rows)
             ratings = {} if consensus else ratings_of([row[1] for row in rows])
-            for _, rankings in batch:
+            stored = self.stored_consensus(batch) if consensus else {}
+            for task_id, rankings in batch:
                 agreement = quality.mean_agreement([row[3] for row in rankings])
                 if consensus and len(rankings) > 1:
-                    groups = quality.ranked_pairs_consensus([row[3] for row in rankings])
+                    groups = self.consensus_of(task_id, [row[3] for row in rankings], stored)
                     yield self.row(rankings[0], groups, completions, {}, agreement, len(rankings), consensus=True)
                 else:
                     for row in rankings:

@@ -34,6 +34,10 @@ class Task(models.Model):
                   'with an optional "explanation" shown after practice.',
     )
     state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    consensus = models.JSONField(
+        null=True, blank=True,
+        help_text="For a ranking task done by several labelers: their consensus by Tideman's ranked pairs.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

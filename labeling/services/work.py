@@ -215,7 +215,11 @@ def _close_if_done(task):
         Assignment.objects.filter(task=OuterRef("pk"), state=Assignment.State.SUBMITTED)
         .order_by().values("task").annotate(n=Count("pk")).values("n")
     )
-    Task.objects.filter(pk=task.pk, required_annotations__lte=Subquery(submitted)).update(state=Task.State.COMPLETED)
+    closed = Task.objects.filter(pk=task.pk, required_annotations__lte=Subquery(submitted)).update(
+        state=Task.State.COMPLETED)
+    if closed and task.kind == Task.Kind.RANK_COMPLETIONS and task.required_annotations > 1:
+        orders = list(Ranking.objects.filter(task=task).values_list("groups", flat=True))
+        Task.objects.filter(pk=task.pk).update(consensus=quality.ranked_pairs_consensus(orders))
 
 
 # Results

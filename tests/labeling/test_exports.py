@@ -366,3 +366,16 @@ def test_annotations_export_flat_rows_as_csv(researcher, labeler):
     (row,) = list(csv.DictReader(open(export.file.path)))
     assert (row["prompt_id"], row["use_case"], row["ambiguous"], row["closed_domain"]) == (
         str(prompt.pk), "brainstorming", "True", "False")
+
+
+def test_a_consensus_export_uses_the_consensus_stored_with_the_task(researcher, three_labelers):
+    task = overlap_task(three_labelers, [[[0], [1], [2], [3]]] * 3)
+    a, b, c, d = ids(task)
+    task.required_annotations, task.consensus = 3, [[d], [c], [b], [a]]  # stored when the task completed
+    task.save()
+    (row,) = read(build(researcher, "rankings", overlap="consensus"))
+    assert [row["completions"][group[0]]["id"] for group in row["ranks"]] == [d, c, b, a]
+    LabelerProfile.objects.filter(user=three_labelers[0]).update(status="paused")
+    LabelerProfile.objects.filter(user__in=three_labelers[1:]).update(status="active")
+    (row,) = read(build(researcher, "rankings", overlap="consensus", labeler_status=["active"]))
+    assert [row["completions"][group[0]]["id"] for group in row["ranks"]] == [a, b, c, d]  # two of three: computed

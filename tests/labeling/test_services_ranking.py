@@ -107,3 +107,21 @@ def test_ranking_the_same_task_twice_is_refused_plainly(labeler):
     services.ranking_save(task=task, labeler=labeler, groups=[ids(task)], ratings=ratings_for(ids(task)))
     with pytest.raises(ValidationError, match="already ranked"):
         services.ranking_save(task=task, labeler=labeler, groups=[ids(task)], ratings=ratings_for(ids(task)))
+
+
+def test_an_overlap_task_stores_its_consensus_when_the_last_ranking_comes_in(labeler, other_labeler):
+    from labeling.models import LabelerProfile, Task
+    from tests.factories import UserFactory
+
+    third = UserFactory(username="cleo", role="labeler")
+    LabelerProfile.objects.update(status="active")
+    task = ranking_task(k=3)
+    task.required_annotations = 3
+    task.save()
+    a, b, c = ids(task)
+    for person, groups in [(labeler, [[a], [b], [c]]), (other_labeler, [[b], [c], [a]]), (third, [[c], [a], [b]])]:
+        assignment = services.task_lease_next(labeler=person)
+        assert Task.objects.get(pk=task.pk).consensus is None
+        services.ranking_submit(assignment=assignment, labeler=person, groups=groups, ratings=ratings_for([a, b, c]))
+    task.refresh_from_db()
+    assert task.state == "completed" and task.consensus == [[a], [b], [c]]  # the cycle broken at C > A
