@@ -29,6 +29,7 @@ from .screening import (
     screening_decide,
     screening_grade,
     screening_items,
+    screening_items_import,
     screening_submit,
 )
 from .training import (
@@ -63,6 +64,7 @@ __all__ = [
     "screening_decide",
     "screening_grade",
     "screening_items",
+    "screening_items_import",
     "screening_submit",
     "IntakeReport",
     "completions_sample",

@@ -5,6 +5,7 @@ on sensitive-content flags and on rankings, demonstrations for sensitive prompts
 self-assessment; then guidelines and practice before production work.
 """
 
+import json
 import secrets
 from datetime import timedelta
 
@@ -239,3 +240,48 @@ def _move(profile, status, reason, changed_by=None):
 
 def _mean(values):
     return sum(values) / len(values) if values else None
+
+
+def screening_items_import(*, lines, created_by=None):
+    """Screening items from JSONL, all or none: a file with a bad row is refused with every bad line named.
+
+    A row: {"part": "sensitive_flags" | "ranking" | "demonstration", "prompt": "...", "completions": [...],
+    "gold": {"flags": [...]} or {"groups": [[0], [1, 2]]}, "explanation": "..."}.
+    """
+    items, problems = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(_screening_item(json.loads(line), created_by))
+        except (json.JSONDecodeError, TypeError, AttributeError):
+            problems.append(f"line {number}: not a JSON object")
+        except ValidationError as exc:
+            problems.append(f"line {number}: {' '.join(exc.messages)}")
+    if problems:
+        raise ValidationError(f"Nothing was imported; fix these rows: {'; '.join(problems[:20])}.")
+    if not items:
+        raise ValidationError("The file holds no screening items.")
+    return ScreeningItem.objects.bulk_create(items)
+
+
+def _screening_item(row, created_by):
+    part, prompt = row.get("part"), row.get("prompt")
+    completions, gold = row.get("completions", []), row.get("gold", {})
+    if part not in Part.values:
+        raise ValidationError(f"`part` must be one of {', '.join(Part.values)}.")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValidationError("`prompt` must be non-empty text.")
+    if not isinstance(completions, list) or not all(isinstance(c, str) and c.strip() for c in completions):
+        raise ValidationError("`completions` must be a list of non-empty texts.")
+    if part == Part.SENSITIVE_FLAGS:
+        unknown = set(gold.get("flags", [])) - set(ScreeningItem.SENSITIVE_FLAGS)
+        if not completions or unknown:
+            raise ValidationError(
+                f"a flag item needs a response and flags from {', '.join(ScreeningItem.SENSITIVE_FLAGS)}.")
+    if part == Part.RANKING:
+        placed = sorted(i for group in gold.get("groups", []) for i in group)
+        if len(completions) < 2 or placed != list(range(len(completions))):
+            raise ValidationError("a ranking item needs two or more responses and `gold.groups` placing each once.")
+    return ScreeningItem(part=part, prompt_text=prompt, completions=completions, gold=gold,
+                         explanation=row.get("explanation", ""), created_by=created_by)

@@ -43,7 +43,12 @@ def task_lease_next(*, labeler):
         check_may_work(profile)
         current = labeler.assignments.filter(state=Assignment.State.ACTIVE, lease_expires_at__gt=now).first()
         if current:
-            return current
+            try:
+                check_may_work(profile, current.task)
+                return current
+            except ValidationError:  # a lease from before a change of status goes back to the queue
+                current.state = Assignment.State.EXPIRED
+                current.save(update_fields=["state"])
         available = selectors.tasks_available_to(labeler=labeler, profile=profile, now=now)
         if profile.status == LabelerProfile.Status.ONBOARDING:
             queues = [available.filter(is_practice=True)]

@@ -1,9 +1,12 @@
 """Getting in: invitations, the screening test and its scores, the anonymised review, onboarding, status."""
 
+import io
+import json
 from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -306,3 +309,43 @@ def test_an_admin_pauses_a_labeler_from_their_page(client, admin_user, labeler):
     client.post(reverse("labeler-quality", args=[labeler.pk]), {"status": "paused", "reason": "Gold accuracy 40%."})
     profile = LabelerProfile.objects.get(user=labeler)
     assert profile.status == "paused" and profile.status_changes.get().changed_by == admin_user
+
+
+def test_screening_items_import_from_jsonl_all_or_none(tmp_path):
+    good = [{"part": "sensitive_flags", "prompt": "Insult me.", "completions": ["No."], "gold": {"flags": []}},
+            {"part": "ranking", "prompt": "2+2?", "completions": ["4", "5"], "gold": {"groups": [[0], [1]]},
+             "explanation": "Arithmetic."},
+            {"part": "demonstration", "prompt": "Comfort a grieving friend."}]
+    path = tmp_path / "items.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in good) + "\n")
+    call_command("import_screening_items", str(path), stdout=io.StringIO())
+    assert ScreeningItem.objects.count() == 3
+    assert ScreeningItem.objects.get(part="ranking").explanation == "Arithmetic."
+    bad = good + [{"part": "ranking", "prompt": "x", "completions": ["a", "b"], "gold": {"groups": [[0]]}},
+                  {"part": "quiz", "prompt": "x"}]
+    path.write_text("\n".join(json.dumps(row) for row in bad) + "\nnot json\n")
+    with pytest.raises(CommandError, match=r"line 4: a ranking item.*line 5: `part` must be.*line 6: not a JSON"):
+        call_command("import_screening_items", str(path))
+    assert ScreeningItem.objects.count() == 3
+
+
+@pytest.mark.parametrize("status", ["screening", "screened", "onboarding", "paused", "offboarded", "rejected"])
+def test_only_active_labelers_reach_production_work_on_any_page_or_endpoint(client, labeler, status):
+    LabelerProfile.objects.filter(user=labeler).update(status="active")
+    TaskFactory(kind=Task.Kind.ANNOTATE_PROMPT)
+    TaskFactory(kind=Task.Kind.ANNOTATE_PROMPT)
+    held = services.task_lease_next(labeler=labeler)
+    LabelerProfile.objects.filter(user=labeler).update(status=status)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=labeler).key}")
+    # onboarding labelers may lease practice tasks (none here); the others are told why they get nothing
+    assert api.post("/api/work/next/").status_code == (204 if status == "onboarding" else 400)
+    submit = api.post(f"/api/work/assignments/{held.pk}/submit/",
+                      {"use_case": "chat", "language": "en", "flags": {}}, format="json")
+    assert submit.status_code == 400 and Assignment.objects.get(pk=held.pk).state != "submitted"
+    client.force_login(labeler)
+    page = client.post(reverse("work-next"), follow=True)
+    assert Assignment.objects.filter(labeler=labeler).count() == 1 and "Start labeling" not in page.content.decode()
+    posted = client.post(reverse("assignment", args=[held.pk]),
+                         {"use_case": "chat", "language": "en", "time_spent": 3})
+    assert posted.status_code == 400 and Assignment.objects.get(pk=held.pk).state != "submitted"
