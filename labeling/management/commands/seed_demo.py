@@ -6,9 +6,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from labeling import intake, services
-from labeling.models import LabelerProfile, Prompt, Role, Task
+from labeling.models import LabelerProfile, Prompt, Role, ScreeningItem, Task
 
 DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "fixtures" / "demo_prompts.jsonl"
+DEMO_SCREENING = DEMO_PROMPTS.with_name("demo_screening.jsonl")
 
 # Demo logins: printed on every run, and refused outside DEBUG unless --force is given.
 ACCOUNTS = [
@@ -39,12 +40,15 @@ class Command(BaseCommand):
             self._accounts()
             report = self._prompts()
             self._prompt_writing_tasks()
+            self._screening_items()
+            invitation = services.invitation_create(note="demo applicant")
         self.stdout.write(
             f"Demo prompts: {report.accepted} loaded, {report.duplicates} already there, {report.rejected} rejected."
         )
         self.stdout.write("Demo logins (username / password):")
         for username, password, role in ACCOUNTS:
             self.stdout.write(f"  {role.label:<11} {username} / {password}")
+        self.stdout.write(f"Try the way in for a new labeler: {invitation.get_absolute_url()} (single use)")
 
     def _accounts(self):
         User = get_user_model()
@@ -69,3 +73,9 @@ class Command(BaseCommand):
             return services.prompts_ingest(
                 rows=intake.read_rows(handle, "jsonl"), default_source=Prompt.Source.CUSTOMER
             )
+
+    def _screening_items(self):
+        """A small screening test, so that the way in for new labelers can be tried."""
+        if not ScreeningItem.objects.exists():
+            with DEMO_SCREENING.open(encoding="utf-8") as lines:
+                services.screening_items_import(lines=lines)
