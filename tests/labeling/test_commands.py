@@ -6,7 +6,17 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from labeling import services
-from labeling.models import Export, ImportJob, LabelerProfile, Prompt, Role, Task, TrainingRun
+from labeling.models import (
+    Export,
+    ImportJob,
+    Invitation,
+    LabelerProfile,
+    Prompt,
+    Role,
+    ScreeningItem,
+    Task,
+    TrainingRun,
+)
 from labeling.permissions import roles_of
 from tests.factories import ranking_task
 
@@ -76,6 +86,10 @@ def test_seed_demo_creates_the_accounts_and_about_sixty_prompts(settings):
     again = run("seed_demo")
     assert "0 loaded" in again and Prompt.objects.count() == prompts.count()
     assert Task.objects.filter(kind="write_prompt").count() == 3
+    assert sorted(ScreeningItem.objects.values_list("part", flat=True)) == sorted(
+        ["sensitive_flags"] * 3 + ["ranking"] * 2 + ["demonstration"] * 2)
+    link = again.split("Try the way in for a new labeler: ")[1].split()[0]
+    assert Invitation.objects.get(token=link.split("/")[2]).used_at is None
 
 
 def test_seed_demo_refuses_to_create_known_passwords_outside_debug(settings):
