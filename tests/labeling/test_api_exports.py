@@ -114,7 +114,8 @@ def test_statistics_count_prompts_tasks_and_results(api, ranked, labeler):
 RESEARCHER_ENDPOINTS = [
     ("get", "/api/exports/"), ("post", "/api/exports/"), ("get", "/api/exports/1/"),
     ("get", "/api/exports/1/download/"), ("get", "/api/model-versions/"), ("get", "/api/training-runs/"),
-    ("post", "/api/training-runs/"), ("post", "/api/training-runs/1/cancel/"), ("get", "/api/stats/"), ("get", "/api/prompts/"), ("post", "/api/prompts/"), ("get", "/api/imports/"),
+    ("post", "/api/training-runs/"), ("post", "/api/training-runs/1/cancel/"), ("get", "/api/stats/"),
+    ("get", "/api/prompts/"), ("post", "/api/prompts/"), ("get", "/api/imports/"),
 ]
 LABELER_ENDPOINTS = [
     ("post", "/api/work/next/"), ("get", "/api/work/mine/"), ("get", "/api/work/assignments/1/"),
