@@ -359,14 +359,15 @@ def _labeler_rows(peers):
     counts = defaultdict(dict)
     for labeler_id, state, n in assignments.order_by().values_list("labeler_id", "state").annotate(n=Count("id")):
         counts[labeler_id][state] = n
-    gold = defaultdict(list)
+    gold, gold_weekly = defaultdict(list), defaultdict(lambda: defaultdict(list))
     times = defaultdict(list)
-    for labeler_id, seconds, score, is_gold, practice in assignments.filter(
+    for labeler_id, seconds, score, is_gold, practice, at in assignments.filter(
             state=Assignment.State.SUBMITTED).values_list(
-            "labeler_id", "time_spent_seconds", "gold_score", "task__is_gold", "task__is_practice"):
+            "labeler_id", "time_spent_seconds", "gold_score", "task__is_gold", "task__is_practice", "submitted_at"):
         times[labeler_id].append(seconds)
         if is_gold and not practice and score is not None:
             gold[labeler_id].append(score)
+            gold_weekly[labeler_id][_week(at)].append(score)
     rows = []
     users = get_user_model().objects.filter(groups__name=Role.LABELER).select_related("labeler_profile")
     for user in users.order_by("username"):
@@ -378,6 +379,7 @@ def _labeler_rows(peers):
             "median_seconds": statistics.median(times[user.pk]) if times[user.pk] else None,
             "gold_accuracy": _mean(gold[user.pk]), "gold_tasks": len(gold[user.pk]),
             "agreement": _mean(peers.get(user.pk, [])), "overlap_pairs": len(peers.get(user.pk, [])),
+            "gold_weekly": {week: _mean(scores) for week, scores in gold_weekly[user.pk].items()},
         }
         row["below"] = [name for name, value, floor in (
             ("gold accuracy", row["gold_accuracy"], settings.QUALITY_MIN_GOLD_ACCURACY),

@@ -496,13 +496,19 @@ def labeler_quality(request, pk):
             return redirect("labeler-quality", pk=pk)
     report = selectors.quality_report()
     row = next((r for r in report["labelers"] if r["user"].pk == profile.user_id), None)
-    weekly = report["weekly"].get(profile.user_id, [])
+    agreement = dict(report["weekly"].get(profile.user_id, []))
+    gold = row["gold_weekly"] if row else {}
+    weeks = sorted(agreement.keys() | gold.keys())
+    weekly = [(week, agreement.get(week), gold.get(week)) for week in weeks]
     throughput = selectors.throughput_by_day(30, labeler=profile.user)
     context = {
         "profile": profile, "row": row, "form": form, "weekly": weekly,
         "history": profile.status_changes.select_related("changed_by"),
-        "chart_weekly": charts.line_chart("Agreement with peers by week", [w.strftime("%d %b") for w, _ in weekly],
-                                          {"agreement": [a for _, a in weekly]}, y_max=1, y_format="{:.0%}".format),
+        "chart_weekly": charts.line_chart(
+            "Agreement with peers and gold accuracy by week", [week.strftime("%d %b") for week in weeks],
+            {"agreement": [a for _, a, _ in weekly], "gold accuracy": [g for _, _, g in weekly]},
+            y_max=1, y_format="{:.0%}".format,
+        ),
         "chart_throughput": charts.stacked_bars("Results submitted per day",
                                                 [d.strftime("%d %b") for d in throughput["dates"]],
                                                 throughput["series"]),

@@ -349,3 +349,15 @@ def test_only_active_labelers_reach_production_work_on_any_page_or_endpoint(clie
     posted = client.post(reverse("assignment", args=[held.pk]),
                          {"use_case": "chat", "language": "en", "time_spent": 3})
     assert posted.status_code == 400 and Assignment.objects.get(pk=held.pk).state != "submitted"
+
+
+def test_a_labelers_page_draws_gold_accuracy_by_week(client, admin_user, labeler, settings):
+    LabelerProfile.objects.filter(user=labeler).update(status="active")
+    settings.GOLD_TASK_RATE = 1.0
+    TaskFactory(is_gold=True, gold_answer={"flags": [], "use_case": "chat"})
+    assignment = services.task_lease_next(labeler=labeler)
+    services.annotation_submit(assignment=assignment, labeler=labeler, flags={}, use_case="chat", language="en")
+    client.force_login(admin_user)
+    page = client.get(reverse("labeler-quality", args=[labeler.pk])).content.decode()
+    assert 'aria-label="Agreement with peers and gold accuracy by week"' in page and "<polyline" in page
+    assert "100%" in page and "100% over 1 gold tasks" in page
