@@ -14,6 +14,8 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from rlhf.data import sha256_of  # the checksum rlhf records of the files it trains on
+
 from ..models import Export
 from .filters import FILTERS, OVERLAP_MODES, STYLES, filters_parse
 from .labelers import LabelerStats
@@ -23,7 +25,8 @@ from .writers import WRITERS, is_flat
 
 SCHEMA_VERSION = 1
 
-__all__ = ["FILTERS", "OVERLAP_MODES", "SCHEMA_VERSION", "STYLES", "filters_parse", "source_for", "write"]
+__all__ = ["FILTERS", "OVERLAP_MODES", "SCHEMA_VERSION", "STYLES", "filters_parse", "sha256_of", "source_for",
+           "write"]
 
 
 def pseudonym(user_id):
@@ -71,14 +74,6 @@ def write(source, fmt, path, progress=None, every=5000):
     if progress:
         progress(total, total)
     return {"rows": rows, **source.counts}, [field.name for field in source.schema]
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @lru_cache(maxsize=1)
