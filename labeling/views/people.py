@@ -1,0 +1,195 @@
+"""Pages about people: signing in and up, screening and its review, API tokens, the team's quality."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from rest_framework.authtoken.models import Token
+
+from .. import charts, selectors, services
+from ..forms import AccountForm, DecisionForm, ScreeningForm, StatusForm
+from ..models import LabelerProfile, Role, ScreeningAttempt
+from ..permissions import role_required, roles_of
+
+
+@login_required
+def start(request):
+    return redirect(selectors.start_url_for(request.user))
+
+
+def join(request, token):
+    """An invitation link: make an account with the role it grants."""
+    try:
+        invitation = services.invitation_check(token)
+    except ValidationError as exc:
+        return render(request, "labeling/join.html", {"refused": " ".join(exc.messages)}, status=400)
+    return _account_page(request, token=token, role=invitation.get_role_display())
+
+
+def apply(request):
+    if not settings.OPEN_APPLICATIONS:
+        raise Http404("Applications are by invitation only.")
+    return _account_page(request, token=None, role="Labeler")
+
+
+def _account_page(request, *, token, role):
+    form = AccountForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = services.account_create(token=token, **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)  # a dict of errors lands on its fields
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("start")
+    return render(request, "labeling/join.html", {"form": form, "role": role}, status=400 if form.errors else 200)
+
+
+@role_required(Role.LABELER)
+def screening(request):
+    profile = LabelerProfile.objects.get(user=request.user)
+    if profile.status != LabelerProfile.Status.SCREENING:
+        return redirect("labeler-home")
+    form = ScreeningForm(services.screening_items(), request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.screening_submit(user=request.user, answers=form.answers())
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "Thank you: your test is in. An admin reviews it, usually within a few days.")
+            return redirect("labeler-home")
+    return render(request, "labeling/screening.html", {"form": form, "parts": form.parts()},
+                  status=400 if form.errors else 200)
+
+
+@require_POST
+@role_required(Role.LABELER)
+def guidelines_acknowledge(request):
+    try:
+        services.guidelines_acknowledge(user=request.user, version=int(request.POST.get("version", 0)))
+    except (ValidationError, ValueError) as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+    return redirect("labeler-home")
+
+
+@role_required(Role.ADMIN)
+def review_queue(request):
+    rows = [(attempt, services.cutoffs(attempt)) for attempt in selectors.review_queue()]
+    return render(request, "labeling/review_queue.html", {"rows": rows})
+
+
+@role_required(Role.ADMIN)
+def review(request, pk):
+    """One applicant, by number only: scores against the cutoffs, every answer beside the researchers', grading
+    of the written replies, and the decision."""
+    attempt = get_object_or_404(ScreeningAttempt.objects.select_related("decided_by"), pk=pk)
+    decision_form = DecisionForm(request.POST if request.POST.get("action") == "decide" else None)
+    if request.method == "POST":
+        try:
+            if request.POST.get("action") == "grade":
+                grades = {key.removeprefix("grade_"): value for key, value in request.POST.items()
+                          if key.startswith("grade_")}
+                services.screening_grade(attempt=attempt, grades=grades, graded_by=request.user)
+                messages.success(request, "Grades saved.")
+                return redirect("review", pk=attempt.pk)
+            if decision_form.is_valid():
+                services.screening_decide(attempt=attempt, approve=decision_form.cleaned_data["decision"] == "approve",
+                                          reason=decision_form.cleaned_data["reason"], decided_by=request.user)
+                messages.success(request, f"Applicant #{attempt.pk}: {attempt.decision}.")
+                return redirect("review-queue")
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+    items = services.screening_items()
+    answers = attempt.answers
+    context = {
+        "attempt": attempt, "cutoffs": services.cutoffs(attempt), "decision_form": decision_form,
+        "flags": [(item, answers.get("flags", {}).get(str(item.pk), [])) for item in items["sensitive_flags"]],
+        "rankings": [(item, _letters(answers.get("rankings", {}).get(str(item.pk), [])),
+                      _letters(item.gold.get("groups", []))) for item in items["ranking"]],
+        "demonstrations": [(item, answers.get("demonstrations", {}).get(str(item.pk), ""),
+                            answers.get("grades", {}).get(str(item.pk))) for item in items["demonstration"]],
+        "self_assessment": answers.get("self_assessment", {}),
+    }
+    return render(request, "labeling/review.html", context, status=400 if decision_form.errors else 200)
+
+
+def _letters(groups):
+    """[[0], [1, 2]] -> "A > B = C": a screening ranking as the applicant saw it."""
+    return " > ".join(" = ".join(chr(ord("A") + i) for i in group) for group in groups) or "—"
+
+
+@login_required
+def api_token(request):
+    """The user's API token: shown here, replaced on request. It reaches only the endpoints of the user's role."""
+    if not roles_of(request.user):
+        raise PermissionDenied("API tokens are for labelers, researchers and admins.")
+    if request.method == "POST":
+        services.token_rotate(user=request.user)
+        messages.success(request, "Here is your new token; the old one no longer works.")
+        return redirect("api-token")
+    token = Token.objects.filter(user=request.user).first()
+    return render(request, "labeling/api_token.html", {"token": token})
+
+
+@login_required
+def no_role(request):
+    return render(request, "labeling/no_role.html", status=403)
+
+
+@role_required(Role.ADMIN)
+def team_quality(request):
+    report = selectors.quality_report()
+    rows = report["labelers"]
+    names = [row["user"].username for row in rows]
+    percent = "{:.0%}".format
+    context = {
+        "report": report, "rows": rows,
+        "chart_agreement": charts.stacked_bars("Agreement with peers", names,
+                                               {"agreement": [row["agreement"] for row in rows]},
+                                               y_max=1, y_format=percent),
+        "chart_gold": charts.stacked_bars("Gold accuracy", names, {"gold": [row["gold_accuracy"] for row in rows]},
+                                          y_max=1, y_format=percent),
+        "floors": {"gold": settings.QUALITY_MIN_GOLD_ACCURACY, "agreement": settings.QUALITY_MIN_AGREEMENT},
+    }
+    return render(request, "labeling/team_quality.html", context)
+
+
+@role_required(Role.ADMIN)
+def labeler_quality(request, pk):
+    profile = get_object_or_404(LabelerProfile.objects.select_related("user"), user_id=pk)
+    form = StatusForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.labeler_set_status(profile=profile, status=form.cleaned_data["status"],
+                                        reason=form.cleaned_data["reason"], changed_by=request.user)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"{profile.user.username} is now {form.cleaned_data['status']}.")
+            return redirect("labeler-quality", pk=pk)
+    report = selectors.quality_report()
+    row = next((r for r in report["labelers"] if r["user"].pk == profile.user_id), None)
+    agreement = dict(report["weekly"].get(profile.user_id, []))
+    gold = row["gold_weekly"] if row else {}
+    weeks = sorted(agreement.keys() | gold.keys())
+    weekly = [(week, agreement.get(week), gold.get(week)) for week in weeks]
+    throughput = selectors.throughput_by_day(30, labeler=profile.user)
+    context = {
+        "profile": profile, "row": row, "form": form, "weekly": weekly,
+        "history": profile.status_changes.select_related("changed_by"),
+        "chart_weekly": charts.line_chart(
+            "Agreement with peers and gold accuracy by week", [week.strftime("%d %b") for week in weeks],
+            {"agreement": [a for _, a, _ in weekly], "gold accuracy": [g for _, _, g in weekly]},
+            y_max=1, y_format="{:.0%}".format,
+        ),
+        "chart_throughput": charts.stacked_bars("Results submitted per day",
+                                                [d.strftime("%d %b") for d in throughput["dates"]],
+                                                throughput["series"]),
+        "throughput": throughput,
+    }
+    return render(request, "labeling/labeler_quality.html", context, status=400 if form.errors else 200)
