@@ -1,4 +1,4 @@
-"""Per-labeler statistics: output, pace, skips and agreement with peers, under pseudonyms."""
+"""Per-labeler statistics: output, pace, skips, gold accuracy and agreement with peers, under pseudonyms."""
 
 import statistics
 from collections import defaultdict
@@ -6,7 +6,7 @@ from itertools import groupby
 
 import pyarrow as pa
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Q
+from django.db.models import Avg, Count, Q
 
 from .. import quality
 from ..models import Assignment, LabelerProfile, Ranking, Role, Task
@@ -24,7 +24,8 @@ class LabelerStats(Source):
             *[(f"{kind}_submitted", pa.int64()) for kind in KINDS],
             ("submitted", pa.int64()), ("skipped", pa.int64()), ("expired", pa.int64()), ("skip_rate", pa.float64()),
             ("median_seconds_per_task", pa.float64()), ("overlap_rankings", pa.int64()),
-            ("agreement_with_peers", pa.float64()), ("first_submission", pa.string()), ("last_submission", pa.string()),
+            ("agreement_with_peers", pa.float64()), ("gold_tasks", pa.int64()), ("gold_accuracy", pa.float64()),
+            ("first_submission", pa.string()), ("last_submission", pa.string()),
         ])
 
     def queryset(self):
@@ -46,6 +47,10 @@ class LabelerStats(Source):
             key = f"{kind}_submitted" if state == Assignment.State.SUBMITTED else state
             counts[labeler_id][key] = counts[labeler_id].get(key, 0) + n
         statuses = dict(LabelerProfile.objects.values_list("user_id", "status"))
+        gold = {labeler_id: (n, mean) for labeler_id, n, mean in self.assignments().filter(
+            state=Assignment.State.SUBMITTED, task__is_gold=True, task__is_practice=False, gold_score__isnull=False,
+        ).order_by().values("labeler_id").annotate(n=Count("id"), mean=Avg("gold_score")).values_list(
+            "labeler_id", "n", "mean")}
         for pk, email in self.queryset().order_by("id").values_list("id", "email").iterator(chunk_size=BATCH):
             self.done += 1
             mine = counts[pk]
@@ -64,6 +69,7 @@ class LabelerStats(Source):
                 "median_seconds_per_task": statistics.median(spent) if spent else None,
                 "overlap_rankings": len(scores),
                 "agreement_with_peers": sum(scores) / len(scores) if scores else None,
+                "gold_tasks": gold.get(pk, (0, None))[0], "gold_accuracy": gold.get(pk, (0, None))[1],
                 "first_submission": first and first.isoformat(), "last_submission": last and last.isoformat(),
             }
         self.counts["labelers"] = self.done

@@ -352,6 +352,7 @@ def test_labeler_stats_count_work_and_agreement_under_pseudonyms(researcher, thr
     first, third = (rows[exports.pseudonym(user.pk)] for user in (three_labelers[0], three_labelers[2]))
     assert float(first["agreement_with_peers"]) == 0.5 and float(third["agreement_with_peers"]) == 0.0
     assert first["status"] == "active" and first["overlap_rankings"] == "1"
+    assert (first["gold_tasks"], first["gold_accuracy"]) == ("0", "")
     assert "l1" not in open(export.file.path).read()
 
 
@@ -379,3 +380,13 @@ def test_a_consensus_export_uses_the_consensus_stored_with_the_task(researcher, 
     LabelerProfile.objects.filter(user__in=three_labelers[1:]).update(status="active")
     (row,) = read(build(researcher, "rankings", overlap="consensus", labeler_status=["active"]))
     assert [row["completions"][group[0]]["id"] for group in row["ranks"]] == [a, b, c, d]  # two of three: computed
+
+
+def test_labeler_stats_carry_gold_accuracy(researcher, labeler, settings):
+    LabelerProfile.objects.filter(user=labeler).update(status="active")
+    settings.GOLD_TASK_RATE = 1.0
+    TaskFactory(is_gold=True, gold_answer={"flags": ["ambiguous"], "use_case": "chat"})
+    assignment = services.task_lease_next(labeler=labeler)
+    services.annotation_submit(assignment=assignment, labeler=labeler, flags={}, use_case="chat", language="en")
+    (row,) = [r for r in read(build(researcher, "labeler_stats")) if r["labeler"] == exports.pseudonym(labeler.pk)]
+    assert (row["gold_tasks"], row["gold_accuracy"]) == (1, pytest.approx(11 / 12))  # missed the one flag
