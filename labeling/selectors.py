@@ -95,18 +95,25 @@ def dataset_dashboard(*, days=30):
 
 def agreement_by_week():
     """[(week, mean pairwise agreement, overlap tasks)]: each overlap task counts in the week of its last ranking."""
-    overlap = Ranking.objects.values("task_id").annotate(n=Count("id")).filter(n__gt=1).values("task_id")
-    found = Ranking.objects.filter(task_id__in=overlap).order_by("task_id").values_list(
-        "task_id", "groups", "created_at"
-    )
     weeks = {}
-    for _, rows in groupby(found.iterator(chunk_size=2000), key=lambda row: row[0]):
-        rows = list(rows)
-        score = quality.mean_agreement([groups for _, groups, _ in rows])
+    for rows in _overlap_rankings("groups", "created_at"):
+        score = quality.mean_agreement([groups for groups, _ in rows])
         if score is not None:
-            last = max(at for _, _, at in rows).date()
+            last = max(at for _, at in rows).date()
             weeks.setdefault(last - timedelta(days=last.weekday()), []).append(score)
     return [(week, sum(scores) / len(scores), len(scores)) for week, scores in sorted(weeks.items())]
+
+
+def _overlap_tasks():
+    """Ids of the tasks ranked by more than one labeler."""
+    return Ranking.objects.values("task_id").annotate(n=Count("id")).filter(n__gt=1).values("task_id")
+
+
+def _overlap_rankings(*fields):
+    """The `fields` of each overlap task's rankings, a task at a time."""
+    found = Ranking.objects.filter(task_id__in=_overlap_tasks()).order_by("task_id").values_list("task_id", *fields)
+    for _, rows in groupby(found.iterator(chunk_size=2000), key=lambda row: row[0]):
+        yield [row[1:] for row in rows]
 
 
 def throughput_by_day(days, labeler=None):
@@ -314,12 +321,8 @@ def quality_report():
     alpha (nominal) over each (prompt, flag).
     """
     peers, taus, weekly = defaultdict(list), [], defaultdict(lambda: defaultdict(list))
-    overlap = Ranking.objects.values("task_id").annotate(n=Count("id")).filter(n__gt=1).values("task_id")
-    found = Ranking.objects.filter(task_id__in=overlap).order_by("task_id").values_list(
-        "task_id", "labeler_id", "groups", "created_at")
-    for _, rows in groupby(found.iterator(chunk_size=2000), key=lambda row: row[0]):
-        rows = list(rows)
-        for (_, a, groups_a, at_a), (_, b, groups_b, at_b) in combinations(rows, 2):
+    for rows in _overlap_rankings("labeler_id", "groups", "created_at"):
+        for (a, groups_a, at_a), (b, groups_b, at_b) in combinations(rows, 2):
             score = quality.pairwise_agreement(groups_a, groups_b)
             if score is None:
                 continue
@@ -329,7 +332,7 @@ def quality_report():
                 weekly[labeler][_week(at)].append(score)
     rating_units = defaultdict(list)
     for task_id, completion_id, rating in CompletionRating.objects.filter(
-        ranking__task_id__in=overlap).values_list("ranking__task_id", "completion_id", "rating"):
+            ranking__task_id__in=_overlap_tasks()).values_list("ranking__task_id", "completion_id", "rating"):
         rating_units[(task_id, completion_id)].append(rating)
     annotated = PromptAnnotation.objects.values("prompt_id").annotate(n=Count("id")).filter(n__gt=1)
     flag_units = defaultdict(list)
