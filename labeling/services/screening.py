@@ -51,9 +51,10 @@ def invitation_create(*, role=Role.LABELER, created_by=None, note="", days=None)
     )
 
 
-def invitation_check(token):
+def invitation_check(token, *, lock=False):
     """The invitation behind a link, or a ValidationError saying why it can't be used."""
-    invitation = Invitation.objects.filter(token=token).first()
+    invitations = Invitation.objects.select_for_update() if lock else Invitation.objects
+    invitation = invitations.filter(token=token).first()
     if invitation is None:
         raise ValidationError("This invitation link is not valid; check that you copied all of it.")
     if invitation.used_at:
@@ -68,10 +69,7 @@ def account_create(*, username, password, email="", token=None):
     with transaction.atomic():
         invitation = None
         if token:
-            invitation = invitation_check(token)
-            invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
-            if invitation.used_at:  # taken while this request waited for the lock
-                raise ValidationError("This invitation has been used already; each link makes one account.")
+            invitation = invitation_check(token, lock=True)  # locked: two sign-ups can't share one link
         elif not settings.OPEN_APPLICATIONS:
             raise ValidationError("Applications are by invitation only.")
         User = get_user_model()

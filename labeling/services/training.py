@@ -356,21 +356,19 @@ def training_check_due():
     """Beat's rules: reap lost runs, start training where enough new data has come in, and sample."""
     report = {"reaped": training_runs_reap(), "started": []}
     reward = model_version_active(ModelVersion.Kind.REWARD)
-    since = _snapshot_time(reward)
-    new_rankings = Ranking.objects.filter(created_at__gt=since) if since else Ranking.objects.all()
-    if new_rankings.count() >= settings.TRAIN_RM_AFTER_COMPARISONS:
-        report["started"].append(
-            _start_quietly(Run.Kind.REWARD, f"{settings.TRAIN_RM_AFTER_COMPARISONS}+ new rankings")
-        )
+    sft = model_version_active(ModelVersion.Kind.SFT)
+    # A reward model after enough new rankings, an SFT model after enough new demonstrations.
+    for kind, results, active, needed, what in [
+        (Run.Kind.REWARD, Ranking, reward, settings.TRAIN_RM_AFTER_COMPARISONS, "rankings"),
+        (Run.Kind.SFT, Demonstration, sft, settings.TRAIN_SFT_AFTER_DEMONSTRATIONS, "demonstrations"),
+    ]:
+        since = _snapshot_time(active)
+        new = results.objects.filter(created_at__gt=since) if since else results.objects.all()
+        if new.count() >= needed:
+            report["started"].append(_start_quietly(kind, f"{needed}+ new {what}"))
+    # A policy for each reward model that becomes active.
     if reward and not Run.objects.filter(kind=Run.Kind.PPO, reward_model=reward).exists():
         report["started"].append(_start_quietly(Run.Kind.PPO, f"reward model {reward.name} is active"))
-    sft = model_version_active(ModelVersion.Kind.SFT)
-    since = _snapshot_time(sft)
-    demonstrations = Demonstration.objects.filter(created_at__gt=since) if since else Demonstration.objects.all()
-    if demonstrations.count() >= settings.TRAIN_SFT_AFTER_DEMONSTRATIONS:
-        report["started"].append(
-            _start_quietly(Run.Kind.SFT, f"{settings.TRAIN_SFT_AFTER_DEMONSTRATIONS}+ new demonstrations")
-        )
     report["started"] = [run.pk for run in report["started"] if run]
     report["sampling"] = sampling_queue()
     return report
