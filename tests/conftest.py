@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import redis
 from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
 from labeling.models import Role
@@ -46,6 +48,13 @@ def users(labeler, researcher, admin_user, no_role_user):
 @pytest.fixture
 def as_researcher(client, researcher):
     client.force_login(researcher)
+    return client
+
+
+def api_client_for(user):
+    """A REST client that authenticates with a fresh token of `user`, as programs do."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
 
 

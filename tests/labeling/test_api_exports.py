@@ -2,26 +2,20 @@ import hashlib
 
 import pytest
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
 from labeling import services
 from labeling.models import Export, ModelVersion, TrainingRun
+from tests.conftest import api_client_for
 from tests.factories import ranking_task
 
 pytestmark = pytest.mark.django_db
 
 
-def client_for(user):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
-
-
 @pytest.fixture
 def api(researcher):
-    return client_for(researcher)
+    return api_client_for(researcher)
 
 
 @pytest.fixture
@@ -126,7 +120,7 @@ LABELER_ENDPOINTS = [
 @pytest.mark.parametrize("method, url", RESEARCHER_ENDPOINTS)
 def test_a_labelers_token_cannot_reach_researcher_endpoints(labeler, no_role_user, method, url):
     for user in (labeler, no_role_user):
-        response = getattr(client_for(user), method)(url, {}, format="json")
+        response = getattr(api_client_for(user), method)(url, {}, format="json")
         assert response.status_code == 403, (user, response.content)
     assert getattr(APIClient(), method)(url, {}, format="json").status_code == 401
 
@@ -134,7 +128,7 @@ def test_a_labelers_token_cannot_reach_researcher_endpoints(labeler, no_role_use
 @pytest.mark.parametrize("method, url", LABELER_ENDPOINTS)
 def test_a_researchers_token_cannot_reach_labeler_endpoints(researcher, no_role_user, method, url):
     for user in (researcher, no_role_user):
-        response = getattr(client_for(user), method)(url, {}, format="json")
+        response = getattr(api_client_for(user), method)(url, {}, format="json")
         assert response.status_code == 403, (user, response.content)
     assert getattr(APIClient(), method)(url, {}, format="json").status_code == 401
 

@@ -1,28 +1,21 @@
 import pytest
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from labeling.models import Assignment, Demonstration, LabelerProfile, ModelVersion, PromptAnnotation, Ranking, Task
+from tests.conftest import api_client_for
 from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, TaskFactory, ranking_task
 
 pytestmark = pytest.mark.django_db
 
 
-def client_for(user):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
-
-
 @pytest.fixture
 def alice(labeler, other_labeler):
     LabelerProfile.objects.update(status=LabelerProfile.Status.ACTIVE)
-    return client_for(labeler)
+    return api_client_for(labeler)
 
 
 @pytest.fixture
 def bob(other_labeler):
-    return client_for(other_labeler)
+    return api_client_for(other_labeler)
 
 
 def test_a_labeler_ranks_through_the_api(alice):
@@ -83,14 +76,14 @@ def test_a_labeler_cannot_reach_another_labelers_assignment(alice, bob):
 
 
 def test_researchers_cannot_use_the_labeler_endpoints(researcher):
-    response = client_for(researcher).post("/api/work/next/")
+    response = api_client_for(researcher).post("/api/work/next/")
     assert response.status_code == 403
     assert response.json()["detail"] == "This endpoint is for labelers."
 
 
 def test_an_inactive_labeler_is_told_why(labeler):
     TaskFactory()
-    response = client_for(labeler).post("/api/work/next/")
+    response = api_client_for(labeler).post("/api/work/next/")
     assert response.status_code == 400
     assert "Only active labelers" in response.json()["detail"]
 

@@ -7,12 +7,10 @@ import time
 
 import pytest
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from labeling import services
 from labeling.models import Completion, LabelerProfile, ModelVersion, Prompt, Ranking, Role, Task, TrainingRun
-from tests.conftest import wait_for
+from tests.conftest import api_client_for, wait_for
 from tests.factories import UserFactory
 from tests.labeling.test_training_loop import planted_rankings
 
@@ -70,8 +68,7 @@ def test_the_loop_samples_ranks_retrains_and_samples_from_the_new_policy(loop, s
     loop()
     labeler = UserFactory(username="lena", role=Role.LABELER)
     LabelerProfile.objects.filter(user=labeler).update(status="active")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=labeler).key}")
+    client = api_client_for(labeler)
 
     import_prompts(60)
     assert wait_for(lambda: Task.objects.filter(kind="rank_completions").count() == 60), "no ranking tasks"

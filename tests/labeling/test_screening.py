@@ -9,8 +9,6 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from labeling import selectors, services
 from labeling.models import (
@@ -22,6 +20,7 @@ from labeling.models import (
     StatusChange,
     Task,
 )
+from tests.conftest import api_client_for
 from tests.factories import TaskFactory, UserFactory, ranking_task
 
 pytestmark = pytest.mark.django_db
@@ -230,8 +229,7 @@ def test_gold_tasks_come_at_the_set_rate_and_are_scored_silently(labeler, settin
     settings.GOLD_TASK_RATE = 1.0
     regular = TaskFactory()
     gold = TaskFactory(is_gold=True, gold_answer={"flags": ["ambiguous"], "use_case": "open_qa"})
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=labeler).key}")
+    client = api_client_for(labeler)
     lease = client.post("/api/work/next/").json()
     assert Assignment.objects.get(pk=lease["id"]).task == gold
     assert "gold" not in str(lease).lower()  # it looks like any other task
@@ -336,8 +334,7 @@ def test_only_active_labelers_reach_production_work_on_any_page_or_endpoint(clie
     TaskFactory(kind=Task.Kind.ANNOTATE_PROMPT)
     held = services.task_lease_next(labeler=labeler)
     LabelerProfile.objects.filter(user=labeler).update(status=status)
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=labeler).key}")
+    api = api_client_for(labeler)
     # onboarding labelers may lease practice tasks (none here); the others are told why they get nothing
     assert api.post("/api/work/next/").status_code == (204 if status == "onboarding" else 400)
     submit = api.post(f"/api/work/assignments/{held.pk}/submit/",
