@@ -104,7 +104,6 @@ class TrainingRun(models.Model):
         help_text="For a policy: the reward model it optimises against.",
     )
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
-    progress = models.FloatField(default=0)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=dict, blank=True, help_text="The final metrics and the gate's evaluation.")
@@ -123,7 +122,6 @@ class TrainingRun(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=1), name="run_progress_is_a_share"),
             # Two beats, or a beat and a person, can never start two runs of one kind at once.
             models.UniqueConstraint(
                 fields=["kind"], condition=Q(state__in=["queued", "running"]), name="one_live_training_run_per_kind"
@@ -139,6 +137,11 @@ class TrainingRun(models.Model):
     @property
     def is_finished(self):
         return self.state not in self.LIVE
+
+    @property
+    def progress(self):
+        """The share of optimizer steps done, 0 to 1."""
+        return min(self.step / self.total_steps, 1.0) if self.total_steps else 0.0
 
     @property
     def model_kind(self):

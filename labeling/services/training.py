@@ -212,10 +212,9 @@ def _progress(run, output, log_path):
         history = [json.loads(line) for line in lines if line.strip().endswith("}")]
     step = max((point.get("step", 0) for point in history), default=0)
     run.total_steps, run.step = total, step
-    run.progress = min(step / total, 1.0) if total else 0.0
     run.history = _thin(history)
     run.log = _tail(log_path, LOG_TAIL_BYTES)
-    run.save(update_fields=["total_steps", "step", "progress", "history", "log"])
+    run.save(update_fields=["total_steps", "step", "history", "log"])
 
 
 def _thin(points):
@@ -297,7 +296,7 @@ def _judge(run, plan, version):
             ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.REJECTED,
                                                               status_reason=reason)
         Run.objects.filter(pk=run.pk).update(
-            state=Run.State.SUCCEEDED, finished_at=timezone.now(), progress=1, metrics={**version.metrics},
+            state=Run.State.SUCCEEDED, finished_at=timezone.now(), metrics={**version.metrics},
             gate={"passed": passed, "reason": reason},
         )
         if passed and kind == Run.Kind.REWARD:
@@ -332,7 +331,7 @@ def training_runs_reap():
         last = run.heartbeat_at.isoformat(timespec="seconds")
         if settings.TRAINING_REQUEUE_LOST:
             if Run.objects.filter(pk=run.pk, state=Run.State.RUNNING).update(state=Run.State.QUEUED, step=0,
-                                                                             progress=0, heartbeat_at=None):
+                                                                             heartbeat_at=None):
                 from ..tasks import train
 
                 transaction.on_commit(lambda pk=run.pk: train.apply_async((pk,), queue="gpu"))

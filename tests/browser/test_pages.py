@@ -119,12 +119,12 @@ def test_a_training_run_page_follows_the_run_and_shows_its_curves(page, research
     page.goto(run.get_absolute_url())
     expect(page.get_by_role("heading", name="Training")).to_be_visible()
     history = [{"step": n, "loss": 0.69 - n / 100, "accuracy": 0.5 + n / 100} for n in range(1, 11)]
-    TrainingRun.objects.filter(pk=run.pk).update(step=10, progress=0.25, history=history)
+    TrainingRun.objects.filter(pk=run.pk).update(step=10, history=history)
     expect(page.locator(".progress-text")).to_contain_text("step 10 of 40")
     expect(page.locator("progress")).to_have_attribute("value", "25")
 
     TrainingRun.objects.filter(pk=run.pk).update(
-        state="succeeded", step=40, progress=1, history=history,
+        state="succeeded", step=40, history=history,
         gate={"passed": True, "reason": "First reward model: validation accuracy 0.720."})
     ModelVersion.objects.create(kind="reward", name=f"reward-{run.pk}", status="active", training_run=run)
     expect(page.locator("#gate")).to_contain_text("validation accuracy 0.720", timeout=15_000)  # reloads when done

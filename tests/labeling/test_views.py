@@ -249,7 +249,7 @@ def test_a_researcher_starts_a_run_on_the_page_and_cancels_it(as_researcher, dja
 
 def test_a_finished_run_shows_its_curves_gate_and_model(as_researcher):
     run = TrainingRun.objects.create(
-        kind="reward", state="succeeded", step=3, total_steps=3, progress=1, log="train-rm: 100%",
+        kind="reward", state="succeeded", step=3, total_steps=3, log="train-rm: 100%",
         history=[{"step": n, "loss": 0.7 - n / 10, "accuracy": 0.5 + n / 10} for n in (1, 2, 3)]
         + [{"step": 3, "split": "valid", "accuracy": 0.81, "pairs": 30}],
         gate={"passed": False, "reason": "Validation accuracy 0.810 against the active rm-1's 0.850."},
