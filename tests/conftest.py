@@ -89,9 +89,12 @@ def database_url():
     return f"postgres://{credentials}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def broker(tmp_path_factory):
-    """A broker of the configured kind, private to these tests so that no other worker takes their tasks."""
+    """A broker of the configured kind, private to these tests so that no other worker takes their tasks.
+
+    Set before any test runs: Celery keeps the connection of its first message, so a test that queues a
+    task before this fixture would send every later message to the configured broker instead."""
     if os.environ.get("REDIS_URL"):
         url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/15"
         redis.Redis.from_url(url).flushdb()  # no stale messages from an interrupted run
@@ -109,6 +112,7 @@ def start_worker(broker, transactional_db, tmp_path):
     started = []
 
     def start(queues="default", **extra):
+        celery_app.control.purge()  # what earlier tests queued without a worker is not this test's work
         environment = {
             **os.environ,
             "DATABASE_URL": database_url(),
