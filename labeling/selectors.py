@@ -104,14 +104,16 @@ def agreement_by_week():
     return [(week, sum(scores) / len(scores), len(scores)) for week, scores in sorted(weeks.items())]
 
 
-def _overlap_tasks():
-    """Ids of the tasks ranked by more than one labeler."""
-    return Ranking.objects.values("task_id").annotate(n=Count("id")).filter(n__gt=1).values("task_id")
+def _overlap_tasks(labeler=None):
+    """Ids of the tasks ranked by more than one labeler (one of them `labeler`, when given)."""
+    tasks = Ranking.objects.values("task_id").annotate(n=Count("id")).filter(n__gt=1).values("task_id")
+    return tasks.filter(task_id__in=labeler.rankings.values("task_id")) if labeler else tasks
 
 
-def _overlap_rankings(*fields):
+def _overlap_rankings(*fields, labeler=None):
     """The `fields` of each overlap task's rankings, a task at a time."""
-    found = Ranking.objects.filter(task_id__in=_overlap_tasks()).order_by("task_id").values_list("task_id", *fields)
+    found = Ranking.objects.filter(task_id__in=_overlap_tasks(labeler)).order_by("task_id").values_list(
+        "task_id", *fields)
     for _, rows in groupby(found.iterator(chunk_size=2000), key=lambda row: row[0]):
         yield [row[1:] for row in rows]
 
@@ -313,28 +315,31 @@ def result_of(assignment):
 
 # Quality of labelers in production
 
-def quality_report():
-    """Agreement on overlap work, overall and per labeler, with gold accuracy, pace and skips.
+def quality_report(labeler=None):
+    """Agreement on overlap work, overall and per labeler, with gold accuracy, pace and skips; for one
+    labeler, over the work they share with peers only.
 
     Rankings: InstructGPT's pairwise agreement and Kendall's tau-b between every two labelers of a task;
     their 1-7 ratings: Krippendorff's alpha (ordinal) over each (task, completion); prompt annotations:
     alpha (nominal) over each (prompt, flag).
     """
     peers, taus, weekly = defaultdict(list), [], defaultdict(lambda: defaultdict(list))
-    for rows in _overlap_rankings("labeler_id", "groups", "created_at"):
+    for rows in _overlap_rankings("labeler_id", "groups", "created_at", labeler=labeler):
         for (a, groups_a, at_a), (b, groups_b, at_b) in combinations(rows, 2):
             score = quality.pairwise_agreement(groups_a, groups_b)
             if score is None:
                 continue
             taus.append(quality.kendall_tau_b(groups_a, groups_b))
-            for labeler, at in ((a, at_a), (b, at_b)):
-                peers[labeler].append(score)
-                weekly[labeler][_week(at)].append(score)
+            for person, at in ((a, at_a), (b, at_b)):
+                peers[person].append(score)
+                weekly[person][_week(at)].append(score)
     rating_units = defaultdict(list)
     for task_id, completion_id, rating in CompletionRating.objects.filter(
-            ranking__task_id__in=_overlap_tasks()).values_list("ranking__task_id", "completion_id", "rating"):
+            ranking__task_id__in=_overlap_tasks(labeler)).values_list("ranking__task_id", "completion_id", "rating"):
         rating_units[(task_id, completion_id)].append(rating)
     annotated = PromptAnnotation.objects.values("prompt_id").annotate(n=Count("id")).filter(n__gt=1)
+    if labeler:
+        annotated = annotated.filter(prompt_id__in=labeler.annotations.values("prompt_id"))
     flag_units = defaultdict(list)
     for prompt_id, *flags in PromptAnnotation.objects.filter(prompt_id__in=annotated.values("prompt_id")).values_list(
             "prompt_id", *PromptAnnotation.FLAGS):
@@ -350,15 +355,18 @@ def quality_report():
             "flag_alpha": quality.krippendorff_alpha(flag_units.values(), "nominal"),
             "overlap_pairs": len(all_scores) // 2,
         },
-        "labelers": _labeler_rows(peers),
-        "weekly": {labeler: sorted((week, _mean(scores)) for week, scores in weeks.items())
-                   for labeler, weeks in weekly.items()},
+        "labelers": _labeler_rows(peers, labeler),
+        "weekly": {person: sorted((week, _mean(scores)) for week, scores in weeks.items())
+                   for person, weeks in weekly.items()},
     }
 
 
-def _labeler_rows(peers):
+def _labeler_rows(peers, labeler=None):
     """One row per labeler: output, pace, skips, gold accuracy, agreement with peers; flagged when below."""
-    assignments = Assignment.objects.filter(labeler__groups__name=Role.LABELER)
+    users = get_user_model().objects.filter(groups__name=Role.LABELER).select_related("labeler_profile")
+    if labeler:
+        users = users.filter(pk=labeler.pk)
+    assignments = Assignment.objects.filter(labeler__in=users)
     counts = defaultdict(dict)
     for labeler_id, state, n in assignments.order_by().values_list("labeler_id", "state").annotate(n=Count("id")):
         counts[labeler_id][state] = n
@@ -372,7 +380,6 @@ def _labeler_rows(peers):
             gold[labeler_id].append(score)
             gold_weekly[labeler_id][_week(at)].append(score)
     rows = []
-    users = get_user_model().objects.filter(groups__name=Role.LABELER).select_related("labeler_profile")
     for user in users.order_by("username"):
         submitted = counts[user.pk].get(Assignment.State.SUBMITTED, 0)
         skipped = counts[user.pk].get(Assignment.State.SKIPPED, 0)

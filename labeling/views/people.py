@@ -172,8 +172,8 @@ def labeler_quality(request, pk):
         else:
             messages.success(request, f"{profile.user.username} is now {form.cleaned_data['status']}.")
             return redirect("labeler-quality", pk=pk)
-    report = selectors.quality_report()
-    row = next((r for r in report["labelers"] if r["user"].pk == profile.user_id), None)
+    report = selectors.quality_report(labeler=profile.user)
+    row = next(iter(report["labelers"]), None)
     agreement = dict(report["weekly"].get(profile.user_id, []))
     gold = row["gold_weekly"] if row else {}
     weeks = sorted(agreement.keys() | gold.keys())
