@@ -29,13 +29,17 @@ TOPICS = ["a lighthouse keeper", "tidal energy", "a birthday party on a budget",
 
 
 def generate(path, rows, seed=0):
-    """Unique prompts with 3% near-duplicates, 1% carrying an email, and a few users above the cap."""
+    """Unique prompts with 3% duplicates differing in case, spacing and punctuation, 1% near-duplicates with
+    a few words added, 1% carrying an email, and a few users above the cap."""
     rng = random.Random(seed)
     recent = []
     with open(path, "w") as out:
         for i in range(rows):
-            if recent and rng.random() < 0.03:
-                text = "  ".join(rng.choice(recent).upper().split(" "))
+            draw = rng.random()
+            if recent and draw < 0.03:
+                text = "  ".join(rng.choice(recent).upper().split(" ")).replace(".", "!!")
+            elif recent and draw < 0.04:
+                text = f"Please {rng.choice(recent)} Thanks."
             else:
                 text = f"{rng.choice(TASKS)} {rng.choice(TOPICS)} #{i}. Keep it under {rng.randint(50, 400)} words."
                 recent = [*recent[-999:], text]

@@ -5,9 +5,11 @@ kombu's SQLAlchemy transport over a SQLite file for the Celery broker and a file
 cache. Set DATABASE_URL and REDIS_URL to run on PostgreSQL and Redis.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env_bool, env_float, env_int, env_json, env_list, env_ratios, env_str
@@ -23,6 +25,16 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 if env_bool("BEHIND_HTTPS_PROXY", False):  # only a proxy that sets the header may be trusted with it
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# A site served over HTTPS only (SECURE_COOKIES) also redirects plain HTTP to HTTPS and, by HSTS, tells browsers to
+# use nothing else for a year. Behind a proxy that speaks HTTP to the site, BEHIND_HTTPS_PROXY must be set too, or
+# every request is redirected again.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", SESSION_COOKIE_SECURE)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if SESSION_COOKIE_SECURE else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", SESSION_COOKIE_SECURE)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", SESSION_COOKIE_SECURE)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -36,18 +48,24 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
+    "axes",  # sign-in throttling
     "labeling",
 ]
 
 MIDDLEWARE = [
+    "labeling.middleware.DatabaseUnavailableMiddleware",  # first, so it sees every 500 the database caused
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "labeling.api.middleware.ApiInputGuard",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a refused sign-in into the lockout page
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -85,7 +103,9 @@ def _database():
             },
         }
     try:
-        config = dj_database_url.parse(url, conn_max_age=60)
+        # Health checks: a kept connection that a database restart broke is replaced at the next request
+        # instead of failing it.
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
     except Exception as exc:  # dj_database_url raises several kinds for a bad URL
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django can use: {exc}") from None
     if not config.get("ENGINE"):
@@ -113,6 +133,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out sign-in before any password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Sign-in throttling: after LOGIN_FAILURE_LIMIT wrong passwords for one account from one address, that account is
+# refused from that address for LOGIN_COOLOFF_MINUTES (status 429, with the time to try again). Attempts during the
+# lockout are refused without counting, so the time shown holds; a successful sign-in clears the failures.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "labeling.views.people.sign_in_locked_out"
+AXES_CLIENT_IP_CALLABLE = "labeling.views.people.client_address"
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "start"
 LOGOUT_REDIRECT_URL = "login"
@@ -133,8 +168,30 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
+
+# Content-Security-Policy on every response: scripts and styles only from this site's static files,
+# so markup that slipped into a page cannot run or restyle it. No inline <script>, <style> or style="".
+# A page that reads request.csp_nonce (only the Redoc API docs, for the <style> elements Redoc writes)
+# adds its nonce to style-src; every other page sends style-src 'self' alone.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", NONCE],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        "connect-src": ["'self'"],
+    },
+}
+
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 20 * 1024 * 1024, minimum=1)
+# API bodies read whole into memory (JSON, url-encoded forms): larger ones get a 413, deeper ones a 400.
+API_JSON_MAX_BYTES = env_int("API_JSON_MAX_BYTES", 2 * 1024 * 1024, minimum=1)
+API_JSON_MAX_DEPTH = env_int("API_JSON_MAX_DEPTH", 32, minimum=1, maximum=500)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -144,7 +201,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON only, errors included: programs read the API, people read the schema at /api/docs/.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "labeling.api.parsers.StrictJSONParser",
+        "labeling.api.parsers.StrictFormParser",
+        "labeling.api.parsers.StrictMultiPartParser",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "labeling.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "labeling.api.exceptions.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
@@ -180,6 +244,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # Prompt intake, after InstructGPT's data hygiene (Ouyang et al. 2022, appendix A).
 PROMPT_DEDUP_PREFIX_CHARS = env_int("PROMPT_DEDUP_PREFIX_CHARS", 100, minimum=0)
+# Jaccard similarity of word bigrams from which a prompt is a near-duplicate (MinHash LSH); 0 turns it off.
+PROMPT_NEAR_DUPLICATE_THRESHOLD = env_float("PROMPT_NEAR_DUPLICATE_THRESHOLD", 0.8, minimum=0, maximum=1)
 PROMPT_CAP_PER_USER = env_int("PROMPT_CAP_PER_USER", 200, minimum=0)
 PROMPT_SPLIT_RATIOS = env_ratios("PROMPT_SPLIT_RATIOS", (0.8, 0.1, 0.1), count=3)
 PROMPT_REDACT_PII = env_bool("PROMPT_REDACT_PII", True)
@@ -200,6 +266,11 @@ LEASE_MINUTES = env_int("LEASE_MINUTES", 30, minimum=1)
 # A share of ranking and annotation tasks goes to several labelers, for agreement measures.
 OVERLAP_SHARE = env_float("OVERLAP_SHARE", 0.1, minimum=0, maximum=1)
 OVERLAP_ANNOTATIONS = env_int("OVERLAP_ANNOTATIONS", 3, minimum=2)
+# The size of an answer (labeling/answers.py): checked on submit, by `check_data`, and by exports.
+ANSWER_MAX_TURN_CHARS = env_int("ANSWER_MAX_TURN_CHARS", 20_000, minimum=1)
+ANSWER_MAX_CONVERSATION_CHARS = env_int("ANSWER_MAX_CONVERSATION_CHARS", 100_000, minimum=1)
+ANSWER_MAX_TURNS = env_int("ANSWER_MAX_TURNS", 40, minimum=2)
+ANSWER_MAX_NOTES_CHARS = env_int("ANSWER_MAX_NOTES_CHARS", 2_000, minimum=1)  # notes, reasons, other free text
 
 # Screening, onboarding and quality (InstructGPT's labeler selection, Ouyang et al. 2022, appendix B.1)
 OPEN_APPLICATIONS = env_bool("OPEN_APPLICATIONS", False)  # anyone may apply at /apply/, not only the invited

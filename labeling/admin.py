@@ -1,12 +1,20 @@
+"""The Django admin. Whatever a service owns (a labeler's status, a model's activation, a task's state, results)
+is read-only here and changes only through actions that call the same services as the pages."""
+
 from datetime import timedelta
 
+from django import forms
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from . import services
 from .models import (
     Assignment,
     Completion,
@@ -21,6 +29,7 @@ from .models import (
     Prompt,
     PromptAnnotation,
     Ranking,
+    Role,
     ScreeningAttempt,
     ScreeningItem,
     StatusChange,
@@ -32,13 +41,77 @@ from .services.screening import invitation_token
 admin.site.unregister(get_user_model())
 
 
+class ViewOnlyAdmin(admin.ModelAdmin):
+    """Rows that labelers' work, the sampler or the trainer made: admins read them and never edit them, so every
+    export and model stays traceable to what was really submitted."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
+
+
+def apply_with_reason(model_admin, request, queryset, *, title, done, change, name=str):
+    """Django's intermediate action page: ask for a reason, then `change(row, reason)` each selected row.
+
+    A row the service refuses is named (by `name(row)`) with the service's reason; the others are changed."""
+    form = ReasonForm(request.POST if "apply" in request.POST else None)
+    if not form.is_valid():
+        context = {
+            **model_admin.admin_site.each_context(request), "title": title, "form": form, "rows": queryset,
+            "opts": model_admin.model._meta, "action": request.POST["action"],
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/labeling/reason_form.html", context)
+    changed = []
+    for row in queryset:
+        try:
+            change(row, form.cleaned_data["reason"])
+        except ValidationError as exc:
+            model_admin.message_user(request, f"{name(row)}: {' '.join(exc.messages)}", messages.ERROR)
+        else:
+            changed.append(name(row))
+    if changed:
+        model_admin.message_user(request, f"{done}: {', '.join(changed)}.", messages.SUCCESS)
+    return None
+
+
 @admin.register(get_user_model())
 class PeopleAdmin(UserAdmin):
-    """Admins manage people; only a superuser can grant superuser status or single permissions."""
+    """Admins manage people. A role (its group, staff status and labeler profile) changes only through the role
+    actions; only a superuser can grant superuser status or single permissions."""
+
+    actions = ["make_labeler", "make_researcher", "make_admin"]
 
     def get_readonly_fields(self, request, obj=None):
-        readonly = super().get_readonly_fields(request, obj)
+        readonly = [*super().get_readonly_fields(request, obj), "groups", "is_staff"]
         return readonly if request.user.is_superuser else [*readonly, "is_superuser", "user_permissions"]
+
+    def _set_role(self, request, queryset, role):
+        for user in queryset:
+            services.user_set_role(user=user, role=role)
+        self.message_user(request, f"Now {Role(role).label.lower()}: {', '.join(u.username for u in queryset)}.",
+                          messages.SUCCESS)
+
+    @admin.action(description="Make the selected people labelers", permissions=["change"])
+    def make_labeler(self, request, queryset):
+        self._set_role(request, queryset, Role.LABELER)
+
+    @admin.action(description="Make the selected people researchers", permissions=["change"])
+    def make_researcher(self, request, queryset):
+        self._set_role(request, queryset, Role.RESEARCHER)
+
+    @admin.action(description="Make the selected people admins", permissions=["change"])
+    def make_admin(self, request, queryset):
+        self._set_role(request, queryset, Role.ADMIN)
 
 
 class StatusChangeInline(admin.TabularInline):
@@ -76,12 +149,42 @@ class InvitationAdmin(admin.ModelAdmin):
 
 @admin.register(LabelerProfile)
 class LabelerProfileAdmin(admin.ModelAdmin):
+    """Screening fills in the scores and the approval; pausing, resuming and offboarding are actions with a reason,
+    which also hand the person's live leases back to the queue. A profile is made with the labeler role."""
+
     list_display = ["user", "status", "languages", "flag_agreement", "ranking_agreement", "demonstration_score",
                     "approved_at"]
     list_filter = ["status"]
     search_fields = ["user__username", "user__email"]
-    raw_id_fields = ["user", "approved_by"]
+    readonly_fields = ["user", "status", "status_reason", "self_assessment", "flag_agreement", "ranking_agreement",
+                       "demonstration_score", "approved_by", "approved_at", "guidelines_acknowledged", "created_at"]
     inlines = [StatusChangeInline]
+    actions = ["pause", "resume", "offboard"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # offboarding keeps the person's history; deleting would orphan their results
+
+    def _move(self, request, queryset, status, title, done):
+        def change(profile, reason):
+            services.labeler_set_status(profile=profile, status=status, reason=reason, changed_by=request.user)
+
+        return apply_with_reason(self, request, queryset.select_related("user"), title=title, done=done,
+                                 change=change, name=lambda profile: profile.user.username)
+
+    @admin.action(description="Pause the selected labelers", permissions=["change"])
+    def pause(self, request, queryset):
+        return self._move(request, queryset, LabelerProfile.Status.PAUSED, "Pause labelers", "Paused")
+
+    @admin.action(description="Resume the selected labelers", permissions=["change"])
+    def resume(self, request, queryset):
+        return self._move(request, queryset, LabelerProfile.Status.ACTIVE, "Resume labelers", "Resumed")
+
+    @admin.action(description="Offboard the selected labelers", permissions=["change"])
+    def offboard(self, request, queryset):
+        return self._move(request, queryset, LabelerProfile.Status.OFFBOARDED, "Offboard labelers", "Offboarded")
 
 
 @admin.register(Guidelines)
@@ -103,17 +206,19 @@ class ScreeningItemAdmin(admin.ModelAdmin):
 
 
 @admin.register(ScreeningAttempt)
-class ScreeningAttemptAdmin(admin.ModelAdmin):
+class ScreeningAttemptAdmin(ViewOnlyAdmin):
+    """Graded and decided on the review pages."""
+
     list_display = ["id", "profile", "submitted_at", "flag_agreement", "ranking_agreement",
                     "demonstration_score", "decision", "decided_by"]
     list_filter = ["decision"]
     search_fields = ["profile__user__username"]
-    raw_id_fields = ["profile", "graded_by", "decided_by"]
 
 
 class TaskInline(admin.TabularInline):
     model = Task
     fields = ["kind", "state", "required_annotations", "priority", "is_gold"]
+    readonly_fields = ["state"]
     extra = 0
     show_change_link = True
 
@@ -136,18 +241,47 @@ class PromptAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
+    """Training registers versions and the evaluation gate activates them; an admin may activate one by hand
+    (a rollback, or overriding the gate) through the same activation, which retires the active one of its kind."""
+
+    ACTIVATABLE = (ModelVersion.Status.READY, ModelVersion.Status.RETIRED, ModelVersion.Status.REJECTED)
+
     list_display = ["name", "kind", "status", "parent", "created_at", "activated_at"]
     list_filter = ["kind", "status"]
     search_fields = ["name", "artifact_path"]
-    raw_id_fields = ["parent", "training_run"]
+    readonly_fields = ["kind", "status", "status_reason", "artifact_path", "parent", "training_run", "metrics",
+                       "created_at", "activated_at"]
+    actions = ["activate"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return obj is None or obj.status != ModelVersion.Status.ACTIVE  # samplers always find one active version
+
+    @admin.action(description="Activate the selected version", permissions=["change"])
+    def activate(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Choose one version to activate: each kind has exactly one active version.",
+                              messages.ERROR)
+            return None
+        return apply_with_reason(self, request, queryset, title="Activate a model version", done="Activated",
+                                 change=lambda version, reason: self._activate(version, reason, request.user))
+
+    def _activate(self, version, reason, user):
+        if version.status not in self.ACTIVATABLE:
+            raise ValidationError(f"It is {version.status}; only a ready, retired or rejected version can be "
+                                  f"activated.")
+        services.model_version_activate(version=version, reason=f"Activated by {user.username}: {reason}")
 
 
 @admin.register(Completion)
-class CompletionAdmin(admin.ModelAdmin):
+class CompletionAdmin(ViewOnlyAdmin):
+    """Sampled text that labelers ranked: editing it would change what their rankings mean."""
+
     list_display = ["id", "prompt_id", "short_text", "model_version", "token_count", "finish_reason", "created_at"]
     list_filter = ["model_version", "finish_reason"]
     search_fields = ["text", "prompt__text"]
-    raw_id_fields = ["prompt", "model_version"]
 
     @admin.display(description="text")
     def short_text(self, completion):
@@ -161,14 +295,20 @@ class AssignmentInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
+    def has_add_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
+    """A task's state and consensus follow from its assignments; the rest (priority, overlap, gold) is the admin's."""
+
     list_display = ["id", "kind", "prompt_id", "state", "required_annotations", "submitted", "priority",
                     "is_gold", "created_at"]
     list_filter = ["kind", "state", "is_gold", "required_annotations"]
     search_fields = ["prompt__text"]
     raw_id_fields = ["prompt", "completions"]
+    readonly_fields = ["state", "consensus", "created_at"]
     inlines = [AssignmentInline]
 
     def get_queryset(self, request):
@@ -182,62 +322,72 @@ class TaskAdmin(admin.ModelAdmin):
 
 
 @admin.register(Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
+class AssignmentAdmin(ViewOnlyAdmin):
+    """Leases are taken, submitted, skipped and expired by the labeling services."""
+
     list_display = ["id", "task", "labeler", "state", "leased_at", "lease_expires_at", "submitted_at",
                     "skip_reason", "time_spent_seconds"]
     list_filter = ["state", "skip_reason", "task__kind"]
     search_fields = ["labeler__username", "task__prompt__text"]
-    raw_id_fields = ["task", "labeler"]
 
 
 @admin.register(Demonstration)
-class DemonstrationAdmin(admin.ModelAdmin):
+class DemonstrationAdmin(ViewOnlyAdmin):
     list_display = ["id", "prompt_id", "author", "used_model_suggestion", "created_at"]
     list_filter = ["used_model_suggestion"]
     search_fields = ["prompt__text", "author__username"]
-    raw_id_fields = ["assignment", "prompt", "author", "suggestion_model_version"]
 
 
 class CompletionRatingInline(admin.TabularInline):
     model = CompletionRating
     extra = 0
-    raw_id_fields = ["completion"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Ranking)
-class RankingAdmin(admin.ModelAdmin):
+class RankingAdmin(ViewOnlyAdmin):
     list_display = ["id", "task", "labeler", "groups", "none_acceptable", "created_at"]
     list_filter = ["none_acceptable"]
     search_fields = ["labeler__username", "task__prompt__text"]
-    raw_id_fields = ["assignment", "task", "labeler"]
     inlines = [CompletionRatingInline]
 
 
 @admin.register(CompletionRating)
-class CompletionRatingAdmin(admin.ModelAdmin):
+class CompletionRatingAdmin(ViewOnlyAdmin):
     list_display = ["id", "completion_id", "ranking_id", "rating", "fails_to_follow_instruction", "hallucination",
                     "harmful_advice"]
     list_filter = ["rating", *CompletionRating.FLAGS]
     search_fields = ["notes", "completion__text"]
-    raw_id_fields = ["ranking", "completion"]
 
 
 @admin.register(PromptAnnotation)
-class PromptAnnotationAdmin(admin.ModelAdmin):
+class PromptAnnotationAdmin(ViewOnlyAdmin):
     list_display = ["id", "prompt_id", "labeler", "use_case", "language", "ambiguous", "sensitive_content",
                     "contains_personal_data", "created_at"]
     list_filter = ["use_case", "language", "contains_personal_data", *PromptAnnotation.FLAGS]
     search_fields = ["prompt__text", "labeler__username"]
-    raw_id_fields = ["assignment", "prompt", "labeler"]
 
 
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
+    """Imports are made on the imports page, the API or `manage.py import_prompts`."""
+
     list_display = ["id", "filename", "state", "created_by", "rows_read", "accepted", "duplicates", "over_cap",
                     "rejected", "created_at"]
     list_filter = ["state", "format"]
     search_fields = ["filename", "created_by__username"]
     readonly_fields = [f.name for f in ImportJob._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(Export)
@@ -254,8 +404,9 @@ class ExportAdmin(admin.ModelAdmin):
 
 
 @admin.register(TrainingRun)
-class TrainingRunAdmin(admin.ModelAdmin):
+class TrainingRunAdmin(ViewOnlyAdmin):
+    """Runs are started and cancelled on the training pages or the API; the worker writes their state and results."""
+
     list_display = ["id", "kind", "state", "progress", "export", "base_model", "created_at", "finished_at"]
     list_filter = ["kind", "state"]
     search_fields = ["log", "error"]
-    raw_id_fields = ["export", "base_model", "created_by"]

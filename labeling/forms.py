@@ -37,6 +37,10 @@ class TimedForm(forms.Form):
 
     time_spent = forms.IntegerField(min_value=0, required=False, widget=forms.HiddenInput)
 
+    def add_answer_error(self, exc):
+        """Show the service's ValidationError beside the field it is about; here, above the form."""
+        self.add_error(None, exc)
+
 
 class WritePromptForm(TimedForm):
     STYLES = [
@@ -88,13 +92,23 @@ class DemonstrationForm(TimedForm):
                 self.add_error(f"user_{n}", "Write the user's turn this answer replies to, or clear it.")
         return data
 
-    def turns(self):
-        turns = [{"role": "assistant", "content": self.cleaned_data["assistant_1"]}]
+    def written(self):
+        """The names of the fields the labeler filled in, turn by turn."""
+        names = ["assistant_1"]
         for n in range(2, self.EXTRA_TURNS + 2):
             if self.cleaned_data.get(f"user_{n}", "").strip():
-                turns += [{"role": "user", "content": self.cleaned_data[f"user_{n}"]},
-                          {"role": "assistant", "content": self.cleaned_data[f"assistant_{n}"]}]
-        return turns
+                names += [f"user_{n}", f"assistant_{n}"]
+        return names
+
+    def turns(self):
+        return [{"role": name.partition("_")[0], "content": self.cleaned_data[name]} for name in self.written()]
+
+    def add_answer_error(self, exc):
+        """Each problem beside the turn it names: `answer_turn` counts the labeler's turns from 1."""
+        names = self.written()
+        for error in exc.error_list:
+            turn = (error.params or {}).get("answer_turn")
+            self.add_error(names[turn - 1] if turn and turn <= len(names) else None, error)
 
 
 class RankingForm(TimedForm):
@@ -137,6 +151,13 @@ class RankingForm(TimedForm):
                 "notes": self[f"notes_{cid}"],
                 "rank": self[f"rank_{cid}"],
             }
+
+    def add_answer_error(self, exc):
+        """A problem with one output's notes goes beside those notes."""
+        for error in exc.error_list:
+            params = error.params or {}
+            field = f"notes_{params.get('completion')}" if params.get("field") == "notes" else None
+            self.add_error(field if field in self.fields else None, error)
 
     def groups(self):
         ranks = {}

@@ -1,16 +1,20 @@
 """Reading prompt files and InstructGPT's intake rules, free of the database.
 
 `read_rows` turns a JSONL or CSV file into numbered rows, refusing the whole file
-when it is not valid UTF-8, JSONL or CSV. `parse_row` turns one row into a
-`Candidate` or raises `RowError` with the reason. The rules that need the
-database (deduplication against stored prompts, the per-user cap) live in
-`services.prompts_ingest`.
+only when it is not UTF-8 text (or has nothing to import); a line that is not a
+JSON object or a CSV row that does not fit the header becomes a row error.
+`parse_row` turns one row into a `Candidate` or raises `RowError` with the
+reason; `near_duplicates` measures how alike two prompts are. The rules that
+need the database (deduplication against stored prompts, the per-user cap)
+live in `services.prompts_ingest`.
 """
 
 import codecs
 import csv
+import functools
 import hashlib
 import json
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -31,6 +35,7 @@ class RowError(Exception):
 @dataclass(frozen=True)
 class IntakeRules:
     dedup_prefix_chars: int
+    near_duplicate_threshold: float
     cap_per_user: int
     split_ratios: tuple
     redact_pii: bool
@@ -43,6 +48,7 @@ class IntakeRules:
     def from_settings(cls):
         return cls(
             dedup_prefix_chars=settings.PROMPT_DEDUP_PREFIX_CHARS,
+            near_duplicate_threshold=settings.PROMPT_NEAR_DUPLICATE_THRESHOLD,
             cap_per_user=settings.PROMPT_CAP_PER_USER,
             split_ratios=tuple(settings.PROMPT_SPLIT_RATIOS),
             redact_pii=settings.PROMPT_REDACT_PII,
@@ -64,6 +70,8 @@ class Candidate:
     metadata: dict
     dedup_key: str
     split: str
+    normalised: str = ""
+    bands: tuple | None = None
     redactions: Counter = field(default_factory=Counter)
 
 
@@ -112,12 +120,19 @@ def format_for_filename(filename):
 def read_rows(binary_file, fmt):
     """Yield (line number, row dict, bytes read so far) for every row of the file.
 
-    Raises FileRefused as soon as the file shows it is not valid UTF-8, JSONL or
-    CSV; the caller runs inside a transaction, so nothing of the file is kept.
+    A line that is not a JSON object, or a CSV row that does not fit the header, is yielded as a row
+    holding `__error__`, which `parse_row` reports with its line number. FileRefused is raised only for
+    a file that is not UTF-8 text, has nothing to import, or has no usable shape (a CSV without a prompt
+    column, a JSONL file without one line of JSON); the caller runs inside a transaction, so nothing of
+    a refused file is kept.
     """
     lines = _Lines(binary_file)
+    rows = 0
     for number, row in _jsonl_rows(lines) if fmt == "jsonl" else _csv_rows(lines):
+        rows += 1
         yield number, row, lines.bytes_read
+    if not rows:
+        raise FileRefused("The file holds no rows to import: add one prompt per line (JSONL) or per row (CSV).")
 
 
 def _refuse_constant(name):
@@ -125,19 +140,33 @@ def _refuse_constant(name):
 
 
 def _jsonl_rows(lines):
+    first_error = None
+    parsed_any = False
     for text in lines:
         if not text.strip():
             continue
         try:
             row = json.loads(text, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
-            raise FileRefused(
-                f"Line {lines.number} is not valid JSON ({exc.msg} at column {exc.colno}), so this is not a JSONL "
-                "file. Each line must hold one JSON object."
-            ) from None
+            first_error = first_error or (lines.number, exc)
+            row = {"__error__": f"the line is not valid JSON ({_json_problem(exc)}); each line must hold one JSON "
+                                "object"}
         except (ValueError, RecursionError) as exc:  # NaN, a 5,000-digit number, nesting deeper than Python's stack
+            parsed_any = True
             row = {"__error__": f"the row holds a value that cannot be stored ({exc or 'nested too deeply'})"}
+        else:
+            parsed_any = True
         yield lines.number, row
+    if first_error and not parsed_any:
+        number, exc = first_error
+        raise FileRefused(
+            f"Line {number} is not valid JSON ({_json_problem(exc)}), and neither is any other line, so this is "
+            "not a JSONL file. Each line must hold one JSON object."
+        )
+
+
+def _json_problem(exc):
+    return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"  # some messages end in "at" already
 
 
 def _csv_rows(lines):
@@ -146,23 +175,32 @@ def _csv_rows(lines):
     reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)
-        if not header:
-            raise FileRefused("The CSV file is empty: it needs a header row with a 'prompt' column.")
-        header = [name.strip().lower() for name in header]
-        if not set(header) & {*TEXT_FIELDS, *CHAT_FIELDS}:
-            raise FileRefused(
-                f"The CSV header has no 'prompt' column; it has: {', '.join(header)}. Add a 'prompt' column."
-            )
-        start = reader.line_num + 1
-        for values in reader:
-            if values:
-                if len(values) > len(header):
-                    yield start, {"__error__": f"the row has more fields than the header ({len(header)})"}
-                else:
-                    yield start, dict(zip(header, values))
-            start = reader.line_num + 1
     except csv.Error as exc:
-        raise FileRefused(f"The CSV file is malformed at line {reader.line_num}: {exc}.") from None
+        raise FileRefused(
+            f"The CSV header (line 1) cannot be read: {exc}. The first row must name the columns."
+        ) from None
+    if not header:
+        raise FileRefused("The CSV file is empty: it needs a header row with a 'prompt' column.")
+    header = [name.strip().lower() for name in header]
+    if not set(header) & {*TEXT_FIELDS, *CHAT_FIELDS}:
+        raise FileRefused(
+            f"The CSV header has no 'prompt' column; it has: {', '.join(header)}. Add a 'prompt' column."
+        )
+    start = reader.line_num + 1
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the reader starts afresh on the next line
+            yield start, {"__error__": f"the row is not valid CSV ({exc})"}
+        else:
+            if values and len(values) != len(header):
+                fields = f"{len(values)} field" if len(values) == 1 else f"{len(values)} fields"
+                yield start, {"__error__": f"the row has {fields} where the header has {len(header)}"}
+            elif values:
+                yield start, dict(zip(header, values))
+        start = reader.line_num + 1
 
 
 # One row
@@ -214,7 +252,8 @@ def parse_row(row, rules, *, default_source=Prompt.Source.IMPORTED):
             turn["content"], _ = pii.redact(turn["content"])
         metadata = _redact_values(metadata, redactions)
 
-    key = dedup_key(text, rules.dedup_prefix_chars)
+    normalised = normalise(text)
+    key = dedup_key(normalised, rules.dedup_prefix_chars, normalised=True)
     return Candidate(
         text=text,
         turns=turns,
@@ -225,6 +264,7 @@ def parse_row(row, rules, *, default_source=Prompt.Source.IMPORTED):
         metadata=metadata,
         dedup_key=key,
         split=split_for(user_id or key or text, rules.split_ratios),
+        normalised=normalised,
         redactions=redactions,
     )
 
@@ -299,15 +339,35 @@ def _choice(value, allowed, what):
 
 # Rules
 
+# Every punctuation and symbol character lies in Unicode's first two planes; a test holds this true.
+PUNCTUATION_PLANES_END = 0x20000
+
+
+@functools.cache
+def _punctuation_to_spaces():
+    """A str.translate table mapping each punctuation and symbol character (categories P* and S*) to a space."""
+    return {code: " " for code in range(PUNCTUATION_PLANES_END) if unicodedata.category(chr(code))[0] in "PS"}
+
+
 def normalise(text):
-    return " ".join(text.lower().split())
+    """The text as deduplication compares it: NFKC, case-folded, punctuation and symbols as spaces, spaces collapsed.
+
+    Letters and digits are kept, so "What is 2+2?" and "What is 3+3?" stay apart. A text of nothing but
+    punctuation or symbols keeps them, so that "???" and "🙂" are not both the empty string.
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(folded.translate(_punctuation_to_spaces()).split()) or " ".join(folded.split())
 
 
-def dedup_key(text, prefix_chars):
-    """Prompts whose normalised text shares the first `prefix_chars` characters are duplicates."""
+def dedup_key(text, prefix_chars, *, normalised=False):
+    """Prompts whose normalised text shares the first `prefix_chars` characters are duplicates.
+
+    A prompt shorter than that is keyed by the whole of its normalised text, so short prompts that
+    differ only in case, spacing or punctuation are duplicates too.
+    """
     if not prefix_chars:
         return ""
-    return hashlib.sha256(normalise(text)[:prefix_chars].encode()).hexdigest()
+    return hashlib.sha256((text if normalised else normalise(text))[:prefix_chars].encode()).hexdigest()
 
 
 def stable_fraction(value, salt):

@@ -161,8 +161,14 @@ def model_versions_by_kind():
 
 
 def exports_visible_to(user):
-    """Researchers and admins share the team's exports."""
-    return Export.objects.select_related("created_by")
+    """Researchers and admins share the team's exports, except that only admins see the ones that name labelers."""
+    exports = Export.objects.select_related("created_by")
+    roles = roles_of(user)
+    if Role.ADMIN in roles:
+        return exports
+    if Role.RESEARCHER in roles:
+        return exports.filter(with_identities=False)
+    return exports.none()
 
 
 def import_jobs_visible_to(user):

@@ -9,7 +9,7 @@ from . import services
 @shared_task(acks_late=True)
 def import_prompts(job_id):
     job = services.import_job_run(job_id=job_id)
-    return {"job": job.pk, "state": job.state, "accepted": job.accepted}
+    return {"job": job.pk, "state": job.state, "accepted": job.accepted, "error": job.error}
 
 
 @shared_task

@@ -1,7 +1,12 @@
 """docker-compose.yml cannot run here (no Docker engine), so check that it parses and points at real code."""
 
 import importlib
+import os
+import re
+import secrets
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +78,44 @@ def test_the_image_builds_from_this_tree(compose):
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "requirements.txt" in dockerfile and "config.wsgi:application" in dockerfile
     assert "python -m rlhf prepare-model" in dockerfile  # the base policy the GPU worker samples from
+
+
+def documented_production_environment():
+    """The variables README's "Running in production" gives, with a fresh secret key and this machine's database."""
+    section = (ROOT / "README.md").read_text().split("## Running in production", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```env\n(.*?)```", section, re.S).group(1)
+    documented = dict(line.split("=", 1) for line in block.splitlines() if line.strip())
+    documented["SECRET_KEY"] = secrets.token_urlsafe(50)
+    del documented["REDIS_URL"]  # no server is needed for the checks; the file cache stands in
+    if os.environ.get("DATABASE_URL"):
+        documented["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    else:
+        del documented["DATABASE_URL"]
+    return documented
+
+
+def check_deploy(tmp_path, environment):
+    # Only what a server has: the browser tests set DJANGO_ALLOW_ASYNC_UNSAFE in this process, never in production.
+    leave_out = ("DEBUG", "SECRET_KEY", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    clean = {name: value for name, value in os.environ.items() if name not in leave_out}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
+        env={**clean, "DATA_DIR": str(tmp_path), **environment}, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_the_documented_production_environment_passes_the_deployment_checks(tmp_path):
+    environment = documented_production_environment()
+    assert {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "SECURE_COOKIES", "BEHIND_HTTPS_PROXY"} <= set(environment)
+    found = check_deploy(tmp_path, environment)
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert "System check identified no issues" in found.stdout
+    assert "WARNING" not in found.stdout + found.stderr and "security.W" not in found.stderr
+
+
+def test_without_https_settings_the_deployment_checks_fail(tmp_path):
+    environment = {**documented_production_environment(), "SECURE_COOKIES": "false"}
+    found = check_deploy(tmp_path, environment)
+    assert found.returncode != 0
+    for check in ["security.W004", "security.W008", "security.W012", "security.W016"]:  # HSTS, redirect, cookies
+        assert check in found.stderr

@@ -122,7 +122,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
-    model_version = serializers.PrimaryKeyRelatedField(read_only=True)
+    model_version = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)  # none until a run succeeds
     progress = serializers.FloatField(read_only=True, help_text="The share of optimizer steps done, 0 to 1.")
     eta_seconds = serializers.FloatField(read_only=True, allow_null=True)
 

@@ -1,15 +1,15 @@
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
 from .. import selectors, services
 from ..models import ModelVersion, Prompt
 from ..permissions import IsResearcher
-from ..views import export_file_response
+from ..views.research import EXPORT_MEDIA_TYPES, export_file_response
+from .parsers import StrictFormParser, StrictJSONParser, StrictMultiPartParser
 from .serializers import (
     ExportCreateSerializer,
     ExportSerializer,
@@ -33,7 +33,7 @@ class PromptListCreate(generics.ListAPIView):
 
     permission_classes = [IsResearcher]
     serializer_class = PromptSerializer
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
 
     def get_queryset(self):
         filters = PromptFilterSerializer(data=self.request.query_params)
@@ -56,12 +56,19 @@ class ImportJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
     permission_classes = [IsResearcher]
     serializer_class = ImportJobSerializer
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [StrictMultiPartParser, StrictFormParser]
 
     def get_queryset(self):
         return selectors.import_jobs_visible_to(self.request.user)
 
-    @extend_schema(request=ImportUploadSerializer, responses={201: ImportJobSerializer, 202: ImportJobSerializer})
+    @extend_schema(request=ImportUploadSerializer, responses={
+        201: OpenApiResponse(ImportJobSerializer, description="Imported: at least one row was stored."),
+        202: OpenApiResponse(ImportJobSerializer, description="Queued for a worker; follow the job."),
+        400: OpenApiResponse(ImportJobSerializer, description=(
+            "Nothing was imported: the file was refused, or every row was turned away. The job is kept, failed, "
+            "with the reason in `error` and `detail` and the rows' reasons in `row_errors`."
+        )),
+    })
     def create(self, request):
         upload = ImportUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
@@ -71,6 +78,8 @@ class ImportJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             fmt=upload.validated_data.get("format"),
         )
         job = services.import_job_start(job=job)
+        if job.state == job.State.FAILED:
+            return Response({**ImportJobSerializer(job).data, "detail": job.error}, status=status.HTTP_400_BAD_REQUEST)
         code = status.HTTP_201_CREATED if job.is_finished else status.HTTP_202_ACCEPTED
         return Response(ImportJobSerializer(job).data, status=code)
 
@@ -100,7 +109,11 @@ class ExportViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         )
         return Response(self.get_serializer(export).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(
+        description="The export's file, with its checksum in the X-Checksum-SHA256 header; 404 until it is built.",
+        responses={(200, media_type): OpenApiResponse(OpenApiTypes.BINARY, description=f"The {fmt} file.")
+                   for fmt, media_type in EXPORT_MEDIA_TYPES.items()},
+    )
     @action(detail=True, url_path="download", url_name="download")
     def download(self, request, pk=None):
         return export_file_response(self.get_object())

@@ -69,8 +69,10 @@ class SubmitSerializer(serializers.Serializer):
     use_case = serializers.CharField(required=False, allow_blank=True)
     language = serializers.CharField(required=False)
     # write_demonstration
-    turns = serializers.ListField(child=serializers.DictField(child=serializers.CharField()), required=False,
-                                  help_text="The turns after the prompt, ending with the assistant's.")
+    # Values pass through as sent: the service judges each turn and names the one that is wrong.
+    turns = serializers.ListField(child=serializers.DictField(), required=False,
+                                  help_text='The turns after the prompt, ending with the assistant\'s: '
+                                            '[{"role": "assistant", "content": "..."}, ...].')
     used_model_suggestion = serializers.BooleanField(required=False, default=False)
     # rank_completions
     groups = serializers.JSONField(required=False, help_text="Completion ids as ordered groups of ties, best first.")

@@ -4,15 +4,21 @@ Each source reads with a server-side cursor (`iterator()` on PostgreSQL) and loo
 of rows refers to in one query per batch, so memory holds a batch, never the whole export. Its
 `done` counts the source rows read, against `total()`, for the progress bar; `counts` goes into the
 manifest.
+
+A stored row that breaks today's rules for answers (labeling/answers.py: a demonstration that does
+not alternate, notes over the limit, a prompt over PROMPT_MAX_CHARS, ...) is left out whole; `counts`
+holds how many under `left_out`, {"<row>: <rule>": n}, which the manifest lists on its own.
 """
 
 import json
+from collections import defaultdict
 from itertools import groupby, islice
 
 import pyarrow as pa
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Length
 
-from .. import quality
+from .. import answers, quality
 from ..models import (
     Completion,
     CompletionRating,
@@ -21,6 +27,7 @@ from ..models import (
     PromptAnnotation,
     Ranking,
     Task,
+    UseCase,
 )
 
 BATCH = 2000
@@ -80,12 +87,47 @@ class Source:
     def __init__(self, filters, name_of, *, fmt="jsonl", with_identities=False):
         self.filters, self.name_of, self.fmt, self.with_identities = filters, name_of, fmt, with_identities
         self.done, self.counts = 0, {}
+        self.limits = answers.Limits.from_settings()
 
     def total(self):
         return self.queryset().count()
 
     def count(self, key, n=1):
         self.counts[key] = self.counts.get(key, 0) + n
+
+    def leave_out(self, row, problems):
+        """Count a `row` (what it is: "demonstration", "ranking", ...) left out for the first of its problems."""
+        left_out = self.counts.setdefault("left_out", {})
+        key = f"{row}: {problems[0].rule}"
+        left_out[key] = left_out.get(key, 0) + 1
+
+    def bad_rankings(self, rankings):
+        """{ranking id: its problems} for those of `rankings`, (ranking id, task id, groups), that break the rules."""
+        return rankings_breaking_rules(rankings, self.limits)
+
+
+def rankings_breaking_rules(rankings, limits):
+    """{ranking id: its problems} for a batch of (ranking id, task id, groups): groups that do not place each of
+    the task's completions once, or a rating whose notes are over the limit."""
+    rankings = list(rankings)
+    completions = defaultdict(set)
+    for task_id, completion_id in Task.completions.through.objects.filter(
+        task_id__in={task_id for _, task_id, _ in rankings}
+    ).values_list("task_id", "completion_id"):
+        completions[task_id].add(completion_id)
+    found = {}
+    # Only the length is read: the notes themselves may be large.
+    for ranking_id, completion_id, length in CompletionRating.objects.filter(
+        ranking_id__in=[ranking_id for ranking_id, _, _ in rankings]
+    ).annotate(length=Length("notes")).filter(length__gt=limits.notes_chars).values_list(
+        "ranking_id", "completion_id", "length"
+    ):
+        found.setdefault(ranking_id, [answers.notes_too_long(
+            length, what=f"The notes on completion {completion_id}", limits=limits)])
+    for ranking_id, task_id, groups in rankings:
+        if problems := answers.ranking_problems(groups, completions[task_id], task_id=task_id):
+            found[ranking_id] = problems
+    return found
 
 
 class RankedTasks(Source):
@@ -107,17 +149,34 @@ class RankedTasks(Source):
             "task_id", "id", "labeler_id", "groups", "task__prompt_id", "task__prompt__text", "task__prompt__turns",
             "task__prompt__split", "task__prompt__language", "task__prompt__use_case", *fields,
         )
-        for task_id, task_rows in groupby(rows.iterator(chunk_size=BATCH), key=lambda row: row[0]):
-            task_rows = list(task_rows)
-            self.done += len(task_rows)
-            self.count("tasks")
-            self.count("annotations", len(task_rows))
-            if "min_agreement" in f:
-                agreement = quality.mean_agreement([row[3] for row in task_rows])
-                if agreement is None or agreement < f["min_agreement"]:
-                    self.count("tasks_below_min_agreement")
+        grouped = ((task_id, list(task_rows)) for task_id, task_rows in groupby(
+            rows.iterator(chunk_size=BATCH), key=lambda row: row[0]))
+        for batch in batched(grouped, BATCH // 4):
+            bad = self.bad_rankings((row[1], row[0], row[3]) for _, task_rows in batch for row in task_rows)
+            for task_id, task_rows in batch:
+                self.done += len(task_rows)
+                task_rows = self.kept(task_rows, bad)
+                if not task_rows:
                     continue
-            yield task_id, task_rows
+                self.count("tasks")
+                self.count("annotations", len(task_rows))
+                if "min_agreement" in f:
+                    agreement = quality.mean_agreement([row[3] for row in task_rows])
+                    if agreement is None or agreement < f["min_agreement"]:
+                        self.count("tasks_below_min_agreement")
+                        continue
+                yield task_id, task_rows
+
+    def kept(self, task_rows, bad):
+        """The task's rankings that keep the rules, on a prompt that keeps them; the others are counted."""
+        prompt_problems = answers.prompt_problems(task_rows[0][5], task_rows[0][6], limits=self.limits)
+        kept = []
+        for row in task_rows:
+            if problems := prompt_problems or bad.get(row[1]):
+                self.leave_out("ranking", problems)
+            else:
+                kept.append(row)
+        return kept
 
     def stored_consensus(self, batch):
         """{task id: (groups, labelers)}: the consensus stored when each task was completed."""
@@ -301,18 +360,24 @@ class Demonstrations(Source):
         found = self.queryset().order_by("id").values_list(
             "messages", "id", "prompt_id", "prompt__split", "prompt__language", "prompt__use_case", "author_id",
             "used_model_suggestion", "suggestion_model_version__name", "assignment__time_spent_seconds", "created_at",
+            "assignment__task__params",
         )
-        for messages, pk, prompt_id, split, language, use_case, author, used, version, spent, at in found.iterator(
-            chunk_size=BATCH
+        kept = 0
+        for messages, pk, prompt_id, split, language, use_case, author, used, version, spent, at, params in (
+            found.iterator(chunk_size=BATCH)
         ):
             self.done += 1
+            if problems := answers.demonstration_problems(messages, limits=self.limits, params=params):
+                self.leave_out("demonstration", problems)
+                continue
+            kept += 1
             yield {
                 "messages": messages, "demonstration_id": pk, "prompt_id": prompt_id, "split": split,
                 "language": language, "use_case": use_case, "labeler": self.name_of(author),
                 "used_model_suggestion": used, "suggestion_model_version": version, "time_spent_seconds": spent,
                 "created_at": at.isoformat(),
             }
-        self.counts["demonstrations"] = self.done
+        self.counts["demonstrations"] = kept
 
 
 class PpoPrompts(Source):
@@ -333,12 +398,17 @@ class PpoPrompts(Source):
         found = self.queryset().order_by("id").values_list(
             "text", "turns", "id", "split", "language", "use_case", "source"
         )
+        kept = 0
         for text, turns, pk, split, language, use_case, source in found.iterator(chunk_size=BATCH):
             self.done += 1
+            if problems := answers.prompt_problems(text, turns, limits=self.limits):
+                self.leave_out("prompt", problems)
+                continue
+            kept += 1
             prompt = text if self.style == "standard" else as_messages(text, turns)
             yield {"prompt": prompt, "prompt_id": pk, "split": split, "language": language, "use_case": use_case,
                    "source": source}
-        self.counts["prompts"] = self.done
+        self.counts["prompts"] = kept
 
 
 class Annotations(Source):
@@ -362,13 +432,23 @@ class Annotations(Source):
     def rows(self):
         found = self.queryset().order_by("id").values_list(
             "id", "prompt_id", "prompt__text", "prompt__split", "prompt__language", "labeler_id", *self.FIELDS,
-            "assignment__time_spent_seconds", "created_at",
+            "assignment__time_spent_seconds", "created_at", "prompt__turns",
         )
-        for pk, prompt_id, text, split, language, labeler_id, *values, spent, at in found.iterator(chunk_size=BATCH):
+        kept = 0
+        for pk, prompt_id, text, split, language, labeler_id, *values, spent, at, turns in found.iterator(
+            chunk_size=BATCH
+        ):
             self.done += 1
+            use_case, annotated_language = values[0], values[1]
+            problems = answers.prompt_problems(text, turns, limits=self.limits) or answers.annotation_problems(
+                use_case, annotated_language, use_cases=UseCase.values, limits=self.limits)
+            if problems:
+                self.leave_out("annotation", problems)
+                continue
+            kept += 1
             yield {
                 "annotation_id": pk, "prompt_id": prompt_id, "prompt": text, "prompt_split": split,
                 "prompt_language": language, "labeler": self.name_of(labeler_id), **dict(zip(self.FIELDS, values)),
                 "time_spent_seconds": spent, "created_at": at.isoformat(),
             }
-        self.counts["annotations"] = self.done
+        self.counts["annotations"] = kept

@@ -6,6 +6,9 @@ on the Hugging Face Hub does. The prompt's turns form the trunk; the last turn's
 ranked completions (synthetic, with `model_name` and `rank`: 0 is best, by Tideman's ranked pairs
 over every labeler's ranking) and the demonstrations labelers wrote. Labels are shares of the
 labelers who set a flag, with their count; `quality` is the mean 1-7 rating scaled to 0-1.
+
+What breaks today's rules for answers is left out and counted: a prompt's whole tree, or one
+demonstration or ranking within it.
 """
 
 from collections import defaultdict
@@ -13,7 +16,7 @@ from collections import defaultdict
 import pyarrow as pa
 from django.db.models import Exists, OuterRef
 
-from .. import quality
+from .. import answers, quality
 from ..models import Completion, CompletionRating, Demonstration, Prompt, PromptAnnotation, Ranking
 from .sources import BATCH, Source, batched, dated, from_model_versions, labeled, prompt_filter
 
@@ -61,26 +64,39 @@ class OasstTrees(Source):
         prompts = self.queryset().order_by("id").values_list(
             "id", "text", "turns", "language", "source", "created_at"
         ).iterator(chunk_size=BATCH)
+        trees = 0
         for batch in batched(prompts, BATCH // 4):
+            self.done += len(batch)
+            batch = [row for row in batch if self.keeps_prompt(row[1], row[2])]
             replies = self.replies([row[0] for row in batch])
             for prompt_id, text, turns, language, source, created_at in batch:
-                self.done += 1
                 tree = self.tree(prompt_id, text, turns, language, created_at, replies)
+                trees += 1
                 self.count("messages", _size(tree))
                 if self.flat:
                     yield from _flatten(tree, f"prompt-{prompt_id}")
                 else:
                     yield {"message_tree_id": f"prompt-{prompt_id}", "tree_state": TREE_STATE, "prompt": tree,
                            "origin": source}
-        self.counts["trees"] = self.done
+        self.counts["trees"] = trees
+
+    def keeps_prompt(self, text, turns):
+        """A prompt that breaks the rules takes its whole tree out of the export."""
+        if problems := answers.prompt_problems(text, turns, limits=self.limits):
+            self.leave_out("tree", problems)
+        return not problems
 
     def replies(self, prompt_ids):
         """{prompt id: (assistant reply nodes, prompt labels)} for a batch of prompts."""
-        rankings = defaultdict(list)
-        for prompt_id, ranking_id, groups in self.rankings().filter(task__prompt_id__in=prompt_ids).values_list(
-            "task__prompt_id", "id", "groups"
-        ):
-            rankings[prompt_id].append((ranking_id, groups))
+        rankings, ranked = defaultdict(list), list(self.rankings().filter(task__prompt_id__in=prompt_ids).values_list(
+            "task__prompt_id", "id", "task_id", "groups"
+        ))
+        bad = self.bad_rankings(row[1:] for row in ranked)
+        for prompt_id, ranking_id, _, groups in ranked:
+            if ranking_id in bad:
+                self.leave_out("ranking", bad[ranking_id])
+            else:
+                rankings[prompt_id].append((ranking_id, groups))
         ranking_ids = [ranking_id for found in rankings.values() for ranking_id, _ in found]
         ratings = defaultdict(list)
         for completion_id, rating, *flags in CompletionRating.objects.filter(ranking_id__in=ranking_ids).values_list(
@@ -95,10 +111,13 @@ class OasstTrees(Source):
             )
         }
         demonstrations = defaultdict(list)
-        for row in self.demonstrations().filter(prompt_id__in=prompt_ids).order_by("id").values_list(
-            "prompt_id", "id", "author_id", "messages", "created_at"
+        for *row, params in self.demonstrations().filter(prompt_id__in=prompt_ids).order_by("id").values_list(
+            "prompt_id", "id", "author_id", "messages", "created_at", "assignment__task__params"
         ):
-            demonstrations[row[0]].append(row[1:])
+            if problems := answers.demonstration_problems(row[3], limits=self.limits, params=params):
+                self.leave_out("demonstration", problems)
+            else:
+                demonstrations[row[0]].append(row[1:])
         annotations = defaultdict(list)
         for prompt_id, *flags in PromptAnnotation.objects.filter(prompt_id__in=prompt_ids).values_list(
             "prompt_id", *PromptAnnotation.FLAGS

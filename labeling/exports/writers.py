@@ -73,14 +73,29 @@ class ParquetWriter:
         self.writer.close()
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralised(value):
+    """A text cell that a spreadsheet would run as a formula, with a leading single quote so that it shows as text.
+
+    Only text is changed: numbers (negative ones too), booleans and empty cells are written as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 class CsvWriter:
+    """CSV is for spreadsheets, so formula-like text is neutralised; JSONL and Parquet keep every text exact."""
+
     def __init__(self, path, schema):
         self.file = open(path, "w", encoding="utf-8", newline="", buffering=1 << 20)
         self.writer = csv.DictWriter(self.file, fieldnames=schema.names)
         self.writer.writeheader()
 
     def write(self, row):
-        self.writer.writerow(row)
+        self.writer.writerow({name: neutralised(value) for name, value in row.items()})
 
     def close(self):
         self.file.close()

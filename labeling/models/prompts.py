@@ -44,6 +44,12 @@ class Prompt(models.Model):
     dedup_key = models.CharField(
         max_length=64, blank=True, help_text="Hash of the normalised prefix; empty when deduplication is off."
     )
+    # MinHash LSH band keys of the normalised text (near_duplicates.lsh_bands), one indexed column per band, so
+    # that an import finds stored near-duplicates with one indexed query; empty for prompts stored without them.
+    lsh_band_0 = models.BigIntegerField(null=True, blank=True, editable=False)
+    lsh_band_1 = models.BigIntegerField(null=True, blank=True, editable=False)
+    lsh_band_2 = models.BigIntegerField(null=True, blank=True, editable=False)
+    lsh_band_3 = models.BigIntegerField(null=True, blank=True, editable=False)
     redactions = models.JSONField(default=dict, blank=True, help_text="Count of redacted PII by kind.")
     needs_completions = models.BooleanField(default=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -61,6 +67,7 @@ class Prompt(models.Model):
         # Few indexes: imports write prompts in bulk, and every index slows that down.
         indexes = [
             models.Index(fields=["id"], condition=Q(needs_completions=True), name="prompt_needs_completions"),
+            *[models.Index(fields=[f"lsh_band_{band}"], name=f"prompt_lsh_band_{band}") for band in range(4)],
         ]
         constraints = [
             models.UniqueConstraint(fields=["dedup_key"], condition=~Q(dedup_key=""), name="unique_prompt_dedup_key"),

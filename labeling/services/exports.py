@@ -75,6 +75,11 @@ def export_run(*, export_id, on_progress=None):
 
 def _publish(export, partial, counts, columns):
     sha256, size = exports.sha256_of(partial), partial.stat().st_size
+    # Stored rows that break today's rules for answers were left out, by row and rule; the total shows with
+    # the other counts.
+    left_out = counts.pop("left_out", {})
+    if left_out:
+        counts["invalid_rows_left_out"] = sum(left_out.values())
     finished_at = timezone.now()
     manifest = {
         "id": export.pk,
@@ -87,6 +92,7 @@ def _publish(export, partial, counts, columns):
         "columns": columns,
         "filters": export.filters,
         "counts": counts,
+        "left_out": dict(sorted(left_out.items())),
         "labelers": "usernames" if export.with_identities else "pseudonyms",
         "code_version": exports.code_version(),
         "created_by": export.created_by.username if export.created_by else None,

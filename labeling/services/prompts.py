@@ -1,9 +1,11 @@
 """Prompt intake: files, API batches and labeler-written prompts through InstructGPT's rules."""
 
+import json
 import logging
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 
 from django.conf import settings
 from django.core.cache import cache
@@ -12,7 +14,7 @@ from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from .. import intake
+from .. import intake, near_duplicates
 from ..models import ImportJob, Prompt, Task
 
 logger = logging.getLogger(__name__)
@@ -85,23 +87,36 @@ def _serialise_intake():
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INTAKE_LOCK])
 
 
-def _store_chunk(candidates, rules, report, max_errors, *, created_by, import_job, keep_ids):
+def _stored_matches(candidates, rules):
+    """What the stored prompts say about a chunk: stored prompts by dedup key, near-duplicates, prompts per user."""
     keys = {c.dedup_key for _, c in candidates if c.dedup_key}
-    stored = dict(Prompt.objects.filter(dedup_key__in=keys).values_list("dedup_key", "id")) if keys else {}
     users = {c.source_user_id for _, c in candidates if c.source_user_id}
-    per_user = Counter(
-        dict(
-            Prompt.objects.filter(source_user_id__in=users)
-            .order_by()
-            .values_list("source_user_id")
-            .annotate(n=Count("id"))
+    with _index_scans():
+        # exclude(""): the unique index on dedup_key leaves out empty keys, and the query must say so to use it.
+        stored = dict(
+            Prompt.objects.filter(dedup_key__in=keys).exclude(dedup_key="").order_by().values_list("dedup_key", "id")
+        ) if keys else {}
+        near = _NearDuplicates(candidates, rules.near_duplicate_threshold)
+        per_user = Counter(
+            dict(
+                Prompt.objects.filter(source_user_id__in=users)
+                .order_by()
+                .values_list("source_user_id")
+                .annotate(n=Count("id"))
+            )
+            if users and rules.cap_per_user
+            else {}
         )
-        if users and rules.cap_per_user
-        else {}
-    )
+    return stored, near, per_user
+
+
+def _store_chunk(candidates, rules, report, max_errors, *, created_by, import_job, keep_ids):
+    for (_, candidate), bands in zip(candidates, near_duplicates.lsh_bands([c.normalised for _, c in candidates])):
+        candidate.bands = bands
+    stored, near, per_user = _stored_matches(candidates, rules)
     seen_lines = {}
     accepted = []
-    for line, candidate in candidates:
+    for position, (line, candidate) in enumerate(candidates):
         key, user = candidate.dedup_key, candidate.source_user_id
         if key and key in stored:
             report.duplicates += 1
@@ -109,6 +124,9 @@ def _store_chunk(candidates, rules, report, max_errors, *, created_by, import_jo
         elif key and key in seen_lines:
             report.duplicates += 1
             report.add_error(line, f"duplicate of line {seen_lines[key]}", max_errors)
+        elif match := near.match(position):
+            report.duplicates += 1
+            report.add_error(line, f"near-duplicate of {match[0]} (similarity {match[1]:.2f})", max_errors)
         elif user and rules.cap_per_user and per_user[user] >= rules.cap_per_user:
             report.over_cap += 1
             report.add_error(
@@ -119,39 +137,181 @@ def _store_chunk(candidates, rules, report, max_errors, *, created_by, import_jo
                 seen_lines[key] = line
             if user:
                 per_user[user] += 1
+            near.add(position)
             accepted.append(candidate)
 
-    prompts = Prompt.objects.bulk_create(
-        Prompt(
-            text=c.text,
-            turns=c.turns,
-            source=c.source,
-            source_user_id=c.source_user_id,
-            split=c.split,
-            language=c.language,
-            use_case=c.use_case,
-            metadata=c.metadata,
-            dedup_key=c.dedup_key,
-            redactions=dict(c.redactions),
-            needs_completions=True,
-            created_by_id=created_by and created_by.pk,
-            import_job_id=import_job and import_job.pk,
-        )
-        for c in accepted
-    )
+    prompt_ids = _prompts_insert(accepted, created_by=created_by, import_job=import_job)
     openings = defaultdict(list)  # (kind, required annotations) -> prompt ids
-    for prompt, candidate in zip(prompts, accepted):
+    for prompt_id, candidate in zip(prompt_ids, accepted):
         report.accepted += 1
-        report.split_counts[str(prompt.split)] += 1
+        report.split_counts[str(candidate.split)] += 1
         report.redactions.update(candidate.redactions)
         if rules.annotate:
-            openings[Task.Kind.ANNOTATE_PROMPT, required_annotations(prompt.pk)].append(prompt.pk)
+            openings[Task.Kind.ANNOTATE_PROMPT, required_annotations(prompt_id)].append(prompt_id)
         if intake.wants_demonstration(candidate, rules):
-            openings[Task.Kind.WRITE_DEMONSTRATION, 1].append(prompt.pk)
-    for (kind, required), prompt_ids in openings.items():
-        report.tasks_opened[str(kind)] += _tasks_open(kind=kind, prompt_ids=prompt_ids, required=required)
+            openings[Task.Kind.WRITE_DEMONSTRATION, 1].append(prompt_id)
+    with _index_scans():
+        for (kind, required), ids in openings.items():
+            report.tasks_opened[str(kind)] += _tasks_open(kind=kind, prompt_ids=ids, required=required)
     if keep_ids:
-        report.prompt_ids.extend(p.pk for p in prompts)
+        report.prompt_ids.extend(prompt_ids)
+
+
+@contextmanager
+def _index_scans():
+    """Look stored prompts up by their indexes, even while PostgreSQL has no statistics of them.
+
+    A large import grows the table inside one transaction, out of autovacuum's sight. Without statistics
+    PostgreSQL guesses that each of a chunk's 2,000 keys matches one prompt in 200, and so reads the whole
+    table for every chunk: the import slows down as it goes. Each key matches a few prompts at most.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('enable_seqscan')")
+        (previous,) = cursor.fetchone()
+        cursor.execute("SELECT set_config('enable_seqscan', 'off', true)")
+        try:
+            yield
+        finally:
+            cursor.execute("SELECT set_config('enable_seqscan', %s, true)", [previous])
+
+
+BAND_COLUMNS = [f"lsh_band_{band}" for band in range(near_duplicates.LSH_BANDS)]
+# Stored prompts compared with one row at most; more share a band only when many stored prompts are
+# alike, and those that share the most bands are the likeliest near-duplicates.
+NEAR_DUPLICATE_CANDIDATES = 20
+
+
+class _NearDuplicates:
+    """Finds, for each row of a chunk, a stored prompt or an earlier row of the file it nearly duplicates.
+
+    Stored prompts (which include the earlier chunks of this file) that share an LSH band with a row of the
+    chunk come from one indexed query; rows of this chunk are compared when they share a band with an
+    earlier row that was accepted. A pair is a near-duplicate when the Jaccard similarity of their bigrams
+    reaches the threshold.
+    """
+
+    def __init__(self, candidates, threshold):
+        self.candidates = candidates
+        self.threshold = threshold
+        self.stored = {}  # position in the chunk -> [(prompt id, normalised text)], likeliest first
+        self.earlier = defaultdict(set)  # position -> earlier positions that share a band with it
+        self.accepted = set()
+        if threshold and candidates:
+            self._find_stored()
+            self._find_earlier()
+
+    def _find_stored(self):
+        wanted = [{c.bands[band] for _, c in self.candidates} for band in range(near_duplicates.LSH_BANDS)]
+        # Plain SQL: the ORM prepares each of the chunk's 8,000 keys one by one, which cost more than the query.
+        ops, table = connection.ops, Prompt._meta.db_table
+        columns = [ops.quote_name(column) for column in BAND_COLUMNS]
+        where = " OR ".join(f"{column} IN ({', '.join(['%s'] * len(keys))})" for column, keys in zip(columns, wanted))
+        by_band = [defaultdict(list) for _ in BAND_COLUMNS]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {ops.quote_name('id')}, {', '.join(columns)} FROM {ops.quote_name(table)} WHERE {where}",
+                list(chain.from_iterable(wanted)),
+            )
+            for prompt_id, *bands in cursor.fetchall():
+                for band, key in enumerate(bands):
+                    if key in wanted[band]:
+                        by_band[band][key].append(prompt_id)
+        if not any(by_band):
+            return
+        shortlists = {}
+        for position, (_, candidate) in enumerate(self.candidates):
+            found = [by_band[band][key] for band, key in enumerate(candidate.bands) if key in by_band[band]]
+            if found:
+                shared = Counter(chain.from_iterable(found))
+                ranked = sorted(shared, key=lambda prompt_id: (-shared[prompt_id], -prompt_id))
+                shortlists[position] = ranked[:NEAR_DUPLICATE_CANDIDATES]
+        ids = set(chain.from_iterable(shortlists.values()))
+        texts = {pk: intake.normalise(text) for pk, text in Prompt.objects.filter(id__in=ids).values_list("id", "text")}
+        self.stored = {position: [(pk, texts[pk]) for pk in shortlist] for position, shortlist in shortlists.items()}
+
+    def _find_earlier(self):
+        for band in range(near_duplicates.LSH_BANDS):
+            keys = [candidate.bands[band] for _, candidate in self.candidates]
+            repeated = {key for key, n in Counter(keys).items() if n > 1}
+            groups = defaultdict(list)
+            for position, key in enumerate(keys):
+                if key in repeated:
+                    self.earlier[position].update(groups[key])
+                    groups[key].append(position)
+
+    def match(self, position):
+        """(what it duplicates, similarity) for the most similar prompt at or above the threshold, else None."""
+        if not self.threshold:
+            return None
+        text = self.candidates[position][1].normalised
+        best = None
+        for prompt_id, other in self.stored.get(position, ()):
+            score = near_duplicates.similarity(text, other)
+            if score >= self.threshold and (best is None or score > best[1]):
+                best = (f"stored prompt #{prompt_id}", score)
+        if best:
+            return best
+        for earlier in sorted(self.earlier.get(position, set()) & self.accepted)[:NEAR_DUPLICATE_CANDIDATES]:
+            line, other = self.candidates[earlier]
+            score = near_duplicates.similarity(text, other.normalised)
+            if score >= self.threshold and (best is None or score > best[1]):
+                best = (f"line {line}", score)
+        return best
+
+    def add(self, position):
+        self.accepted.add(position)
+
+
+PROMPT_INSERT_COLUMNS = [
+    "text", "turns", "source", "source_user_id", "split", "language", "use_case", "metadata", "dedup_key",
+    "redactions", "needs_completions", "created_by", "import_job", "created_at", *BAND_COLUMNS,
+]
+
+
+def _prompts_insert(candidates, *, created_by, import_job):
+    """Store accepted candidates as prompts and return their ids, in order.
+
+    One INSERT of values already in the database's form (UNNEST of one array per column on PostgreSQL,
+    rows of VALUES elsewhere): building a model instance per row for bulk_create and preparing each value
+    through its field took about a quarter of an import's time in Python (see bench/import_prompts.py).
+    """
+    if not candidates:
+        return []
+    fields = [Prompt._meta.get_field(name) for name in PROMPT_INSERT_COLUMNS]
+    ops = connection.ops
+    created_at = fields[PROMPT_INSERT_COLUMNS.index("created_at")].get_db_prep_save(timezone.now(), connection)
+    created_by_id, import_job_id = created_by and created_by.pk, import_job and import_job.pk
+
+    def json_value(value):
+        return None if value is None else json.dumps(value)
+
+    rows = [
+        (c.text, json_value(c.turns), c.source, c.source_user_id, str(c.split), c.language, c.use_case,
+         json_value(c.metadata), c.dedup_key, json_value(dict(c.redactions)), True, created_by_id, import_job_id,
+         created_at, *c.bands)
+        for c in candidates
+    ]
+    columns = ", ".join(ops.quote_name(field.column) for field in fields)
+    insert = f"INSERT INTO {ops.quote_name(Prompt._meta.db_table)} ({columns})"
+    returning = f"RETURNING {ops.quote_name('id')}"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # One array per column, as Django's own bulk_create does there: one short statement to plan.
+            arrays = ", ".join(f"(%s)::{field.db_type(connection).split('(')[0]}[]" for field in fields)
+            cursor.execute(f"{insert} SELECT * FROM UNNEST({arrays}) {returning}", [list(c) for c in zip(*rows)])
+            return [row[0] for row in cursor.fetchall()]
+        ids = []
+        row_sql = f"({', '.join(['%s'] * len(fields))})"
+        batch = max(1, ops.bulk_batch_size(fields, rows))
+        for start in range(0, len(rows), batch):
+            part = rows[start:start + batch]
+            values = ", ".join([row_sql] * len(part))
+            cursor.execute(f"{insert} VALUES {values} {returning}", list(chain.from_iterable(part)))
+            ids.extend(row[0] for row in cursor.fetchall())
+        return ids
 
 
 def required_annotations(prompt_id):
@@ -247,7 +407,10 @@ def import_job_run(*, job_id, on_progress=None):
                     import_job=job,
                     on_progress=progress,
                 )
-            _finish_job(job, ImportJob.State.SUCCEEDED, report=report)
+            if report.accepted:
+                _finish_job(job, ImportJob.State.SUCCEEDED, report=report)
+            else:
+                _finish_job(job, ImportJob.State.FAILED, report=report, error=_nothing_imported(report))
     except intake.FileRefused as exc:
         _finish_job(job, ImportJob.State.FAILED, error=f"{exc} Nothing was imported.")
     except Exception as exc:
@@ -255,6 +418,23 @@ def import_job_run(*, job_id, on_progress=None):
         _finish_job(job, ImportJob.State.FAILED, error=f"The import failed and nothing was imported: {exc}")
     cache.delete(job.progress_cache_key)
     return job
+
+
+def _nothing_imported(report):
+    """Why a file whose every row was turned away imported nothing, with the first reasons."""
+    counts = ", ".join(f"{n} {what}" for n, what in [
+        (report.duplicates, "duplicate" if report.duplicates == 1 else "duplicates"),
+        (report.over_cap, "over the per-user cap"),
+        (report.rejected, "rejected"),
+    ] if n)
+    reasons = "; ".join(f"line {error['line']}: {error['reason']}" for error in report.row_errors[:3])
+    if len(report.row_errors) > 3 or report.row_errors_omitted:
+        reasons += "; and more, listed with the import"
+    if report.rows_read == 1:
+        opening = "The file's one row could not be imported"
+    else:
+        opening = f"None of the file's {report.rows_read:,} rows could be imported"
+    return f"{opening} ({counts}): {reasons}. Nothing was imported; correct the rows and upload the file again."
 
 
 def _finish_job(job, state, *, report=None, error=""):

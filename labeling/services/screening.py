@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import quality, selectors
+from ..answers import Limits, notes_problems
 from ..models import (
     Assignment,
     Guidelines,
@@ -119,9 +120,16 @@ def screening_submit(*, user, answers):
         placed = sorted(i for group in groups or [] for i in group)
         if placed != list(range(len(item.completions))):
             raise ValidationError(f"Rank every response of ranking question {item.pk}, each once.")
+    limits = Limits.from_settings()
     for item in items[Part.DEMONSTRATION]:
-        if not str(demonstrations.get(str(item.pk), "")).strip():
+        reply = demonstrations.get(str(item.pk), "")
+        if not isinstance(reply, str) or not reply.strip():
             raise ValidationError(f"Write a reply for writing question {item.pk}.")
+        if len(reply) > limits.turn_chars:
+            raise ValidationError(f"Your reply to writing question {item.pk} must be at most {limits.turn_chars:,} "
+                                  f"characters long, not {len(reply):,}.")
+    notes = answers.get("self_assessment", {}).get("notes", "")
+    _check_free_text(notes, "Your notes in the self-assessment", limits)
     flag_scores = [
         sum((name in flags.get(str(item.pk), [])) == (name in item.gold.get("flags", []))
             for name in ScreeningItem.SENSITIVE_FLAGS) / len(ScreeningItem.SENSITIVE_FLAGS)
@@ -168,6 +176,7 @@ def screening_decide(*, attempt, approve, reason="", decided_by):
         raise ValidationError(f"This applicant was already {attempt.decision}.")
     if not approve and not reason.strip():
         raise ValidationError("Say why the applicant is rejected; the reason is kept with the decision.")
+    _check_free_text(reason, "The reason", Limits.from_settings())
     if approve and attempt.demonstration_score is None and attempt.answers.get("demonstrations"):
         raise ValidationError("Grade the written replies before approving.")
     with transaction.atomic():
@@ -220,6 +229,7 @@ def labeler_set_status(*, profile, status, reason, changed_by):
         raise ValidationError(f"A labeler who is {profile.status} can't be moved to {status} by hand.")
     if not reason.strip():
         raise ValidationError("Give a reason; it is kept with the change.")
+    _check_free_text(reason, "The reason", Limits.from_settings())
     with transaction.atomic():
         profile = LabelerProfile.objects.select_for_update().get(pk=profile.pk)
         _move(profile, status, reason, changed_by)
@@ -227,6 +237,11 @@ def labeler_set_status(*, profile, status, reason, changed_by):
             Assignment.objects.filter(labeler=profile.user, state=Assignment.State.ACTIVE).update(
                 state=Assignment.State.EXPIRED)
     return profile
+
+
+def _check_free_text(text, what, limits):
+    if problems := notes_problems(text, what=what, limits=limits):
+        raise ValidationError(problems[0].message)
 
 
 def _move(profile, status, reason, changed_by=None):

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Count, OuterRef, Q, Subquery, prefetch_related_objects
 from django.utils import timezone
 
-from .. import quality, selectors
+from .. import answers, quality, selectors
 from ..models import (
     Assignment,
     CompletionRating,
@@ -242,23 +242,27 @@ def prompt_write(*, assignment, labeler, style, text, use_case="", language="en"
                "source_user_id": f"labeler-{labeler.pk}"}
         report = prompts_ingest(rows=[(1, row, 0)], created_by=labeler, keep_ids=True)
         if not report.accepted:
-            raise ValidationError(f"This prompt can't be used: {report.row_errors[0]['reason']}.")
+            raise ValidationError({"text": f"This prompt can't be used: {report.row_errors[0]['reason']}."})
         Prompt.objects.filter(pk=report.prompt_ids[0]).update(assignment=assignment)
 
     return _submit(assignment, labeler, time_spent_seconds, Task.Kind.WRITE_PROMPT, save)
 
 
 def demonstration_write(*, assignment, labeler, turns, used_model_suggestion=False, time_spent_seconds=0):
-    """The ideal reply to the prompt; `turns` continue the prompt's conversation and end with the assistant."""
-    if not turns or turns[-1]["role"] != "assistant":
+    """The ideal reply to the prompt; `turns` continue the prompt's conversation and end with the assistant.
+
+    The whole conversation, the prompt's turns and these, must keep the rules of `answers`; each problem
+    names its turn, numbered through the whole conversation.
+    """
+    if not isinstance(turns, list):
+        raise ValidationError(f"The turns must be a list of role and content objects, not {answers.describe(turns)}.")
+    if not turns:
         raise ValidationError("Write the assistant's reply.")
-    for number, turn in enumerate(turns, start=1):
-        if turn["role"] not in ("user", "assistant") or not turn["content"].strip():
-            raise ValidationError(f"Turn {number} is empty.")
 
     def save(assignment):
-        prompt = assignment.task.prompt
+        task, prompt = assignment.task, assignment.task.prompt
         opening = prompt.turns or [{"role": "user", "content": prompt.text}]
+        _check_conversation(opening, turns, task.params)
         suggestion = selectors.model_suggestion(prompt) if used_model_suggestion else None
         Demonstration.objects.create(
             assignment=assignment, prompt=prompt, author=labeler, messages=[*opening, *turns],
@@ -267,6 +271,20 @@ def demonstration_write(*, assignment, labeler, turns, used_model_suggestion=Fal
         )
 
     return _submit(assignment, labeler, time_spent_seconds, Task.Kind.WRITE_DEMONSTRATION, save)
+
+
+def _check_conversation(opening, turns, params):
+    broken = "This task's prompt can't be answered as it stands: {}. Skip the task as broken."
+    if not isinstance(opening, list):
+        raise ValidationError(broken.format("its turns are not a list"))
+    problems = answers.demonstration_problems([*opening, *turns], limits=answers.Limits.from_settings(),
+                                              params=params)
+    # A problem in the prompt's own turns is not the labeler's to fix.
+    in_prompt = [problem.message for problem in problems if problem.turn and problem.turn <= len(opening)]
+    if in_prompt:
+        raise ValidationError(broken.format(" ".join(in_prompt).rstrip(".")))
+    if problems:
+        raise answers.as_validation_error(problems, offset=len(opening))
 
 
 def ranking_submit(*, assignment, labeler, groups, ratings, none_acceptable=False, time_spent_seconds=0):
@@ -304,23 +322,9 @@ def ranking_save(*, task, labeler, groups, ratings, none_acceptable=False, assig
     `ratings` maps a completion id to {"rating": 1-7, flag: bool, ..., "notes": str}.
     The ranking must place every completion of the task exactly once.
     """
-    well_formed = isinstance(groups, list) and all(
-        isinstance(group, list) and all(type(cid) is int for cid in group) for group in groups
-    )
-    if not well_formed:
-        raise ValidationError("The ranking must be a list of groups of completion ids, best first.")
     expected = {completion.pk for completion in task.completions.all()}
-    placed = [cid for group in groups for cid in group]
-    if not groups or any(not group for group in groups):
-        raise ValidationError("Every rank slot must hold at least one completion.")
-    repeated = sorted({cid for cid in placed if placed.count(cid) > 1})
-    if repeated:
-        raise ValidationError(f"Each completion must be ranked once; ranked more than once: {repeated}.")
-    missing, unknown = sorted(expected - set(placed)), sorted(set(placed) - expected)
-    if missing:
-        raise ValidationError(f"Rank every completion before submitting; not ranked yet: {missing}.")
-    if unknown:
-        raise ValidationError(f"These completions are not part of task #{task.pk}: {unknown}.")
+    if problems := answers.ranking_problems(groups, expected, task_id=task.pk):
+        raise ValidationError(problems[0].message)
     try:
         ratings = {int(cid): value for cid, value in ratings.items()}
     except (TypeError, ValueError, AttributeError):
@@ -329,7 +333,8 @@ def ranking_save(*, task, labeler, groups, ratings, none_acceptable=False, assig
         raise ValidationError(f"Rate every completion; missing ratings for: {sorted(expected - set(ratings))}.")
     if Ranking.objects.filter(task=task, labeler=labeler).exists():
         raise ValidationError(f"You have already ranked task #{task.pk}.")
-    rows = [_rating(cid, value) for cid, value in sorted(ratings.items())]
+    limits = answers.Limits.from_settings()
+    rows = [_rating(cid, value, limits) for cid, value in sorted(ratings.items())]
 
     with transaction.atomic(savepoint=False):
         ranking = Ranking.objects.create(
@@ -341,7 +346,7 @@ def ranking_save(*, task, labeler, groups, ratings, none_acceptable=False, assig
     return ranking
 
 
-def _rating(completion_id, value):
+def _rating(completion_id, value, limits):
     if not isinstance(value, dict):
         raise ValidationError(f"The rating of completion {completion_id} must be an object with a 'rating'.")
     rating = value.get("rating")
@@ -355,6 +360,8 @@ def _rating(completion_id, value):
     if not_yes_no:
         raise ValidationError(f"Flags of completion {completion_id} must be true or false: {not_yes_no}.")
     notes = value.get("notes", "")
-    if not isinstance(notes, str):
-        raise ValidationError(f"The notes on completion {completion_id} must be text.")
+    if problems := answers.notes_problems(notes, what=f"The notes on completion {completion_id}", limits=limits):
+        # The params tell the ranking page which notes field to show it beside.
+        raise ValidationError(problems[0].message, code=problems[0].rule,
+                              params={"completion": completion_id, "field": "notes"})
     return CompletionRating(completion_id=completion_id, rating=rating, notes=notes, **flags)

@@ -1,17 +1,14 @@
-import markdown as markdown_lib
 from django import template
-from django.utils.safestring import mark_safe
+
+from ..html import render_markdown
 
 register = template.Library()
 
 
 @register.filter
 def markdown(text):
-    """Markdown to HTML, with raw HTML in the source dropped rather than passed through."""
-    converter = markdown_lib.Markdown(extensions=["extra", "sane_lists"])
-    converter.preprocessors.deregister("html_block")
-    converter.inlinePatterns.deregister("html")
-    return mark_safe(converter.convert(text or ""))
+    """Markdown to sanitized HTML: see labeling/html.py."""
+    return render_markdown(text)
 
 
 @register.filter

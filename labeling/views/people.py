@@ -1,12 +1,17 @@
 """Pages about people: signing in and up, screening and its review, API tokens, the team's quality."""
 
+from axes.helpers import get_client_username, get_cool_off
+from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Max
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
@@ -19,6 +24,29 @@ from ..permissions import role_required, roles_of
 @login_required
 def start(request):
     return redirect(selectors.start_url_for(request.user))
+
+
+def sign_in_locked_out(request, original_response=None, credentials=None):
+    """The sign-in page again, refusing this account from this address until the cool-off ends (django-axes)."""
+    username = get_client_username(request, credentials) or ""
+    last = AccessAttempt.objects.filter(username=username, ip_address=request.axes_ip_address).aggregate(
+        last=Max("attempt_time"))["last"]
+    context = {
+        "form": AuthenticationForm(request, initial={"username": username}),
+        "next": request.POST.get("next", ""),
+        "locked_until": (last or timezone.now()) + get_cool_off(request),
+        "locked_username": username,
+    }
+    return render(request, "registration/login.html", context, status=settings.AXES_HTTP_RESPONSE_CODE)
+
+
+def client_address(request):
+    """The address sign-in failures are counted against. Behind the HTTPS proxy the site trusts, that is the
+    address the proxy appended last to X-Forwarded-For; otherwise it is the connection's own."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if settings.SECURE_PROXY_SSL_HEADER and forwarded.strip():
+        return forwarded.split(",")[-1].strip()
+    return request.META.get("REMOTE_ADDR")
 
 
 def join(request, token):

@@ -61,9 +61,14 @@ def imports(request):
                 form.add_error("file", exc)
             else:
                 job = services.import_job_start(job=job)
-                if not job.is_finished:
-                    messages.info(request, f"{job.filename} is large, so a worker imports it; progress shows below.")
-                return redirect(job)
+                if job.state == job.State.FAILED:  # refused, or every row turned away: say why beside the field
+                    form.add_error("file", job.error)
+                else:
+                    if not job.is_finished:
+                        messages.info(
+                            request, f"{job.filename} is large, so a worker imports it; progress shows below."
+                        )
+                    return redirect(job)
         status = 400
     jobs = selectors.import_jobs_visible_to(request.user)[:50]
     context = {"form": form, "jobs": jobs, "cap_per_user": settings.PROMPT_CAP_PER_USER}
@@ -133,10 +138,20 @@ def export_download(request, pk):
     return export_file_response(get_object_or_404(selectors.exports_visible_to(request.user), pk=pk))
 
 
+# Named here rather than guessed from the file name, so a download's type never depends on the server's table.
+EXPORT_MEDIA_TYPES = {
+    Export.Format.JSONL: "application/jsonl",
+    Export.Format.JSONL_GZ: "application/gzip",
+    Export.Format.PARQUET: "application/vnd.apache.parquet",
+    Export.Format.CSV: "text/csv",
+}
+
+
 def export_file_response(export):
     if export.state != Export.State.SUCCEEDED:
         raise Http404(f"Export #{export.pk} has no file yet: it is {export.state}.")
-    response = FileResponse(export.file.open("rb"), as_attachment=True, filename=export.filename)
+    response = FileResponse(export.file.open("rb"), as_attachment=True, filename=export.filename,
+                            content_type=EXPORT_MEDIA_TYPES[export.format])
     response["X-Checksum-SHA256"] = export.sha256
     return response
 

@@ -70,7 +70,7 @@ def assignment(request, pk):
             submit(assignment=assignment, labeler=request.user,
                    time_spent_seconds=form.cleaned_data["time_spent"], **arguments(form))
         except ValidationError as exc:
-            form.add_error(None, exc)
+            form.add_answer_error(exc)
         else:
             if assignment.task.is_practice:  # feedback at once: the researchers' answer and why
                 return redirect("my-work-detail", pk=assignment.pk)

@@ -47,7 +47,7 @@ def test_a_researcher_asks_for_an_export_a_worker_builds_it_and_the_file_downloa
     content = b"".join(download.streaming_content)
     assert download.status_code == 200 and content.count(b"\n") == 6
     assert hashlib.sha256(content).hexdigest() == done["sha256"] == download["X-Checksum-SHA256"]
-    assert "attachment" in download["Content-Disposition"]
+    assert "attachment" in download["Content-Disposition"] and download["Content-Type"] == "application/jsonl"
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,27 @@
 """Prompt intake, one rule at a time, on hand-made files."""
 
+import importlib
 import json
+import sys
 import threading
+import unicodedata
 from collections import Counter
+from io import StringIO
 
 import pytest
+from django.apps import apps as django_apps
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
-from labeling import intake, services
+from labeling import intake, near_duplicates, pii, services
 from labeling.models import ImportJob, Prompt, Task
 from labeling.services import prompts as prompt_services
+from tests.conftest import api_client_for
 from tests.factories import PromptFactory
 
 pytestmark = pytest.mark.django_db
@@ -73,6 +83,7 @@ def test_duplicates_are_found_across_chunks_of_a_large_file(monkeypatch):
 
 def test_dedup_can_be_turned_off(settings):
     settings.PROMPT_DEDUP_PREFIX_CHARS = 0
+    settings.PROMPT_NEAR_DUPLICATE_THRESHOLD = 0
     job = run_import(jsonl({"prompt": "Same"}, {"prompt": "Same"}))
     assert job.accepted == 2
 
@@ -186,7 +197,7 @@ def test_csv_rows_with_chat_turns_and_extra_columns():
     ).encode()
     job = run_import(content, name="prompts.csv")
     assert (job.accepted, job.rejected) == (2, 1)
-    assert reasons(job) == {4: "the row has more fields than the header (6)"}
+    assert reasons(job) == {4: "the row has 7 fields where the header has 6"}
     rewrite = Prompt.objects.get(use_case="rewrite")
     assert rewrite.text == 'Rewrite this, please: "hello"'
     assert rewrite.metadata == {"team": "support"}
@@ -201,9 +212,14 @@ def test_csv_rows_with_chat_turns_and_extra_columns():
     "name, content, message",
     [
         ("p.jsonl", jsonl({"prompt": "ok"}) + b'\n{"prompt": "caf\xe9"}', "Line 2 is not valid UTF-8"),
-        ("p.jsonl", jsonl({"prompt": "ok"}, '{"prompt": "unterminated'), "Line 2 is not valid JSON"),
+        ("p.csv", b"prompt\nok\n\xff\xfe\n", "Line 3 is not valid UTF-8"),
+        ("p.jsonl", '{"prompt": "A prompt saved as UTF-16"}'.encode("utf-16"), "Line 1 is not valid UTF-8"),
+        ("p.jsonl", b"not json at all\nnor this\n", "Line 1 is not valid JSON (Expecting value at column 1), and "
+                                                    "neither is any other line, so this is not a JSONL file."),
+        ("p.jsonl", b"\n  \n\n", "The file holds no rows to import"),
         ("p.csv", b"question,answer\nWhat?,That\n", "The CSV header has no 'prompt' column; it has: question, answer"),
-        ("p.csv", b'prompt\n"ok"\n"broken"quote\n', "The CSV file is malformed at line 3"),
+        ("p.csv", b"prompt,source_user_id\r\n", "The file holds no rows to import"),
+        ("p.csv", b'"prompt\n', "The CSV header (line 1) cannot be read"),
     ],
 )
 def test_a_file_that_is_not_valid_is_refused_whole(name, content, message):
@@ -374,5 +390,363 @@ def test_two_imports_of_the_same_prompt_at_once_store_it_once(transactional_db):
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(results) == [("succeeded", 0, 1), ("succeeded", 1, 0)]
+    assert sorted(results) == [("failed", 0, 1), ("succeeded", 1, 0)]
     assert Prompt.objects.count() == 1
+
+
+# Short prompts and near-duplicates
+
+def csv_of(*prompts):
+    lines = ["prompt"] + ['"' + prompt.replace('"', '""') + '"' for prompt in prompts]
+    return "\n".join(lines).encode()
+
+
+FORMATS = {"jsonl": lambda *prompts: jsonl(*[{"prompt": p} for p in prompts]), "csv": csv_of}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_short_prompts_differing_in_case_spacing_or_punctuation_are_duplicates(fmt):
+    job = run_import(FORMATS[fmt](
+        "What is the capital of France?",
+        "what is the capital of france",
+        "What is the capital of France??  ",
+        "WHAT — is the capital of France!",
+        "Ｗｈａｔ ｉｓ ｔｈｅ ｃａｐｉｔａｌ ｏｆ Ｆｒａｎｃｅ？",  # fullwidth forms, folded by NFKC
+        "What is the capital of Spain?",
+    ), name=f"p.{fmt}")
+    first = 1 if fmt == "jsonl" else 2  # CSV rows start below the header
+    assert (job.accepted, job.duplicates) == (2, 4)
+    assert reasons(job) == {first + n: f"duplicate of line {first}" for n in range(1, 5)}
+
+
+def test_the_normalisation_folds_case_and_compatibility_forms_and_strips_punctuation_and_symbols():
+    assert intake.normalise("  Straße,\tSTRASSE!  ﬁle…  «quoted» 💡 ") == "strasse strasse file quoted"
+    assert intake.normalise("What is 2+2?") == "what is 2 2"
+    assert intake.normalise("???") == "???"  # nothing but punctuation keeps it, so such prompts are not all alike
+    assert intake.dedup_key("Hello, World!", 100) == intake.dedup_key("hello world", 100)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_few_added_words_make_a_near_duplicate_that_names_its_original(fmt):
+    job = run_import(FORMATS[fmt](
+        "Explain photosynthesis to a child in simple words and with one example",
+        "Please explain photosynthesis to a child in simple words and with one example",
+        "Explain photosynthesis to a child in simple words and with one example, thanks",
+        "Explain gravity to a child in simple words and with one example",
+    ), name=f"p.{fmt}")
+    first = 1 if fmt == "jsonl" else 2
+    assert (job.accepted, job.duplicates) == (2, 2)
+    assert reasons(job) == {
+        first + 1: f"near-duplicate of line {first} (similarity 0.92)",
+        first + 2: f"near-duplicate of line {first} (similarity 0.92)",
+    }
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_near_duplicates_of_stored_prompts_are_dropped(fmt):
+    run_import(jsonl({"prompt": "Give me three ideas for a birthday party on a small budget"}))
+    stored = Prompt.objects.get()
+    job = run_import(FORMATS[fmt](
+        "Give me three ideas for a birthday party on a small budget please",
+        "Give me three ideas for a retirement party at the office",
+    ), name=f"p.{fmt}")
+    first = 1 if fmt == "jsonl" else 2
+    assert (job.accepted, job.duplicates) == (1, 1)
+    assert reasons(job) == {first: f"near-duplicate of stored prompt #{stored.pk} (similarity 0.92)"}
+
+
+def test_near_duplicates_are_found_across_chunks(monkeypatch):
+    monkeypatch.setattr(prompt_services, "INGEST_CHUNK", 2)
+    job = run_import(jsonl(
+        {"prompt": "Describe the water cycle for a class of nine year olds"},
+        {"prompt": "Name the planets"},
+        {"prompt": "Name a colour"},
+        {"prompt": "Describe the water cycle for a class of nine year olds, briefly"},
+    ))
+    first = Prompt.objects.order_by("id").first()
+    assert reasons(job) == {4: f"near-duplicate of stored prompt #{first.pk} (similarity 0.91)"}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_distinct_short_prompts_are_not_flagged(fmt):
+    prompts = [
+        "What is 2+2?", "What is 3+3?", "What is 2+3?", "What is 3+2?",  # digits are kept, and their order counts
+        "Write a poem about cats", "Write a poem about dogs", "Write a poem about cats and dogs",
+        "Prompt 1", "Prompt 2", "Prompt 10", "🙂", "🎉", "Hi", "Hello",
+        "Summarise chapter 3 of the attached report for the board, keeping the figures, the named risks and the "
+        "recommendations, in plain English and on one page.",
+        "Summarise chapter 4 of the attached report for the board, keeping the figures, the named risks and the "
+        "recommendations, in plain English and on one page.",
+    ]
+    job = run_import(FORMATS[fmt](*prompts), name=f"p.{fmt}")
+    assert (job.accepted, job.duplicates, job.row_errors) == (len(prompts), 0, [])
+
+
+def test_the_near_duplicate_threshold_is_a_setting_and_zero_turns_it_off(settings):
+    pair = ("Draft an email to my landlord about the broken heating in the flat",
+            "Draft an email to my landlord about the broken heating in the flat today")
+    settings.PROMPT_NEAR_DUPLICATE_THRESHOLD = 0.95
+    assert run_import(FORMATS["jsonl"](*pair)).accepted == 2  # their similarity is 0.92
+    Prompt.objects.all().delete()
+    settings.PROMPT_NEAR_DUPLICATE_THRESHOLD = 0
+    assert run_import(FORMATS["jsonl"](*pair)).accepted == 2
+    Prompt.objects.all().delete()
+    settings.PROMPT_NEAR_DUPLICATE_THRESHOLD = 0.9
+    assert run_import(FORMATS["jsonl"](*pair)).accepted == 1
+
+
+def test_stored_near_duplicates_are_found_with_one_band_query_per_chunk(monkeypatch):
+    monkeypatch.setattr(prompt_services, "INGEST_CHUNK", 50)
+    run_import(jsonl(*[{"prompt": f"Write a haiku about the number {i} and the sea"} for i in range(200)]))
+    with CaptureQueriesContext(connection) as queries:
+        job = run_import(jsonl(*[{"prompt": f"Please write a haiku about the number {i} and the sea"}
+                                 for i in range(0, 400, 4)]))
+    assert (job.accepted, job.duplicates) == (50, 50)
+    band_lookups = [q["sql"] for q in queries if q["sql"].startswith("SELECT") and "lsh_band_0" in q["sql"]]
+    assert len(band_lookups) == 2  # one per chunk of 50 rows, whatever the number of stored prompts
+
+
+def test_prompts_store_their_band_keys():
+    run_import(jsonl({"prompt": "Explain tides"}))
+    prompt = Prompt.objects.get()
+    expected = near_duplicates.lsh_bands([intake.normalise("Explain tides")])[0]
+    assert (prompt.lsh_band_0, prompt.lsh_band_1, prompt.lsh_band_2, prompt.lsh_band_3) == expected
+
+
+def test_signatures_are_datasketchs_minhash_of_the_bigrams():
+    from datasketch import MinHash
+
+    texts = [intake.normalise(t) for t in [
+        "What is the capital of France?", "Hello", "🙂", "Write a short story about a lighthouse keeper, please.",
+    ]]
+    signatures = near_duplicates.minhash_signatures(texts)
+    for text, signature in zip(texts, signatures):
+        reference = MinHash(num_perm=near_duplicates.LSH_BANDS * near_duplicates.LSH_ROWS, seed=near_duplicates.MINHASH_SEED,
+                            hashfunc=near_duplicates.shingle_hash)
+        reference.update_batch(near_duplicates.shingles(text))
+        assert signature.tolist() == reference.hashvalues.tolist()
+    first, second = MinHash(num_perm=16, seed=1).permutations, near_duplicates._permutations()
+    assert first[0].tolist() == second[0].tolist() and first[1].tolist() == second[1].tolist()
+
+
+def test_every_punctuation_and_symbol_character_is_in_the_translated_planes():
+    beyond = [code for code in range(intake.PUNCTUATION_PLANES_END, sys.maxunicode + 1)
+              if unicodedata.category(chr(code))[0] in "PS"]
+    assert beyond == []
+
+
+def test_the_migration_rekeys_stored_prompts_and_keeps_the_older_of_two_that_now_match():
+    older = PromptFactory(text="Hello, world! How are you today, my friend?", dedup_key="a" * 64)
+    newer = PromptFactory(text="hello world how are you today my friend", dedup_key="b" * 64)
+    other = PromptFactory(text="Explain tides", dedup_key="")
+    migration = importlib.import_module("labeling.migrations.0009_prompt_lsh_bands")
+    migration.key_and_band_stored_prompts(django_apps, None)
+    older.refresh_from_db(), newer.refresh_from_db(), other.refresh_from_db()
+    assert older.dedup_key == intake.dedup_key("hello world how are you today my friend", 100)
+    assert newer.dedup_key == ""
+    assert other.dedup_key == intake.dedup_key("explain tides", 100)
+    assert older.lsh_band_0 == newer.lsh_band_0 is not None
+    again = run_import(jsonl({"prompt": "Hello world, how are you today, my friend? Thanks"}))
+    assert reasons(again)[1] in {f"near-duplicate of stored prompt #{pk} (similarity 0.88)"
+                                 for pk in (older.pk, newer.pk)}
+
+
+# PII beside punctuation
+
+PII_VALUES = {
+    "email": ("jane.roe_1@example.co.uk", "[EMAIL]"),
+    "phone": ("555-123-4567", "[PHONE]"),
+    "international phone": ("+44 20 7946 0958", "[PHONE]"),
+    "bracketed phone": ("(415) 555-0132", "[PHONE]"),
+    "card": ("4111 1111 1111 1111", "[CARD]"),
+    "ssn": ("123-45-6789", "[SSN]"),
+    "ipv4": ("203.0.113.7", "[IP]"),
+    "ipv6": ("2001:db8::8a2e:370:7334", "[IP]"),
+}
+PII_CONTEXTS = [
+    "mail me at {}.", "at {}...", "({})", "[{}]", "{{{}}}", "<{}>", '"{}"', "'{}'", "“{}”", "‘{}’", "«{}»",
+    "contact: {}", "contact:{}", "{}: that is all", "{}, thanks", "{}; then", "{}!", "{}?", "*{}*", "`{}`",
+    "line one\n{}\nline two",
+]
+
+
+@pytest.mark.parametrize("context", PII_CONTEXTS)
+@pytest.mark.parametrize("kind", PII_VALUES)
+def test_personal_data_is_found_beside_punctuation(kind, context):
+    value, placeholder = PII_VALUES[kind]
+    text, counts = pii.redact(context.format(value))
+    assert text == context.format(placeholder)
+    assert sum(counts.values()) == 1
+
+
+@pytest.mark.parametrize("text", [
+    "Meet at 10:30:45, not 11:00.", "Version 1.2.3.4.5 is out.", "Sales of 3.5 million in 2019-2020.",
+    "Use std::vector::push_back.", "Dates: 2024-01-15 and 2024-02-01.", "Ratio 1:2:3.", "Price 19.99!",
+])
+def test_numbers_that_are_not_personal_data_are_left_alone(text):
+    assert pii.redact(text) == (text, Counter())
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_import_redacts_personal_data_beside_punctuation(fmt):
+    job = run_import(FORMATS[fmt](
+        "Write to me (jane@example.com).", 'My server is "10.0.0.7".', "Call “555-123-4567”, or [123-45-6789]?",
+    ), name=f"p.{fmt}")
+    assert sorted(Prompt.objects.values_list("text", flat=True)) == [
+        "Call “[PHONE]”, or [[SSN]]?", 'My server is "[IP]".', "Write to me ([EMAIL]).",
+    ]
+    assert job.redactions == {"email": 1, "ip": 1, "phone": 1, "ssn": 1}
+
+
+# Malformed rows
+
+def test_malformed_jsonl_lines_are_row_errors_and_the_rest_is_imported():
+    content = b"\n".join([
+        b'{"prompt": "First good prompt"}',
+        b'{"prompt": "unterminated',
+        b'["a", "list"]',
+        b'{"prompt": "x", "metadata": {"score": NaN}}',
+        b'{"prompt": "a raw \x00 NUL"}',
+        b'{"prompt": "\\ud800 lone surrogate"}',
+        b'{"prompt": "escaped \\u0000 NUL"}',
+        b'"just a string"',
+        b'{"prompt": "Last good prompt"}',
+    ])
+    job = run_import(content)
+    assert (job.state, job.rows_read, job.accepted, job.rejected) == ("succeeded", 9, 2, 7)
+    assert reasons(job) == {
+        2: "the line is not valid JSON (Invalid control character at column 25); each line must hold one JSON "
+           "object",
+        3: "expected a JSON object, got list",
+        4: "the row holds a value that cannot be stored (NaN is not a number JSON allows)",
+        5: "the line is not valid JSON (Invalid control character at column 19); each line must hold one JSON "
+           "object",
+        6: "the row contains text that is not valid Unicode (a lone surrogate)",
+        7: "the row contains a NUL character",
+        8: "expected a JSON object, got str",
+    }
+    assert sorted(Prompt.objects.values_list("text", flat=True)) == ["First good prompt", "Last good prompt"]
+
+
+def test_malformed_csv_rows_are_row_errors_and_the_rest_is_imported():
+    content = (
+        b'prompt,source_user_id\n'
+        b'First good prompt,u1\n'
+        b'Too,many,fields\n'
+        b'Too few fields\n'
+        b'"broken"quote,u2\n'
+        b'A NUL \x00 inside,u3\n'
+        b'"A quoted prompt\nover two lines",u4\n'
+        b'Last good prompt,u5\n'
+        b'"never closed,u6\n'
+        b'swallowed by the open quote,u7\n'
+    )
+    job = run_import(content, name="p.csv")
+    assert (job.state, job.accepted, job.rejected) == ("succeeded", 3, 5)
+    assert reasons(job) == {
+        3: "the row has 3 fields where the header has 2",
+        4: "the row has 1 field where the header has 2",
+        5: "the row is not valid CSV (',' expected after '\"')",
+        6: "the row contains a NUL character",
+        10: "the row is not valid CSV (unexpected end of data)",
+    }
+    assert sorted(Prompt.objects.values_list("text", flat=True)) == [
+        "A quoted prompt\nover two lines", "First good prompt", "Last good prompt",
+    ]
+
+
+@pytest.mark.parametrize("name", ["p.jsonl", "p.csv"])
+def test_a_file_that_is_not_utf8_is_refused_whole_even_after_good_rows(name):
+    good = FORMATS[name.split(".")[1]](*[f"Good prompt {i}" for i in range(5)])
+    job = run_import(good + b"\n\x93smart quotes from a legacy encoding\x94\n", name=name)
+    assert job.state == ImportJob.State.FAILED
+    assert job.error.startswith("Line 7 is not valid UTF-8" if name == "p.csv" else "Line 6 is not valid UTF-8")
+    assert not Prompt.objects.exists()
+
+
+def test_a_file_whose_every_row_is_turned_away_fails_with_the_reasons():
+    run_import(jsonl({"prompt": "Already stored"}))
+    job = run_import(jsonl({"prompt": "already stored!"}, {"prompt": ""}, "[1]", {"prompt": "x", "language": "xx"}))
+    assert job.state == ImportJob.State.FAILED
+    assert job.error == (
+        "None of the file's 4 rows could be imported (1 duplicate, 3 rejected): line 1: duplicate of stored prompt "
+        f"#{Prompt.objects.get().pk}; line 2: the prompt is empty; line 3: expected a JSON object, got list; and "
+        "more, listed with the import. Nothing was imported; correct the rows and upload the file again."
+    )
+    assert len(job.row_errors) == 4
+
+
+# Answers of the API, the page and the command
+
+def test_the_api_answers_201_when_rows_were_imported(researcher):
+    response = api_client_for(researcher).post(
+        "/api/imports/", {"file": SimpleUploadedFile("p.jsonl", jsonl({"prompt": "Good"}, "{bad"))}, format="multipart"
+    )
+    assert response.status_code == 201
+    assert (response.json()["state"], response.json()["accepted"], response.json()["rejected"]) == ("succeeded", 1, 1)
+
+
+def test_the_api_answers_202_when_the_file_goes_to_a_worker(researcher, settings):
+    settings.PROMPT_IMPORT_INLINE_MAX_BYTES = 1
+    response = api_client_for(researcher).post(
+        "/api/imports/", {"file": SimpleUploadedFile("p.jsonl", jsonl({"prompt": "Good"}))}, format="multipart"
+    )
+    assert (response.status_code, response.json()["state"]) == (202, "queued")
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("p.csv", b"prompt\nfine\n\xff\n", "Line 3 is not valid UTF-8"),
+    ("p.csv", b"title\nhello\n", "The CSV header has no 'prompt' column"),
+    ("p.jsonl", jsonl({"prompt": ""}, {"prompt": "x", "source": "twitter"}),
+     "None of the file's 2 rows could be imported"),
+])
+def test_the_api_answers_400_with_the_reason_when_nothing_was_imported_and_keeps_the_failed_job(
+    researcher, name, content, reason
+):
+    api = api_client_for(researcher)
+    response = api.post("/api/imports/", {"file": SimpleUploadedFile(name, content)}, format="multipart")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["state"] == "failed" and body["detail"] == body["error"] and reason in body["error"]
+    assert api.get(f"/api/imports/{body['id']}/").json()["error"] == body["error"]
+    assert not Prompt.objects.exists()
+
+
+def test_the_api_lists_each_row_error_of_a_file_whose_rows_were_all_turned_away(researcher):
+    response = api_client_for(researcher).post(
+        "/api/imports/", {"file": SimpleUploadedFile("p.csv", b"prompt,language\n,en\nHi,xx\n")}, format="multipart"
+    )
+    assert response.status_code == 400
+    assert [error["line"] for error in response.json()["row_errors"]] == [2, 3]
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"title\nhello\n", "The CSV header has no &#x27;prompt&#x27; column"),
+    (b"prompt\n\n", "The file holds no rows to import"),
+    (b"prompt,language\nHi,xx\n", "The file&#x27;s one row could not be imported (1 rejected)"),
+])
+def test_the_page_answers_400_with_the_reason_beside_the_file_and_lists_the_failed_import(
+    as_researcher, content, reason
+):
+    response = as_researcher.post(reverse("imports"), {"file": SimpleUploadedFile("p.csv", content)})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert reason in page
+    assert "<td>failed</td>" in page
+    assert ImportJob.objects.get().state == ImportJob.State.FAILED
+
+
+def test_the_page_still_shows_the_report_of_an_import_that_stored_rows(as_researcher):
+    response = as_researcher.post(reverse("imports"), {"file": SimpleUploadedFile("p.csv", b"prompt\nHi\n,\n")})
+    assert response.status_code == 302
+    assert response["Location"] == ImportJob.objects.get().get_absolute_url()
+
+
+def test_the_command_exits_non_zero_with_the_reasons_when_every_row_is_turned_away(tmp_path):
+    path = tmp_path / "all-bad.jsonl"
+    path.write_bytes(jsonl({"prompt": ""}, {"prompt": "Fine", "language": "zz"}))
+    out = StringIO()
+    with pytest.raises(CommandError, match="None of the file's 2 rows could be imported"):
+        call_command("import_prompts", str(path), stdout=out, stderr=StringIO())
+    assert "line 1: the prompt is empty" in out.getvalue()
+    assert ImportJob.objects.get().state == ImportJob.State.FAILED

@@ -13,8 +13,9 @@ from labeling.models import ImportJob
 
 class Command(BaseCommand):
     help = (
-        "Import prompts from a JSONL or CSV file through the intake rules (dedup, per-user cap, split, PII "
-        "redaction). Small files import here; large ones go to a Celery worker, and this command follows it."
+        "Import prompts from a JSONL or CSV file through the intake rules (dedup and near-duplicates, per-user "
+        "cap, split, PII redaction). Small files import here; large ones go to a Celery worker, and this command "
+        "follows it. Exits non-zero, with the reason, when nothing was imported."
     )
 
     def add_arguments(self, parser):
@@ -57,6 +58,7 @@ class Command(BaseCommand):
 
     def _report(self, job):
         if job.state == ImportJob.State.FAILED:
+            self._row_errors(job)  # every row turned away: each one's reason, then the failure
             raise CommandError(job.error)
         self.stdout.write(
             f"Imported {job.accepted} of {job.rows_read} rows: {job.duplicates} duplicates, {job.over_cap} over "
@@ -65,6 +67,9 @@ class Command(BaseCommand):
         for title, counts in [("Splits", job.split_counts), ("PII redacted", job.redactions),
                               ("Tasks opened", job.tasks_opened)]:
             self.stdout.write(f"{title}: {', '.join(f'{name} {n}' for name, n in counts.items()) or 'none'}.")
+        self._row_errors(job)
+
+    def _row_errors(self, job):
         for error in job.row_errors:
             self.stdout.write(f"  line {error['line']}: {error['reason']}")
         if job.row_errors_omitted:
