@@ -132,11 +132,11 @@ def _signatures(values, starts, ends):
     return np.minimum.reduceat(permuted, np.cumsum(counts) - counts, axis=0)
 
 
-def _number_keys(values, starts):
+def _number_keys(values, starts, ends):
     """An order-sensitive hash of each text's words that hold a digit: a polynomial over their word hashes."""
     has_digit = (values >> np.uint64(32)).astype(bool)
-    rank = np.cumsum(has_digit)
-    rank -= np.repeat(rank[starts] - has_digit[starts], np.diff(np.append(starts, len(values))))
+    rank = np.cumsum(has_digit)  # then, less the count before the text: each digit word's place among them
+    rank -= np.repeat(rank[starts] - has_digit[starts], ends - starts)
     terms = np.where(has_digit, (values & np.uint64(0xFFFFFFFF)) * np.power(_BAND_MIX[0], rank.astype(np.uint64)), 0)
     return np.add.reduceat(terms.astype(np.uint64), starts)
 
@@ -148,7 +148,7 @@ def lsh_bands(normalised_texts):
         return []
     values, starts, ends = _word_values(normalised_texts)
     signatures = _signatures(values, starts, ends).astype(np.uint64).reshape(-1, LSH_BANDS, LSH_ROWS)
-    keys = _fmix64(_number_keys(values, starts))[:, None] + np.arange(LSH_BANDS, dtype=np.uint64)[None, :]
+    keys = _fmix64(_number_keys(values, starts, ends))[:, None] + np.arange(LSH_BANDS, dtype=np.uint64)[None, :]
     for row in range(LSH_ROWS):
         keys = _fmix64(keys * _BAND_MIX[row] + signatures[:, :, row])
     return [tuple(band) for band in keys.view(np.int64).tolist()]
