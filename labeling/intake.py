@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from . import pii
+from . import answers, pii
 from .models import Prompt, UseCase
 
 
@@ -296,6 +296,10 @@ def _turns(row):
             raise RowError(f"message {number} is empty")
     if turns[-1]["role"] != "user":
         raise RowError("the last message must be the user's, since the model replies to it")
+    # The same rules as every stored conversation, so that check_data and exports never refuse an imported prompt.
+    problems = answers.conversation_problems(turns, limits=answers.Limits.from_settings(), ends_with="user")
+    if problems:
+        raise RowError(problems[0].message)
     return [{"role": t["role"], "content": t["content"]} for t in turns]
 
 

@@ -188,6 +188,19 @@ def test_bad_rows_are_reported_with_their_line_and_the_good_ones_imported(settin
     assert Prompt.objects.get(text="Another good one").language == "fr"
 
 
+def test_chat_prompts_follow_the_rules_of_every_stored_conversation():
+    job = run_import(jsonl(
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Still there?"}]},
+        {"messages": [{"role": "user", "content": "Hi", "name": "x"}]},
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                      {"role": "user", "content": "Tell me a joke"}]},
+    ))
+    assert job.accepted == 1
+    found = reasons(job)
+    assert "two user turns in a row" in found[1] and "unknown fields" in found[2]
+    call_command("check_data", "--kind", "prompts")  # exits with 1 when a stored prompt breaks a rule
+
+
 def test_csv_rows_with_chat_turns_and_extra_columns():
     content = (
         'prompt,source_user_id,language,use_case,messages,team\n'
