@@ -65,12 +65,12 @@ def json_parse(raw: bytes):
     if _nests_deeper_than(text, limit):
         raise ParseError(f"The JSON body nests arrays and objects deeper than {limit} levels; flatten it.")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_short_int)
     except json.JSONDecodeError as exc:
         raise ParseError(
             f"The JSON body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
         ) from None
-    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+    except ValueError as exc:
         raise ParseError(f"The JSON body is not usable JSON: {exc}.") from None
     if _UNSAFE_ESCAPE.search(text):
         check_json_text(value)
@@ -94,11 +94,22 @@ def _refuse_constant(name):
     raise ParseError(f"The JSON body holds {name}, which is not a JSON number; send a number or null.")
 
 
+MAX_INT_DIGITS = 100
+
+
 def _finite_float(literal):
     number = float(literal)
     if not math.isfinite(number):
         raise ParseError(f"The JSON body holds the number {literal[:40]}, too large to store; send a smaller one.")
     return number
+
+
+def _short_int(literal):
+    # Python refuses to convert integers past 4,300 digits with advice meant for programmers, not for clients.
+    if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+        raise ParseError(f"The JSON body holds a whole number of {len(literal):,} digits, too large to store; "
+                         f"send at most {MAX_INT_DIGITS}.")
+    return int(literal)
 
 
 def check_json_text(value) -> None:

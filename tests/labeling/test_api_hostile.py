@@ -51,6 +51,7 @@ HOSTILE = {
     "not UTF-8": Hostile(b'{"text": "caf\xe9"}', JSON, 400, "not UTF-8: byte 13 (0xe9)"),
     "NaN": Hostile(b'{"lr": NaN}', JSON, 400, "NaN, which is not a JSON number"),
     "a number too large for a float": Hostile(b'{"lr": 1e999}', JSON, 400, "1e999, too large to store"),
+    "an integer of 5,000 digits": Hostile(b'{"n": ' + b"9" * 5000 + b"}", JSON, 400, "5,000 digits, too large to store"),
     "NUL in a url-encoded field": Hostile(b"text=a%00b", FORM, 400, "The form holds a NUL character in the field text"),
     "url-encoded over the size": Hostile(b"text=" + b"a" * MAX_BYTES, FORM, 413, "the API takes at most"),
     "too many form fields": Hostile("&".join(f"f{i}=1" for i in range(1001)).encode(), FORM, 400, "more than 1,000 fields"),
