@@ -308,6 +308,8 @@ def _check_text(value):
     if isinstance(value, str):
         if "\x00" in value:
             raise RowError("the row contains a NUL character")
+        if value.isascii():
+            return
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:

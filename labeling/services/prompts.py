@@ -1,7 +1,11 @@
 """Prompt intake: files, API batches and labeler-written prompts through InstructGPT's rules."""
 
+import csv
+import io
 import json
 import logging
+import queue
+import threading
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,7 +15,6 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count
 from django.utils import timezone
 
 from .. import intake, near_duplicates
@@ -57,22 +60,86 @@ def prompts_ingest(*, rows, created_by=None, import_job=None, rules=None, on_pro
     max_errors = settings.PROMPT_IMPORT_MAX_REPORTED_ERRORS
     _serialise_intake()
     report = IntakeReport()
+    with _index_scans():
+        for chunk in _read_ahead(_parsed_chunks(rows, rules, default_source)):
+            report.rows_read += chunk.rows
+            report.rejected += len(chunk.errors)
+            for line, reason in chunk.errors:
+                report.add_error(line, reason, max_errors)
+            _store_chunk(chunk.candidates, rules, report, max_errors, created_by=created_by, import_job=import_job,
+                         keep_ids=keep_ids)
+            if on_progress:
+                on_progress(report.rows_read, chunk.bytes_read)
+    report.row_errors.sort(key=lambda error: error["line"])
+    return report
+
+
+@dataclass
+class _ParsedChunk:
+    rows: int
+    bytes_read: int
+    candidates: list  # (line, Candidate) with its LSH bands
+    errors: list  # (line, reason)
+
+
+def _parsed_chunks(rows, rules, default_source):
+    """Read and parse rows a chunk at a time, with no database work, so that it can run in another thread."""
     rows = iter(rows)
     while chunk := list(islice(rows, INGEST_CHUNK)):
-        candidates = []
+        candidates, errors = [], []
         for line, row, _ in chunk:
-            report.rows_read += 1
             try:
                 candidates.append((line, intake.parse_row(row, rules, default_source=default_source)))
             except intake.RowError as exc:
-                report.rejected += 1
-                report.add_error(line, str(exc), max_errors)
-        _store_chunk(candidates, rules, report, max_errors, created_by=created_by, import_job=import_job,
-                     keep_ids=keep_ids)
-        if on_progress:
-            on_progress(report.rows_read, chunk[-1][2])
-    report.row_errors.sort(key=lambda error: error["line"])
-    return report
+                errors.append((line, str(exc)))
+        for (_, candidate), bands in zip(candidates, near_duplicates.lsh_bands([c.normalised for _, c in candidates])):
+            candidate.bands = bands
+        yield _ParsedChunk(rows=len(chunk), bytes_read=chunk[-1][2], candidates=candidates, errors=errors)
+
+
+def _read_ahead(items, depth=2):
+    """Yield what `items` yields, computed in a background thread up to `depth` items ahead.
+
+    Parsing a chunk is Python work; storing the chunk before it mostly waits for PostgreSQL, and a thread
+    waiting for the database releases the GIL. The two overlap on a second core: a third less time for a
+    large import (bench/import_prompts.py). An exception in the thread is raised here, in its place; the
+    thread stops when the caller does.
+    """
+    buffer = queue.Queue(maxsize=depth)
+    stopped = threading.Event()
+    end = object()
+
+    def put(entry):
+        while not stopped.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which raises it
+            put((end, exc))
+
+    thread = threading.Thread(target=produce, name="intake-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stopped.set()
+        thread.join()
 
 
 def _serialise_intake():
@@ -91,28 +158,44 @@ def _stored_matches(candidates, rules):
     """What the stored prompts say about a chunk: stored prompts by dedup key, near-duplicates, prompts per user."""
     keys = {c.dedup_key for _, c in candidates if c.dedup_key}
     users = {c.source_user_id for _, c in candidates if c.source_user_id}
-    with _index_scans():
-        # exclude(""): the unique index on dedup_key leaves out empty keys, and the query must say so to use it.
-        stored = dict(
-            Prompt.objects.filter(dedup_key__in=keys).exclude(dedup_key="").order_by().values_list("dedup_key", "id")
-        ) if keys else {}
-        near = _NearDuplicates(candidates, rules.near_duplicate_threshold)
-        per_user = Counter(
-            dict(
-                Prompt.objects.filter(source_user_id__in=users)
-                .order_by()
-                .values_list("source_user_id")
-                .annotate(n=Count("id"))
-            )
-            if users and rules.cap_per_user
-            else {}
-        )
+    # The unique index on dedup_key leaves out empty keys, and the query must say so to use it.
+    stored = dict(_select("dedup_key", "id", where=[_in("dedup_key", keys)], also="dedup_key <> ''")) if keys else {}
+    near = _NearDuplicates(candidates, rules.near_duplicate_threshold)
+    per_user = Counter(
+        dict(_select("source_user_id", "COUNT(*)", where=[_in("source_user_id", users)], group_by="source_user_id"))
+        if users and rules.cap_per_user
+        else {}
+    )
     return stored, near, per_user
 
 
+def _in(column, values):
+    """`column IN values` as SQL and parameters: one array parameter on PostgreSQL, one parameter per value elsewhere.
+
+    The intake looks thousands of values up per chunk; as an ORM `__in` each is prepared through its field
+    in Python, which took longer than the queries (bench/import_prompts.py).
+    """
+    values = list(values)
+    if connection.vendor == "postgresql":
+        array_type = "bigint" if isinstance(values[0], int) else "text"
+        return f"{column} = ANY(%s::{array_type}[])", [values]
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", values
+
+
+def _select(*columns, where, also="", group_by=""):
+    """Rows of the prompt table matching any of the `_in` conditions in `where` (and `also`, when given)."""
+    condition = " OR ".join(sql for sql, _ in where)
+    if also:
+        condition = f"({condition}) AND {also}"
+    sql = f"SELECT {', '.join(columns)} FROM {Prompt._meta.db_table} WHERE {condition}"
+    if group_by:
+        sql += f" GROUP BY {group_by}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(chain.from_iterable(params for _, params in where)))
+        return cursor.fetchall()
+
+
 def _store_chunk(candidates, rules, report, max_errors, *, created_by, import_job, keep_ids):
-    for (_, candidate), bands in zip(candidates, near_duplicates.lsh_bands([c.normalised for _, c in candidates])):
-        candidate.bands = bands
     stored, near, per_user = _stored_matches(candidates, rules)
     seen_lines = {}
     accepted = []
@@ -150,9 +233,8 @@ def _store_chunk(candidates, rules, report, max_errors, *, created_by, import_jo
             openings[Task.Kind.ANNOTATE_PROMPT, required_annotations(prompt_id)].append(prompt_id)
         if intake.wants_demonstration(candidate, rules):
             openings[Task.Kind.WRITE_DEMONSTRATION, 1].append(prompt_id)
-    with _index_scans():
-        for (kind, required), ids in openings.items():
-            report.tasks_opened[str(kind)] += _tasks_open(kind=kind, prompt_ids=ids, required=required)
+    for (kind, required), ids in openings.items():
+        report.tasks_opened[str(kind)] += _tasks_open(kind=kind, prompt_ids=ids, required=required)
     if keep_ids:
         report.prompt_ids.extend(prompt_ids)
 
@@ -172,10 +254,9 @@ def _index_scans():
         cursor.execute("SELECT current_setting('enable_seqscan')")
         (previous,) = cursor.fetchone()
         cursor.execute("SELECT set_config('enable_seqscan', 'off', true)")
-        try:
-            yield
-        finally:
-            cursor.execute("SELECT set_config('enable_seqscan', %s, true)", [previous])
+        yield
+        # Not restored after an error: rolling the transaction (or savepoint) back restores it.
+        cursor.execute("SELECT set_config('enable_seqscan', %s, true)", [previous])
 
 
 BAND_COLUMNS = [f"lsh_band_{band}" for band in range(near_duplicates.LSH_BANDS)]
@@ -205,20 +286,11 @@ class _NearDuplicates:
 
     def _find_stored(self):
         wanted = [{c.bands[band] for _, c in self.candidates} for band in range(near_duplicates.LSH_BANDS)]
-        # Plain SQL: the ORM prepares each of the chunk's 8,000 keys one by one, which cost more than the query.
-        ops, table = connection.ops, Prompt._meta.db_table
-        columns = [ops.quote_name(column) for column in BAND_COLUMNS]
-        where = " OR ".join(f"{column} IN ({', '.join(['%s'] * len(keys))})" for column, keys in zip(columns, wanted))
         by_band = [defaultdict(list) for _ in BAND_COLUMNS]
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {ops.quote_name('id')}, {', '.join(columns)} FROM {ops.quote_name(table)} WHERE {where}",
-                list(chain.from_iterable(wanted)),
-            )
-            for prompt_id, *bands in cursor.fetchall():
-                for band, key in enumerate(bands):
-                    if key in wanted[band]:
-                        by_band[band][key].append(prompt_id)
+        for prompt_id, *bands in _select("id", *BAND_COLUMNS, where=list(map(_in, BAND_COLUMNS, wanted))):
+            for band, key in enumerate(bands):
+                if key in wanted[band]:
+                    by_band[band][key].append(prompt_id)
         if not any(by_band):
             return
         shortlists = {}
@@ -229,7 +301,7 @@ class _NearDuplicates:
                 ranked = sorted(shared, key=lambda prompt_id: (-shared[prompt_id], -prompt_id))
                 shortlists[position] = ranked[:NEAR_DUPLICATE_CANDIDATES]
         ids = set(chain.from_iterable(shortlists.values()))
-        texts = {pk: intake.normalise(text) for pk, text in Prompt.objects.filter(id__in=ids).values_list("id", "text")}
+        texts = {pk: intake.normalise(text) for pk, text in _select("id", "text", where=[_in("id", ids)])}
         self.stored = {position: [(pk, texts[pk]) for pk in shortlist] for position, shortlist in shortlists.items()}
 
     def _find_earlier(self):
@@ -274,19 +346,22 @@ PROMPT_INSERT_COLUMNS = [
 def _prompts_insert(candidates, *, created_by, import_job):
     """Store accepted candidates as prompts and return their ids, in order.
 
-    One INSERT of values already in the database's form (UNNEST of one array per column on PostgreSQL,
-    rows of VALUES elsewhere): building a model instance per row for bulk_create and preparing each value
-    through its field took about a quarter of an import's time in Python (see bench/import_prompts.py).
+    Values go in already in the database's form: building a model instance per row for bulk_create and
+    preparing each value through its field took about a quarter of an import's time in Python. PostgreSQL
+    takes the rows through COPY, with ids drawn from the table's sequence first; rows of VALUES elsewhere.
+    COPY took a third of the time of one INSERT of an array per column (see bench/import_prompts.py).
     """
     if not candidates:
         return []
     fields = [Prompt._meta.get_field(name) for name in PROMPT_INSERT_COLUMNS]
-    ops = connection.ops
+    ops, table = connection.ops, Prompt._meta.db_table
     created_at = fields[PROMPT_INSERT_COLUMNS.index("created_at")].get_db_prep_save(timezone.now(), connection)
     created_by_id, import_job_id = created_by and created_by.pk, import_job and import_job.pk
 
     def json_value(value):
-        return None if value is None else json.dumps(value)
+        if value is None:
+            return None
+        return json.dumps(value) if value else "{}" if isinstance(value, dict) else "[]"
 
     rows = [
         (c.text, json_value(c.turns), c.source, c.source_user_id, str(c.split), c.language, c.use_case,
@@ -295,21 +370,31 @@ def _prompts_insert(candidates, *, created_by, import_job):
         for c in candidates
     ]
     columns = ", ".join(ops.quote_name(field.column) for field in fields)
-    insert = f"INSERT INTO {ops.quote_name(Prompt._meta.db_table)} ({columns})"
-    returning = f"RETURNING {ops.quote_name('id')}"
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # One array per column, as Django's own bulk_create does there: one short statement to plan.
-            arrays = ", ".join(f"(%s)::{field.db_type(connection).split('(')[0]}[]" for field in fields)
-            cursor.execute(f"{insert} SELECT * FROM UNNEST({arrays}) {returning}", [list(c) for c in zip(*rows)])
-            return [row[0] for row in cursor.fetchall()]
+            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                           [table, len(rows)])
+            ids = sorted(row[0] for row in cursor.fetchall())
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\n").writerows((pk, *row) for pk, row in zip(ids, rows))
+            buffer.seek(0)
+            # In CSV, NULL and the empty string are both an empty field; FORCE_NOT_NULL reads it as the
+            # empty string in the columns that cannot be NULL.
+            not_null = ", ".join(ops.quote_name(field.column) for field in fields if not field.null)
+            cursor.copy_expert(
+                f"COPY {ops.quote_name(table)} ({ops.quote_name('id')}, {columns}) FROM STDIN "
+                f"WITH (FORMAT csv, FORCE_NOT_NULL ({not_null}))",
+                buffer,
+            )
+            return ids
         ids = []
         row_sql = f"({', '.join(['%s'] * len(fields))})"
         batch = max(1, ops.bulk_batch_size(fields, rows))
         for start in range(0, len(rows), batch):
             part = rows[start:start + batch]
             values = ", ".join([row_sql] * len(part))
-            cursor.execute(f"{insert} VALUES {values} {returning}", list(chain.from_iterable(part)))
+            cursor.execute(f"INSERT INTO {ops.quote_name(table)} ({columns}) VALUES {values} RETURNING "
+                           f"{ops.quote_name('id')}", list(chain.from_iterable(part)))
             ids.extend(row[0] for row in cursor.fetchall())
         return ids
 
@@ -336,13 +421,13 @@ def _tasks_open(*, kind, prompt_ids, required):
         columns.append(connection.ops.quote_name(model_field.column))
         params.append(model_field.get_db_prep_save(value, connection))
     placeholders = ", ".join(["%s"] * len(params))
-    ids = ", ".join(["%s"] * len(prompt_ids))
+    ids, id_params = _in("id", prompt_ids)
     sql = (
         f"INSERT INTO {Task._meta.db_table} ({', '.join(columns)}, prompt_id) "
-        f"SELECT {placeholders}, id FROM {Prompt._meta.db_table} WHERE id IN ({ids})"
+        f"SELECT {placeholders}, id FROM {Prompt._meta.db_table} WHERE {ids}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *prompt_ids])
+        cursor.execute(sql, [*params, *id_params])
         return cursor.rowcount
 
 

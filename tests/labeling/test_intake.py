@@ -1,5 +1,6 @@
 """Prompt intake, one rule at a time, on hand-made files."""
 
+import csv
 import importlib
 import json
 import sys
@@ -316,6 +317,74 @@ def test_a_crash_midway_leaves_nothing_half_imported(monkeypatch):
     assert "disk full" in job.error
     assert not Prompt.objects.exists()
     assert not Task.objects.exists()
+
+
+def read_ahead_threads():
+    return [thread for thread in threading.enumerate() if thread.name == "intake-read-ahead"]
+
+
+def test_a_crash_while_parsing_fails_the_job_and_stops_the_parsing_thread(monkeypatch):
+    monkeypatch.setattr(prompt_services, "INGEST_CHUNK", 2)
+    real_parse = intake.parse_row
+
+    def parse_then_crash(row, *args, **kwargs):
+        if row.get("prompt") == "Prompt 4":
+            raise RuntimeError("parser crashed")
+        return real_parse(row, *args, **kwargs)
+
+    monkeypatch.setattr(intake, "parse_row", parse_then_crash)
+    job = run_import(jsonl(*[{"prompt": f"Prompt {i}"} for i in range(8)]))
+    assert (job.state, job.error) == (ImportJob.State.FAILED, "The import failed and nothing was imported: parser "
+                                                              "crashed")
+    assert not Prompt.objects.exists()
+    assert not read_ahead_threads()
+
+
+def test_a_crash_while_storing_stops_the_parsing_thread_too(monkeypatch):
+    monkeypatch.setattr(prompt_services, "INGEST_CHUNK", 1)
+    monkeypatch.setattr(prompt_services, "_store_chunk", lambda *args, **kwargs: 1 / 0)
+    job = run_import(jsonl(*[{"prompt": f"Prompt {i}"} for i in range(50)]))
+    assert job.state == ImportJob.State.FAILED
+    assert not read_ahead_threads()
+
+
+AWKWARD_TEXT = 'Quote " comma , semicolon ; tab \t newline \n carriage \r\n backslash \\ \\N emoji 🙂 ünïcode'
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_stored_prompts_hold_exactly_what_the_file_said(fmt):
+    metadata = {"note": AWKWARD_TEXT, "nested": {"list": ["", None, 3, '\\"']}}
+    if fmt == "jsonl":
+        content = jsonl(
+            {"prompt": AWKWARD_TEXT, "metadata": metadata, "use_case": "brainstorming"},
+            {"messages": [{"role": "user", "content": "Hi,\tthere \"you\""}, {"role": "assistant", "content": "\\N"},
+                          {"role": "user", "content": "again"}], "source_user_id": "u,1"},
+        )
+    else:
+        buffer = StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["prompt", "note", "source_user_id"])
+        writer.writerow([AWKWARD_TEXT, AWKWARD_TEXT, ""])
+        content = buffer.getvalue().encode()
+    job = run_import(content, name=f"prompts.{fmt}")
+    assert job.state == ImportJob.State.SUCCEEDED, job.row_errors
+    first = Prompt.objects.order_by("id").first()
+    assert first.text == AWKWARD_TEXT
+    assert (first.source_user_id, first.turns, first.created_by_id, first.import_job_id) == ("", None, None, job.pk)
+    if fmt == "jsonl":
+        assert (first.metadata, first.use_case) == (metadata, "brainstorming")
+        chat = Prompt.objects.order_by("id").last()
+        assert chat.turns[:2] == [{"role": "user", "content": "Hi,\tthere \"you\""},
+                                  {"role": "assistant", "content": "\\N"}]
+        assert chat.source_user_id == "u,1"
+    else:
+        assert (first.metadata, first.use_case) == ({"note": AWKWARD_TEXT}, "")
+
+
+def test_prompts_are_stored_in_file_order():
+    job = run_import(jsonl(*[{"prompt": f"Distinct prompt number {i} about {'x' * i}"} for i in range(30)]))
+    texts = list(Prompt.objects.filter(import_job=job).order_by("id").values_list("text", flat=True))
+    assert texts == [f"Distinct prompt number {i} about {'x' * i}" for i in range(30)]
 
 
 def test_running_a_job_twice_imports_once():
