@@ -101,9 +101,9 @@ def _read_ahead(items, depth=2):
     """Yield what `items` yields, computed in a background thread up to `depth` items ahead.
 
     Parsing a chunk is Python work; storing the chunk before it mostly waits for PostgreSQL, and a thread
-    waiting for the database releases the GIL. The two overlap on a second core: a third less time for a
-    large import (bench/import_prompts.py). An exception in the thread is raised here, in its place; the
-    thread stops when the caller does.
+    waiting for the database releases the GIL. The two overlap on a second core, a tenth less time for a
+    large import (bench/import_prompts.py); not more, since both threads need the GIL whenever both run
+    Python. An exception in the thread is raised here, in its place; the thread stops when the caller does.
     """
     buffer = queue.Queue(maxsize=depth)
     stopped = threading.Event()
