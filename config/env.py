@@ -29,6 +29,15 @@ def env_str(name, default=None, *, required=False):
     return value
 
 
+def env_choice(name, default, choices):
+    value = _raw(name)
+    if value is None:
+        return default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}; got {value!r}.")
+    return value
+
+
 def env_bool(name, default):
     value = _raw(name)
     if value is None:

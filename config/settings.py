@@ -12,7 +12,7 @@ import dj_database_url
 from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_float, env_int, env_json, env_list, env_ratios, env_str
+from .env import env_bool, env_choice, env_float, env_int, env_json, env_list, env_ratios, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")))
@@ -295,10 +295,25 @@ SAMPLE_MAX_NEW_TOKENS = env_int("SAMPLE_MAX_NEW_TOKENS", 96, minimum=1)
 SAMPLE_TEMPERATURE = env_float("SAMPLE_TEMPERATURE", 1.0, minimum=0)
 TRAIN_RM_AFTER_COMPARISONS = env_int("TRAIN_RM_AFTER_COMPARISONS", 500, minimum=1)
 TRAIN_SFT_AFTER_DEMONSTRATIONS = env_int("TRAIN_SFT_AFTER_DEMONSTRATIONS", 100, minimum=1)
-# rlhf options per kind, e.g. {"reward": {"epochs": 2}, "ppo": {"steps": 20}, "eval_policy": {"max_new_tokens": 32}}
+# rlhf options per kind, e.g. {"reward": {"epochs": 2}, "ppo": {"steps": 20}}; the gate evaluates with the same.
+# `manage.py check` and every run request check them by name, type and range.
 TRAINING_OPTIONS = env_json("TRAINING_OPTIONS", {})
 TRAINING_PROCESSES = env_int("TRAINING_PROCESSES", 1, minimum=1)  # more than one runs rlhf under torchrun
+# Where a policy round starts: "sft", from the active SFT model as InstructGPT; or "active", from the active
+# policy, as iterated rounds may. Either way the active SFT model is the KL reference.
+POLICY_START = env_choice("POLICY_START", "sft", ("sft", "active"))
+# The ptx term's data: a local JSONL/Parquet file of `text` or `messages` rows; by default the train split
+# of the SFT demonstrations.
+PTX_DATA = env_str("PTX_DATA", "")
 RM_GATE_TOLERANCE = env_float("RM_GATE_TOLERANCE", 0.0, minimum=0, maximum=1)
+# The first reward model must beat these baselines on the validation rankings by RM_FIRST_MIN_MARGIN: chance, and
+# the rules "the longer completion wins" and "the shorter wins". Leave one out where length is the very preference
+# labelers are asked for (say, "shorter is better" for summaries).
+RM_FIRST_BASELINES = env_list("RM_FIRST_BASELINES", ["chance", "longer_wins", "shorter_wins"])
+if not RM_FIRST_BASELINES or set(RM_FIRST_BASELINES) - {"chance", "longer_wins", "shorter_wins"}:
+    raise ImproperlyConfigured("RM_FIRST_BASELINES must name one or more of chance, longer_wins, shorter_wins; got "
+                               f"{','.join(RM_FIRST_BASELINES)!r}.")
+RM_FIRST_MIN_MARGIN = env_float("RM_FIRST_MIN_MARGIN", 0.02, minimum=0, maximum=1)
 POLICY_GATE_MIN_WIN_RATE = env_float("POLICY_GATE_MIN_WIN_RATE", 0.5, minimum=0, maximum=1)
 POLICY_GATE_MAX_KL = env_float("POLICY_GATE_MAX_KL", 20.0, minimum=0)
 TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 5.0, minimum=0.1)

@@ -1,3 +1,5 @@
+import json
+
 from django import forms
 from django.conf import settings
 
@@ -238,6 +240,41 @@ class ExportForm(forms.Form):
 
 class TrainingStartForm(forms.Form):
     kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, label="Train")
+    options = forms.CharField(
+        required=False, max_length=4000, widget=forms.Textarea(attrs={"rows": 3, "placeholder": "epochs: 2"}),
+        help_text="rlhf options for this run, one name: value per line or a JSON object; they add to "
+                  "TRAINING_OPTIONS, and the run's evaluations use the same.",
+    )
+
+    def clean_options(self):
+        """One `name: value` per line, each value read as JSON where it is JSON (2, 1e-4, true, [0.9, 0.95]) and as
+        text otherwise, as `manage.py train --option` reads them; or a JSON object."""
+        text = self.cleaned_data["options"].strip()
+        if text.startswith("{"):
+            try:
+                options = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise forms.ValidationError(f"The options are not a JSON object: {exc.msg} at character {exc.pos}.")
+            if not isinstance(options, dict):
+                raise forms.ValidationError("Write the options as name: value lines, such as epochs: 2.")
+            return options
+        options = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, colon, value = line.partition(":")
+            if not colon or not name.strip():
+                raise forms.ValidationError(f"Line {number} is not name: value, such as epochs: 2.")
+            options[name.strip()] = typed_value(value.strip())
+        return options
+
+
+def typed_value(text):
+    """2 -> 2, 1e-5 -> 1e-05, true -> True, [0.9, 0.95] -> a list; anything else stays text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 class AccountForm(forms.Form):

@@ -150,13 +150,16 @@ def dataset_statistics():
 
 def training_runs():
     """The team's training runs with what the pages show of them."""
-    return TrainingRun.objects.select_related("export", "valid_export", "base_model", "reward_model", "created_by",
-                                              "model_version")
+    return TrainingRun.objects.select_related("export", "valid_export", "base_model", "reward_model", "reference_model",
+                                              "ptx_export", "created_by", "model_version")
 
 
 def model_versions_by_kind():
     """[(kind label, versions newest first)], with each version's lineage."""
-    versions = ModelVersion.objects.select_related("parent", "training_run__export").order_by("-created_at")
+    versions = ModelVersion.objects.select_related(
+        "parent", "training_run__export", "training_run__reference_model", "training_run__reward_model",
+        "training_run__ptx_export",
+    ).order_by("-created_at")
     return [(label, [v for v in versions if v.kind == kind]) for kind, label in ModelVersion.Kind.choices]
 
 

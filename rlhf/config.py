@@ -7,8 +7,11 @@ saved beside each checkpoint together with the seed, the code version and the da
 
 import argparse
 import dataclasses
+import difflib
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +22,79 @@ DEFAULT_MODEL = str(ARTIFACTS / "models" / "SmolLM2-135M-Instruct")
 
 
 def option(default, help, **kwargs):
+    """A documented option. `minimum` (default 0 for numbers; None for any), `choices` and `pattern` bound its value."""
     return field(default=default, metadata={"help": help, **kwargs})
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICE = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+class OptionError(ValueError):
+    """An option that the job does not have, or a value of the wrong type or range; the message names it."""
+
+
+def check_options(config_class, values, *, reserved=()):
+    """`values` checked against `config_class`'s options, before anything runs.
+
+    Every name must be an option and not in `reserved` (options the caller sets itself); every value
+    must have its option's type and range. Returns the values, with whole numbers given for float
+    options as floats and pairs as tuples; raises OptionError naming the first option that is wrong.
+    """
+    if not isinstance(values, dict):
+        raise OptionError("options must be a mapping of option names to values")
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    allowed = sorted(set(fields) - set(reserved))
+    checked = {}
+    for name, value in values.items():
+        if name in reserved:
+            raise OptionError(f"option {name!r} is set for each run and cannot be given")
+        if name not in fields:
+            close = difflib.get_close_matches(str(name), allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the options are: {', '.join(allowed)}"
+            raise OptionError(f"unknown option {name!r}; {hint}")
+        checked[name] = _checked_value(fields[name], value)
+    return checked
+
+
+def _checked_value(f, value):
+    name, meta = f.name, f.metadata
+    if f.type is bool:
+        if not isinstance(value, bool):
+            raise OptionError(f"option {name!r} must be true or false, not {value!r}")
+        return value
+    if f.type is str:
+        if not isinstance(value, str):
+            raise OptionError(f"option {name!r} must be text, not {value!r}")
+        if "choices" in meta and value not in meta["choices"]:
+            raise OptionError(f"option {name!r} must be one of {', '.join(meta['choices'])}, not {value!r}")
+        if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+            raise OptionError(f"option {name!r} must match {meta['pattern']}, not {value!r}")
+        return value
+    if f.name == "betas":
+        if not (isinstance(value, (list, tuple)) and len(value) == 2):
+            raise OptionError(f"option {name!r} must be a pair of numbers, not {value!r}")
+        pair = tuple(_number(name, item, float) for item in value)
+        if not all(0 <= beta < 1 for beta in pair):
+            raise OptionError(f"option {name!r} must be two numbers from 0 up to (not including) 1, not {value!r}")
+        return pair
+    number = _number(name, value, f.type)
+    minimum = meta.get("minimum", 0)
+    if minimum is not None and number < minimum:
+        raise OptionError(f"option {name!r} must be at least {minimum}, not {value!r}")
+    return number
+
+
+def _number(name, value, kind):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OptionError(f"option {name!r} must be a {'whole number' if kind is int else 'number'}, not {value!r}")
+    if kind is int:
+        if not isinstance(value, int):
+            raise OptionError(f"option {name!r} must be a whole number, not {value!r}")
+        return value
+    if not math.isfinite(value):
+        raise OptionError(f"option {name!r} must be a finite number, not {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -31,28 +106,29 @@ class TrainConfig:
     model: str = option(DEFAULT_MODEL, "A local Hugging Face model folder to start from.")
     output: str = option("", "Folder for checkpoints, metrics.jsonl and the final model.", required=True)
     dataset_id: str = option("", "The export snapshot's id, recorded with the checkpoint.")
-    epochs: int = option(1, "Passes over the training file.")
-    batch_size: int = option(8, "Examples per optimizer step on each process.")
+    epochs: int = option(1, "Passes over the training file.", minimum=1)
+    batch_size: int = option(8, "Examples per optimizer step on each process.", minimum=1)
     lr: float = option(9.65e-6, "Peak learning rate (InstructGPT's SFT rate for 1.3B).")
     warmup_steps: int = option(0, "Linear warm-up steps before the cosine decay.")
     min_lr_ratio: float = option(0.1, "The cosine schedule decays to this share of the peak rate.")
     betas: tuple[float, float] = option((0.9, 0.95), "Adam betas, InstructGPT's.")
     weight_decay: float = option(0.0, "AdamW weight decay.")
     grad_clip: float = option(1.0, "Clip the gradient norm to this; 0 disables.")
-    max_length: int = option(512, "Token limit per example; longer ones are cut from the left of the prompt.")
+    max_length: int = option(512, "Token limit per example; longer ones are cut from the left of the prompt.",
+                             minimum=8)
     seed: int = option(1234, "Seed for initialisation, data order and dropout (each process adds its rank).")
     save_every: int = option(0, "Write a resumable checkpoint every this many steps; 0 only at the end.")
     max_steps: int = option(0, "Stop after this many optimizer steps (0: run every epoch).")
     resume: bool = option(False, "Continue from the checkpoint in the output folder.")
-    dtype: str = option("float32", "Weights dtype: float32, bfloat16 or float16.")
-    device: str = option("auto", "cpu, cuda, or auto (cuda when available).")
+    dtype: str = option("float32", "Weights dtype: float32, bfloat16 or float16.", choices=DTYPES)
+    device: str = option("auto", "cpu, cuda, or auto (cuda when available).", pattern=DEVICE)
 
 
 @dataclass
 class SFTConfig(TrainConfig):
     """Supervised fine-tuning on labeler demonstrations (`messages`); loss on assistant tokens only."""
 
-    epochs: int = option(2, "Passes over the demonstrations.")
+    epochs: int = option(2, "Passes over the demonstrations.", minimum=1)
 
 
 @dataclass
@@ -60,7 +136,7 @@ class RewardConfig(TrainConfig):
     """The InstructGPT reward model: all C(K,2) pairs of a prompt's ranking in one batch element."""
 
     lr: float = option(9e-6, "Peak learning rate (InstructGPT's reward-model rate).")
-    batch_size: int = option(8, "Prompts (rankings) per optimizer step on each process.")
+    batch_size: int = option(8, "Prompts (rankings) per optimizer step on each process.", minimum=1)
     margin: float = option(0.0, "Margin m in -log sigmoid(r_better - r_worse - m).")
     demonstrations: str = option("", "SFT demonstrations file; after training, a bias makes them score a mean of 0.")
 
@@ -71,21 +147,25 @@ class PPOConfig:
     model, pretraining gradients mixed in."""
 
     data: str = option("", "Prompts file (the PPO export): rows with `prompt`, text or messages.", required=True)
-    policy: str = option(DEFAULT_MODEL, "The SFT model folder the policy starts from; a frozen copy is the reference.")
+    policy: str = option(DEFAULT_MODEL, "The model folder the policy starts from: the SFT model, as InstructGPT.")
+    reference: str = option("", "The frozen KL reference, the SFT model (default: a copy of --policy's start).")
     reward_model: str = option("", "The reward model folder (frozen).", required=True)
+    reward_max_length: int = option(512, "Token limit when the reward model scores a response: its training "
+                                         "max_length.", minimum=8)
     value_model: str = option("", "Folder to start the value model from (default: the reward model).")
     output: str = option("", "Folder for checkpoints, metrics.jsonl and the final policy.", required=True)
     dataset_id: str = option("", "The export snapshot's id, recorded with the checkpoint.")
     steps: int = option(0, "Rollout batches to train on (0: one pass over the prompts).")
-    rollout_batch_size: int = option(8, "Prompts per rollout batch on each process.")
-    minibatch_size: int = option(4, "Episodes per gradient step.")
-    ppo_epochs: int = option(2, "Passes over each rollout batch.")
+    rollout_batch_size: int = option(8, "Prompts per rollout batch on each process.", minimum=1)
+    minibatch_size: int = option(4, "Episodes per gradient step.", minimum=1)
+    ppo_epochs: int = option(2, "Passes over each rollout batch.", minimum=1)
     lr: float = option(9.65e-6, "Learning rate of the policy and value model.")
     betas: tuple[float, float] = option((0.9, 0.95), "Adam betas.")
     grad_clip: float = option(1.0, "Clip the gradient norm to this; 0 disables.")
     beta: float = option(0.02, "KL coefficient: reward = score - beta * KL(policy || reference) per token.")
     target_kl: float = option(0.0, "Adapt beta towards this KL per episode (Ziegler et al. 2019); 0 keeps beta fixed.")
-    kl_horizon: int = option(10000, "Episodes over which the adaptive controller moves beta by its error.")
+    kl_horizon: int = option(10000, "Episodes over which the adaptive controller moves beta by its error.",
+                             minimum=1)
     gamma: float = option(1.0, "Discount of GAE.")
     lam: float = option(0.95, "Lambda of GAE.")
     clip: float = option(0.2, "PPO ratio clip.")
@@ -98,13 +178,14 @@ class PPOConfig:
                               "(InstructGPT: 0.992); the saved policy is the average. 0 disables.")
     temperature: float = option(1.0, "Rollout sampling temperature.")
     top_p: float = option(1.0, "Rollout nucleus sampling threshold.")
-    max_new_tokens: int = option(64, "Longest response in a rollout.")
-    max_prompt_length: int = option(256, "Prompts are cut from the left to this many tokens.")
-    no_eos_penalty: float = option(-1.0, "Added to the score of a response cut off before it ended.")
+    max_new_tokens: int = option(64, "Longest response in a rollout.", minimum=1)
+    max_prompt_length: int = option(256, "Prompts are cut from the left to this many tokens.", minimum=1)
+    no_eos_penalty: float = option(-1.0, "Added to the score of a response cut off before it ended.",
+                                   minimum=None)
     seed: int = option(1234, "Seed for data order and sampling (each process adds its rank).")
     save_every: int = option(0, "Write a resumable checkpoint every this many rollout batches; 0 only at the end.")
     resume: bool = option(False, "Continue from the checkpoint in the output folder.")
-    device: str = option("auto", "cpu, cuda, or auto.")
+    device: str = option("auto", "cpu, cuda, or auto.", pattern=DEVICE)
 
 
 @dataclass
@@ -114,26 +195,29 @@ class EvalPolicyConfig:
     policy: str = option("", "The policy folder (written by train-ppo).", required=True)
     reference: str = option(DEFAULT_MODEL, "The reference policy, usually the SFT model it started from.")
     reward_model: str = option("", "The reward model folder that judges.", required=True)
+    reward_max_length: int = option(512, "Token limit when the reward model scores a response: its training "
+                                         "max_length.", minimum=8)
     data: str = option("", "Held-out prompts file.", required=True)
-    max_new_tokens: int = option(64, "Longest response.")
+    max_new_tokens: int = option(64, "Longest response.", minimum=1)
     temperature: float = option(1.0, "Sampling temperature for both policies.")
-    batch_size: int = option(8, "Prompts generated together.")
+    batch_size: int = option(8, "Prompts generated together.", minimum=1)
     seed: int = option(1234, "Seed; both policies sample with it.")
     output: str = option("", "Write the metrics as JSON here as well as printing them.")
-    device: str = option("auto", "cpu, cuda, or auto.")
+    device: str = option("auto", "cpu, cuda, or auto.", pattern=DEVICE)
 
 
 @dataclass
 class EvalRewardConfig:
-    """Pairwise accuracy, reward mean/std and accuracy by rank distance of a reward model on a file."""
+    """Pairwise accuracy, reward mean/std, accuracy by rank distance and the length baselines of a reward model."""
 
     model: str = option("", "The reward model folder (written by train-rm).", required=True)
     data: str = option("", "Rankings or preference pairs (prompt/chosen/rejected or chosen/rejected).",
                        required=True)
-    batch_size: int = option(16, "Sequences per forward pass.")
-    max_length: int = option(512, "Token limit per sequence.")
+    batch_size: int = option(16, "Sequences per forward pass.", minimum=1)
+    max_length: int = option(512, "Token limit per sequence (the gate passes the run's own).", minimum=8)
+    dtype: str = option("float32", "Weights dtype: float32, bfloat16 or float16.", choices=DTYPES)
     output: str = option("", "Write the metrics as JSON here as well as printing them.")
-    device: str = option("auto", "cpu, cuda, or auto.")
+    device: str = option("auto", "cpu, cuda, or auto.", pattern=DEVICE)
 
 
 @dataclass
@@ -142,10 +226,11 @@ class EvalSFTConfig:
 
     model: str = option(DEFAULT_MODEL, "The model folder.")
     data: str = option("", "Demonstrations: rows with `messages` ending with the assistant.", required=True)
-    batch_size: int = option(8, "Demonstrations per forward pass.")
-    max_length: int = option(512, "Token limit per demonstration.")
+    batch_size: int = option(8, "Demonstrations per forward pass.", minimum=1)
+    max_length: int = option(512, "Token limit per demonstration (the gate passes the run's own).", minimum=8)
+    dtype: str = option("float32", "Weights dtype: float32, bfloat16 or float16.", choices=DTYPES)
     output: str = option("", "Write the metrics as JSON here as well as printing them.")
-    device: str = option("auto", "cpu, cuda, or auto.")
+    device: str = option("auto", "cpu, cuda, or auto.", pattern=DEVICE)
 
 
 @dataclass
@@ -159,13 +244,13 @@ class SampleConfig:
                                 "OPENAI_API_KEY, if set, is sent as its bearer token.")
     endpoint: str = option("chat", "With --base-url: chat (/v1/chat/completions) or completions (/v1/completions).")
     model_version: str = option("", "Name recorded with each completion (default: the model folder's name).")
-    k: int = option(4, "Completions per prompt, 4 to 9.")
+    k: int = option(4, "Completions per prompt, 4 to 9.", minimum=1)
     temperature: float = option(1.0, "Sampling temperature.")
     top_p: float = option(1.0, "Nucleus sampling threshold.")
     max_new_tokens: int = option(128, "Longest completion, in tokens.")
     batch_size: int = option(8, "Prompts generated together (each gives K sequences).")
     seed: int = option(1234, "Seed; the same seed, prompt and model give the same completions.")
-    device: str = option("auto", "cpu, cuda, or auto.")
+    device: str = option("auto", "cpu, cuda, or auto.", pattern=DEVICE)
 
 
 @dataclass
@@ -176,7 +261,7 @@ class ServeConfig:
     host: str = option("127.0.0.1", "Address to listen on.")
     port: int = option(8000, "Port to listen on (0: any free port).")
     model_version: str = option("", "The model name the API reports (default: the folder's name).")
-    device: str = option("auto", "cpu, cuda, or auto.")
+    device: str = option("auto", "cpu, cuda, or auto.", pattern=DEVICE)
 
 
 @dataclass
@@ -211,14 +296,13 @@ def from_args(config_class, args):
         loaded = yaml.safe_load(Path(args.config).read_text()) or {}
         if not isinstance(loaded, dict):
             raise SystemExit(f"{args.config}: expected a mapping of option names to values.")
-        known = {f.name for f in dataclasses.fields(config_class)}
-        unknown = sorted(set(loaded) - known)
-        if unknown:
-            raise SystemExit(f"{args.config}: unknown options {unknown}; see --help for the valid ones.")
         values.update(loaded)
     values.update({k: v for k, v in vars(args).items() if v is not None and k != "config" and k != "command"})
-    if "betas" in values:
-        values["betas"] = tuple(values["betas"])
+    try:
+        values = check_options(config_class, values)
+    except OptionError as exc:
+        source = f"{args.config} or the command line" if args.config else "the command line"
+        raise SystemExit(f"{exc} (in {source}); see --help for the valid ones.") from None
     required = [f.name for f in dataclasses.fields(config_class) if f.metadata.get("required")]
     missing = [name for name in required if not values.get(name)]
     if missing:

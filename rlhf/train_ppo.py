@@ -41,7 +41,7 @@ from .training import MetricsLog, begin_run, mark_finished
 class RewardScorer:
     """Scores (prompt, response text) pairs with a reward model, in that model's own tokenizer."""
 
-    def __init__(self, model, tokenizer, max_length=1024, batch_size=16):
+    def __init__(self, model, tokenizer, max_length=512, batch_size=16):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_length, self.batch_size = max_length, batch_size
 
@@ -347,10 +347,10 @@ def train_ppo(config):
     context = distributed.setup(config.device, config.seed)
     try:
         tokenizer = load_tokenizer(config.policy, padding_side="left")
-        policy, reference = load_policy(config.policy), load_policy(config.policy)
+        policy, reference = load_policy(config.policy), load_policy(config.reference or config.policy)
         reward_model = RewardModel.from_pretrained(config.reward_model).to(context.device).requires_grad_(False)
         value_model = RewardModel.from_pretrained(config.value_model or config.reward_model)
-        scorer = RewardScorer(reward_model, load_tokenizer(config.reward_model))
+        scorer = RewardScorer(reward_model, load_tokenizer(config.reward_model), max_length=config.reward_max_length)
         trainer = PPOTrainer(config, policy, reference, value_model, scorer, tokenizer, prompts, ptx, context)
         return trainer.fit()
     finally:
@@ -390,7 +390,7 @@ def eval_policy(config):
     tokenizer = load_tokenizer(config.policy, padding_side="left")
     policy, reference = load_policy(config.policy).to(device), load_policy(config.reference).to(device)
     reward_model = RewardModel.from_pretrained(config.reward_model).to(device)
-    scorer = RewardScorer(reward_model, load_tokenizer(config.reward_model))
+    scorer = RewardScorer(reward_model, load_tokenizer(config.reward_model), max_length=config.reward_max_length)
     metrics = compare_policies(policy, reference, scorer, tokenizer, prompts, temperature=config.temperature,
                                max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, seed=config.seed,
                                device=device)

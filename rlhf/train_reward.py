@@ -35,18 +35,24 @@ def score(reward_model, tokenizer, sequences, batch_size, device, progress=False
     return scores
 
 
+def ranked_pairs(groups):
+    """(better, worse, rank distance) for every pair of completions a ranking orders; ties give none."""
+    for n, high in enumerate(groups):
+        for distance, low in enumerate(groups[n + 1:], start=1):
+            for i in high:
+                for j in low:
+                    yield i, j, distance
+
+
 def ranking_metrics(scores_per_prompt, groups_per_prompt):
     """Pairwise accuracy, reward mean/std, and accuracy by rank distance (how many groups apart)."""
     right, total, by_distance = 0, 0, {}
     for scores, groups in zip(scores_per_prompt, groups_per_prompt):
-        for n, high in enumerate(groups):
-            for distance, low in enumerate(groups[n + 1:], start=1):
-                for i in high:
-                    for j in low:
-                        hit = scores[i] > scores[j]
-                        right, total = right + hit, total + 1
-                        counts = by_distance.setdefault(distance, [0, 0])
-                        counts[0], counts[1] = counts[0] + hit, counts[1] + 1
+        for i, j, distance in ranked_pairs(groups):
+            hit = scores[i] > scores[j]
+            right, total = right + hit, total + 1
+            counts = by_distance.setdefault(distance, [0, 0])
+            counts[0], counts[1] = counts[0] + hit, counts[1] + 1
     flat = [s for scores in scores_per_prompt for s in scores]
     return {
         "accuracy": right / total if total else float("nan"),
@@ -55,6 +61,22 @@ def ranking_metrics(scores_per_prompt, groups_per_prompt):
         "reward_std": statistics.pstdev(flat),
         "accuracy_by_rank_distance": {d: hit / n for d, (hit, n) in sorted(by_distance.items())},
     }
+
+
+def length_baselines(items):
+    """The accuracy of "the longer completion wins" and of "the shorter wins" on the same pairs, in tokens.
+
+    Labelers' rankings often follow length, so a reward model is worth using only if it beats both (and
+    chance). Completions of equal length count half to each.
+    """
+    longer = total = 0
+    for sequences, groups in items:
+        for i, j, _ in ranked_pairs(groups):
+            better, worse = len(sequences[i]), len(sequences[j])
+            longer += 1 if better > worse else 0.5 if better == worse else 0
+            total += 1
+    share = longer / total if total else float("nan")
+    return {"longer_wins_accuracy": share, "shorter_wins_accuracy": 1 - share}
 
 
 class RewardTrainer(Trainer):
@@ -105,7 +127,7 @@ def evaluate_encoded(model, tokenizer, items, batch_size, device, progress=False
     for seqs, _ in items:
         scores.append(flat[start:start + len(seqs)])
         start += len(seqs)
-    return ranking_metrics(scores, [groups for _, groups in items])
+    return {**ranking_metrics(scores, [groups for _, groups in items]), **length_baselines(items)}
 
 
 def train_reward(config):
@@ -125,7 +147,7 @@ def train_reward(config):
 def eval_reward(config):
     device = pick_device(config.device)
     tokenizer = load_tokenizer(config.model)
-    model = RewardModel.from_pretrained(config.model).to(device).eval()
+    model = RewardModel.from_pretrained(config.model, dtype=getattr(torch, config.dtype)).to(device).eval()
     items = [encode_ranking(tokenizer, r, config.max_length) for r in load_rankings(config.data)]
     metrics = evaluate_encoded(model, tokenizer, items, config.batch_size, device, progress=True)
     if config.output:

@@ -59,7 +59,7 @@ def eval_sft(config):
     """Validation loss of a model on demonstrations: what the SFT gate compares."""
     device = pick_device(config.device)
     tokenizer = load_tokenizer(config.model)
-    model = load_policy(config.model).to(device).eval()
+    model = load_policy(config.model, dtype=getattr(torch, config.dtype)).to(device).eval()
     items = []
     for messages in load_demonstrations(config.data):
         ids, labels = assistant_labels(tokenizer, messages)

@@ -129,8 +129,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
         fields = ["id", "kind", "trigger", "state", "progress", "step", "total_steps", "eta_seconds", "config",
-                  "export", "valid_export", "base_model", "reward_model", "model_version", "metrics", "gate",
-                  "history", "log", "error", "created_at", "started_at", "finished_at"]
+                  "export", "valid_export", "base_model", "reward_model", "reference_model", "ptx_export", "ptx_path",
+                  "model_version", "metrics", "gate", "history", "log", "error", "created_at", "started_at",
+                  "finished_at"]
 
 
 class TrainingRunCreateSerializer(serializers.Serializer):

@@ -85,7 +85,8 @@ class TrainingRun(models.Model):
     LIVE = (State.QUEUED, State.RUNNING)
 
     kind = models.CharField(max_length=8, choices=Kind.choices)
-    trigger = models.CharField(max_length=40, blank=True, help_text="What started it: a person, or the rule that did.")
+    trigger = models.CharField(max_length=100, blank=True,
+                               help_text="What started it: a person, or the rule that did.")
     config = models.JSONField(default=dict, blank=True, help_text="The rlhf options it ran with.")
     export = models.ForeignKey(
         Export, null=True, blank=True, on_delete=models.PROTECT, related_name="training_runs",
@@ -102,6 +103,17 @@ class TrainingRun(models.Model):
     reward_model = models.ForeignKey(
         "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
         help_text="For a policy: the reward model it optimises against.",
+    )
+    reference_model = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="For a policy: the SFT model that is its KL reference (and, by default, its start).",
+    )
+    ptx_export = models.ForeignKey(
+        Export, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="For a policy: the demonstrations its pretraining (ptx) term trains on.",
+    )
+    ptx_path = models.CharField(
+        max_length=500, blank=True, help_text="For a policy: the pretraining corpus of its ptx term, when one is set."
     )
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
     step = models.PositiveIntegerField(default=0)

@@ -7,6 +7,7 @@ model is never activated.
 """
 
 import ctypes
+import dataclasses
 import json
 import logging
 import shutil
@@ -22,6 +23,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from rlhf import config as rlhf_config
+
 from ..models import Demonstration, ModelVersion, Ranking, TrainingRun
 from .exports import export_create, export_run
 from .sampling import model_version_activate, model_version_active, prompts_needing_completions
@@ -34,6 +37,20 @@ PLANS = {
     Run.Kind.SFT: ("train-sft", "sft", ModelVersion.Kind.SFT),
     Run.Kind.REWARD: ("train-rm", "rankings", ModelVersion.Kind.REWARD),
     Run.Kind.PPO: ("train-ppo", "ppo_prompts", ModelVersion.Kind.POLICY),
+}
+# The rlhf options of each kind of run, and those the site sets for every run (data, models, folders), which a
+# request or TRAINING_OPTIONS cannot.
+OPTIONS = {Run.Kind.SFT: rlhf_config.SFTConfig, Run.Kind.REWARD: rlhf_config.RewardConfig,
+           Run.Kind.PPO: rlhf_config.PPOConfig}
+SITE_OPTIONS = {"data", "valid_data", "model", "output", "dataset_id", "resume", "demonstrations", "policy",
+                "reference", "reward_model", "value_model", "ptx_data", "reward_max_length"}
+# What the evaluations of a run take from its options, so that the gate judges as the run trained:
+# {evaluation option: training option}.
+EVALUATION_OPTIONS = {
+    Run.Kind.SFT: {"max_length": "max_length", "batch_size": "batch_size", "dtype": "dtype", "device": "device"},
+    Run.Kind.REWARD: {"max_length": "max_length", "batch_size": "batch_size", "dtype": "dtype", "device": "device"},
+    Run.Kind.PPO: {"max_new_tokens": "max_new_tokens", "temperature": "temperature", "batch_size": "rollout_batch_size",
+                   "reward_max_length": "reward_max_length", "seed": "seed", "device": "device"},
 }
 HISTORY_POINTS = 500
 SAMPLING_QUEUED = "sampling-queued"  # a cache key: one sampling task waits at a time
@@ -48,17 +65,35 @@ class Cancelled(RunStopped):
     pass
 
 
+def training_options(*, kind, options=None):
+    """The options a run of `kind` trains with: TRAINING_OPTIONS for its kind, then `options`, both checked.
+
+    An unknown option, or a value of the wrong type or range, is a ValidationError naming it.
+    """
+    found = {}
+    for source, values in ((f"TRAINING_OPTIONS[{kind!r}]", settings.TRAINING_OPTIONS.get(kind, {})),
+                           ("Options", {} if options is None else options)):
+        try:
+            found.update(rlhf_config.check_options(OPTIONS[kind], values, reserved=SITE_OPTIONS))
+        except rlhf_config.OptionError as exc:
+            raise ValidationError(f"{source}: {exc}", code="options") from None
+    return found
+
+
 def training_run_start(*, kind, created_by=None, trigger="", options=None):
-    """Queue a run for a GPU worker. One live run per kind: the database refuses a second."""
+    """Queue a run for a GPU worker, its options checked now. One live run per kind: the database refuses a second."""
     if kind not in Run.Kind.values:
         raise ValidationError(f"Unknown training kind {kind!r}; choose from {', '.join(Run.Kind.values)}.")
-    if options is not None and not isinstance(options, dict):
-        raise ValidationError("Options must be an object of rlhf option names and values.")
+    config = training_options(kind=kind, options=options)
     try:
         with transaction.atomic():
-            # A policy run is bound to the reward model active when it starts: beat starts one per reward model.
-            reward_model = model_version_active(ModelVersion.Kind.REWARD) if kind == Run.Kind.PPO else None
-            run = Run.objects.create(kind=kind, created_by=created_by, config=options or {}, reward_model=reward_model,
+            # A policy run is bound to the reward model and the SFT model active when it starts: beat starts one
+            # per pair.
+            policy = kind == Run.Kind.PPO
+            reward_model = model_version_active(ModelVersion.Kind.REWARD) if policy else None
+            reference = model_version_active(ModelVersion.Kind.SFT) if policy else None
+            run = Run.objects.create(kind=kind, created_by=created_by, config=config, reward_model=reward_model,
+                                     reference_model=reference,
                                      trigger=trigger or (f"started by {created_by}" if created_by else "started"))
     except IntegrityError:
         live = Run.objects.filter(kind=kind, state__in=Run.LIVE).first()
@@ -107,23 +142,55 @@ def training_run_execute(*, run_id):
 
 def _prepare(run):
     command, export_kind, model_kind = PLANS[run.kind]
-    base = model_version_active(ModelVersion.Kind.POLICY if run.kind == Run.Kind.PPO else ModelVersion.Kind.SFT)
+    options = dict(run.config)
     reward_model = run.reward_model
-    if run.kind == Run.Kind.PPO and reward_model is None:
-        raise RunStopped("No reward model is active yet: train one before the policy.")
+    reference = ptx = None
+    if run.kind == Run.Kind.PPO:
+        if reward_model is None:
+            raise RunStopped("No reward model is active yet: train one before the policy.")
+        # InstructGPT: the policy starts from the SFT model, which is also its KL reference.
+        reference = run.reference_model or model_version_active(ModelVersion.Kind.SFT)
+        base = reference if settings.POLICY_START == "sft" else model_version_active(ModelVersion.Kind.POLICY)
+        options["reward_max_length"] = _trained_option(reward_model, "max_length", rlhf_config.RewardConfig)
+    else:
+        base = model_version_active(ModelVersion.Kind.SFT)
     train = _snapshot(run, export_kind, "train")
     if not train.row_count:
         raise RunStopped(f"No training data: the {train.get_kind_display()} export of the train split is empty.")
     valid = _snapshot(run, export_kind, "valid")
-    note = ""
+    notes = []
     if not valid.row_count:
-        valid, note = train, "The valid split is empty, so the gate compared on the training data."
-    options = {**settings.TRAINING_OPTIONS.get(run.kind, {}), **run.config}
-    run.export, run.valid_export, run.base_model, run.reward_model = train, valid, base, reward_model
+        valid = train
+        notes.append("The valid split is empty, so the gate compared on the training data.")
+    if run.kind == Run.Kind.PPO:
+        ptx, note = _ptx_data(run)
+        notes += [note] if note else []
+    run.export, run.valid_export, run.base_model, run.reference_model = train, valid, base, reference
+    run.ptx_export, run.ptx_path = ptx, settings.PTX_DATA if run.kind == Run.Kind.PPO and not ptx else ""
     run.output_path = str(Path(settings.MODELS_DIR) / f"{run.kind}-{run.pk}")
     run.config = options
-    run.save(update_fields=["export", "valid_export", "base_model", "reward_model", "output_path", "config"])
-    return {"command": command, "model_kind": model_kind, "note": note, "options": options}
+    run.save(update_fields=["export", "valid_export", "base_model", "reference_model", "ptx_export", "ptx_path",
+                            "output_path", "config"])
+    return {"command": command, "model_kind": model_kind, "note": " ".join(notes), "options": options}
+
+
+def _trained_option(version, name, config_class):
+    """The value of option `name` that `version` was trained with (the option's default for the base model)."""
+    run = version.training_run
+    default = next(f.default for f in dataclasses.fields(config_class) if f.name == name)
+    return run.config.get(name, default) if run else default
+
+
+def _ptx_data(run):
+    """(export, note): the ptx term's data. PTX_DATA when set, else the train split of the SFT demonstrations."""
+    if settings.PTX_DATA:
+        if not Path(settings.PTX_DATA).is_file():
+            raise RunStopped(f"PTX_DATA names {settings.PTX_DATA}, which is not a file on this worker.")
+        return None, ""
+    demonstrations = _snapshot(run, "sft", "train")
+    if not demonstrations.row_count:
+        return None, "No demonstrations yet, so the policy trained without the ptx term."
+    return demonstrations, ""
 
 
 def _snapshot(run, kind, split):
@@ -137,7 +204,10 @@ def _train(run, plan):
     output.mkdir(parents=True)
     args = ["--data", run.export.file.path, "--output", str(output), "--dataset-id", str(run.export.pk)]
     if run.kind == Run.Kind.PPO:
-        args += ["--policy", run.base_model.artifact_path, "--reward-model", run.reward_model.artifact_path]
+        args += ["--policy", run.base_model.artifact_path, "--reference", run.reference_model.artifact_path,
+                 "--reward-model", run.reward_model.artifact_path]
+        ptx = run.ptx_export.file.path if run.ptx_export else run.ptx_path
+        args += ["--ptx-data", ptx] if ptx else []
     else:
         args += ["--model", run.base_model.artifact_path, "--valid-data", run.valid_export.file.path]
     log_path = output / "train.log"
@@ -240,10 +310,17 @@ def _register(run, plan, summary):
     return version
 
 
+def evaluation_options(run):
+    """The options every evaluation of `run` takes, from the run's own (their defaults where it set none)."""
+    trained = {f.name: f.default for f in dataclasses.fields(OPTIONS[run.kind])} | run.config
+    return {name: trained[source] for name, source in EVALUATION_OPTIONS[run.kind].items()}
+
+
 def _evaluate(command, args, run, name):
-    """`python -m rlhf <command>` into a JSON file beside the run's output; returns its metrics."""
+    """`python -m rlhf <command>` with the run's evaluation options, into a JSON file beside its output."""
     out = Path(run.output_path) / f"{name}.json"
-    _follow(run, [sys.executable, "-m", "rlhf", command, *args, "--output", str(out)],
+    config = _config_file(Path(run.output_path) / "evaluate.yaml", evaluation_options(run))
+    _follow(run, [sys.executable, "-m", "rlhf", command, *args, *config, "--output", str(out)],
             Path(run.output_path) / "evaluate.log")
     return json.loads(out.read_text())
 
@@ -252,12 +329,16 @@ def _judge(run, plan, version):
     """Evaluate the new version against the active one and activate it only if it passes the gate."""
     valid = run.valid_export.file.path
     kind = run.kind
+    # The new version's validation metrics come from its training process, with the run's options; the active
+    # version is evaluated on the same file with the same options.
+    candidate = version.metrics.get("valid") or {}
     if kind == Run.Kind.REWARD:
-        candidate = _evaluate("eval-rm", ["--model", version.artifact_path, "--data", valid], run, "eval-candidate")
         active = model_version_active(ModelVersion.Kind.REWARD)
-        metrics = {"accuracy": candidate["accuracy"]}
+        metrics = {name: candidate[name] for name in ("accuracy", "pairs", "longer_wins_accuracy",
+                                                      "shorter_wins_accuracy")}
         if active is None:
-            passed, reason = True, f"First reward model: validation accuracy {candidate['accuracy']:.3f}."
+            baselines = {name: candidate[f"{name}_accuracy"] for name in ("longer_wins", "shorter_wins")}
+            passed, reason = _first_reward_model_verdict(candidate["accuracy"], candidate["pairs"], baselines)
         else:
             current = _evaluate("eval-rm", ["--model", active.artifact_path, "--data", valid], run, "eval-active")
             metrics["active_accuracy"] = current["accuracy"]
@@ -267,17 +348,14 @@ def _judge(run, plan, version):
                       f"{current['accuracy']:.3f} (tolerance {settings.RM_GATE_TOLERANCE:g}).")
     elif kind == Run.Kind.SFT:
         active = model_version_active(ModelVersion.Kind.SFT)
-        candidate = _evaluate("eval-sft", ["--model", version.artifact_path, "--data", valid], run, "eval-candidate")
         current = _evaluate("eval-sft", ["--model", active.artifact_path, "--data", valid], run, "eval-active")
         metrics = {"valid_loss": candidate["loss"], "active_valid_loss": current["loss"]}
         passed = candidate["loss"] < current["loss"]
         reason = f"Validation loss {candidate['loss']:.4f} against the active {active.name}'s {current['loss']:.4f}."
     else:
-        active = run.base_model
-        options = settings.TRAINING_OPTIONS.get("eval_policy", {})
+        active = model_version_active(ModelVersion.Kind.POLICY)  # what the new policy would replace
         found = _evaluate("eval-policy", ["--policy", version.artifact_path, "--reference", active.artifact_path,
-                                          "--reward-model", run.reward_model.artifact_path, "--data", valid,
-                                          *_config_file(Path(run.output_path) / "eval-policy.yaml", options)],
+                                          "--reward-model", run.reward_model.artifact_path, "--data", valid],
                           run, "eval-policy")
         metrics = {"win_rate": found["win_rate"], "kl": found["kl"], "reward": found["reward_policy"],
                    "active_reward": found["reward_reference"]}
@@ -301,6 +379,20 @@ def _judge(run, plan, version):
         )
         if passed and kind == Run.Kind.REWARD:
             _start_quietly(Run.Kind.PPO, f"reward model {version.name} became active")
+        elif passed and kind == Run.Kind.SFT and model_version_active(ModelVersion.Kind.REWARD):
+            _start_quietly(Run.Kind.PPO, f"SFT model {version.name} became active")
+
+
+def _first_reward_model_verdict(accuracy, pairs, baselines):
+    """(passed, reason): the first reward model must beat RM_FIRST_BASELINES by RM_FIRST_MIN_MARGIN."""
+    margin = settings.RM_FIRST_MIN_MARGIN
+    scores = {"chance": 0.5, **baselines}
+    shown = ", ".join(f"{name.replace('_', '-')} {score:.3f}" for name, score in scores.items())
+    floor = max(scores[name] for name in settings.RM_FIRST_BASELINES) + margin
+    passed = accuracy >= floor
+    reason = (f"First reward model: validation accuracy {accuracy:.3f} on {pairs} pairs; baselines {shown}; it needs "
+              f"{floor:.3f}, the best of {', '.join(settings.RM_FIRST_BASELINES)} plus a margin of {margin:g}.")
+    return passed, reason
 
 
 def _stop(run, version, exc):
@@ -317,10 +409,15 @@ def _stop(run, version, exc):
 
 
 def _start_quietly(kind, trigger):
+    """Start a run unless one of its kind is live; options that TRAINING_OPTIONS gets wrong are logged."""
+    if Run.objects.filter(kind=kind, state__in=Run.LIVE).exists():
+        return None
     try:
         return training_run_start(kind=kind, trigger=trigger)
-    except ValidationError:
-        return None  # one is already live
+    except ValidationError as exc:
+        if not Run.objects.filter(kind=kind, state__in=Run.LIVE).exists():  # not a race with another start
+            logger.error("Could not start a %s run (%s): %s", kind, trigger, " ".join(exc.messages))
+        return None
 
 
 def training_runs_reap():
@@ -365,9 +462,10 @@ def training_check_due():
         new = results.objects.filter(created_at__gt=since) if since else results.objects.all()
         if new.count() >= needed:
             report["started"].append(_start_quietly(kind, f"{needed}+ new {what}"))
-    # A policy for each reward model that becomes active.
-    if reward and not Run.objects.filter(kind=Run.Kind.PPO, reward_model=reward).exists():
-        report["started"].append(_start_quietly(Run.Kind.PPO, f"reward model {reward.name} is active"))
+    # A policy for each pair of active reward and SFT models.
+    if reward and not Run.objects.filter(kind=Run.Kind.PPO, reward_model=reward, reference_model=sft).exists():
+        report["started"].append(_start_quietly(Run.Kind.PPO, f"reward model {reward.name} and SFT model "
+                                                              f"{sft.name} are active"))
     report["started"] = [run.pk for run in report["started"] if run]
     report["sampling"] = sampling_queue()
     return report

@@ -164,9 +164,10 @@ def training_runs(request):
     form = TrainingStartForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            run = services.training_run_start(kind=form.cleaned_data["kind"], created_by=request.user)
+            run = services.training_run_start(kind=form.cleaned_data["kind"], options=form.cleaned_data["options"],
+                                              created_by=request.user)
         except ValidationError as exc:
-            form.add_error("kind", exc)
+            form.add_error("options" if exc.code == "options" else "kind", exc)
         else:
             return redirect(run)
     context = {"form": form, "runs": selectors.training_runs()[:50]}

@@ -177,9 +177,9 @@ def seed_research(researcher):
                                  metrics={"accuracy": 0.7, PLAIN: 1.0}, artifact_path=PLAIN)
     ModelVersionFactory(kind=ModelVersion.Kind.POLICY, name=f"p{SHORT}", status_reason=PLAIN,
                         metrics={"reward": 0.3, "kl": 1.2})
-    run = services.training_run_start(kind="reward", created_by=researcher, trigger=SHORT, options={PLAIN: PLAIN})
-    TrainingRun.objects.filter(pk=run.pk).update(
-        state="failed", error=PLAIN, log=PLAIN, output_path=PLAIN, metrics={PLAIN: 0.5},
+    run = services.training_run_start(kind="reward", created_by=researcher, trigger=SHORT)
+    TrainingRun.objects.filter(pk=run.pk).update(  # options as stored before they were checked at request time
+        state="failed", error=PLAIN, log=PLAIN, output_path=PLAIN, metrics={PLAIN: 0.5}, config={PLAIN: PLAIN},
         history=[{"step": 1, "loss": 0.9, "accuracy": 0.5}, {"step": 2, "loss": 0.5, "accuracy": 0.6}],
         gate={"passed": False, "reason": PLAIN}, base_model=reward)
 

@@ -133,6 +133,18 @@ def test_a_researchers_token_cannot_reach_labeler_endpoints(researcher, no_role_
     assert getattr(APIClient(), method)(url, {}, format="json").status_code == 401
 
 
+@pytest.mark.parametrize("options, detail", [
+    ({"epoch": 2}, "Options: unknown option 'epoch'; did you mean 'epochs'?"),
+    ({"lr": "fast"}, "Options: option 'lr' must be a number, not 'fast'"),
+    ({"model": "/etc"}, "Options: option 'model' is set for each run and cannot be given"),
+    ({"batch_size": 0}, "Options: option 'batch_size' must be at least 1, not 0"),
+])
+def test_a_training_run_with_a_bad_option_is_a_400_naming_it(api, options, detail):
+    response = api.post("/api/training-runs/", {"kind": "sft", "options": options}, format="json")
+    assert (response.status_code, response.json()) == (400, {"detail": detail})
+    assert not TrainingRun.objects.exists()
+
+
 def test_a_researcher_starts_and_cancels_a_training_run(api):
     response = api.post("/api/training-runs/", {"kind": "sft", "options": {"epochs": 2}}, format="json")
     assert response.status_code == 202

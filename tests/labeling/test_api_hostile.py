@@ -194,14 +194,14 @@ def test_a_well_formed_surrogate_pair_is_text_like_any_other(researcher):
 
 
 def test_nesting_up_to_the_limit_is_read(researcher, settings):
-    settings.API_JSON_MAX_DEPTH = 4
+    settings.API_JSON_MAX_DEPTH = 3
     api = api_client_for(researcher)
-    at_limit = {"kind": "reward", "options": {"schedule": [{"warmup": 10}]}}  # four levels
+    at_limit = {"kind": "reward", "options": {"betas": [0.8, 0.9]}}  # three levels
     assert api.post("/api/training-runs/", at_limit, format="json").status_code == 202
-    over = {"kind": "sft", "options": {"schedule": [{"warmup": [10]}]}}
+    over = {"kind": "sft", "options": {"betas": [[0.8], 0.9]}}
     response = api.post("/api/training-runs/", over, format="json")
     assert response.status_code == 400
-    assert response.json() == {"detail": "The JSON body nests arrays and objects deeper than 4 levels; flatten it."}
+    assert response.json() == {"detail": "The JSON body nests arrays and objects deeper than 3 levels; flatten it."}
     assert TrainingRun.objects.get().config == at_limit["options"]
 
 

@@ -133,3 +133,15 @@ def test_the_train_command_queues_lists_and_cancels_runs(db):
     assert "cancelled" in run("train", "--cancel", str(run_.pk))
     with pytest.raises(CommandError, match="write it as NAME=VALUE"):
         run("train", "sft", "--option", "epochs")
+
+
+@pytest.mark.parametrize("option, message", [
+    ("epoch=2", "Options: unknown option 'epoch'; did you mean 'epochs'?"),
+    ("epochs=two", "Options: option 'epochs' must be a whole number, not 'two'"),
+    ("output=/tmp/x", "Options: option 'output' is set for each run and cannot be given"),
+])
+def test_the_train_command_refuses_a_bad_option_naming_it(db, option, message):
+    with pytest.raises(CommandError) as caught:
+        run("train", "reward", "--option", option, "--no-wait")
+    assert str(caught.value) == message
+    assert not TrainingRun.objects.exists()

@@ -4,21 +4,22 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 from django.core.cache import cache
 
 from labeling import services
 from labeling.models import Completion, LabelerProfile, ModelVersion, Prompt, Ranking, Role, Task, TrainingRun
 from tests.conftest import api_client_for, wait_for
 from tests.factories import UserFactory
-from tests.labeling.test_training_loop import planted_rankings
+from tests.labeling.test_training_loop import demonstrations, planted_rankings
 
 OPTIONS = {
     "reward": {"epochs": 3, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
-    "ppo": {"steps": 10, "rollout_batch_size": 8, "minibatch_size": 4, "lr": 1e-2, "max_new_tokens": 8,
+    "ppo": {"steps": 10, "rollout_batch_size": 8, "minibatch_size": 4, "lr": 1e-3, "max_new_tokens": 8,
             "no_eos_penalty": 0, "device": "cpu"},
-    "eval_policy": {"max_new_tokens": 8, "device": "cpu"},
 }
 
 
@@ -34,9 +35,13 @@ def loop(settings, tiny_model, tmp_path, start_worker):
         # gate lets any policy through. The gate's verdicts are tested in test_training_loop.py, and PPO's
         # learning on a planted reward in tests/rlhf.
         "POLICY_GATE_MIN_WIN_RATE": 0, "POLICY_GATE_MAX_KL": 1000,
+        # The labeler here ranks by length (the shortest text first), which is what the length baselines measure:
+        # as for a task whose guidelines ask for brevity, the first reward model need only beat chance. The floor
+        # against the length baselines is tested in test_training_loop.py.
+        "RM_FIRST_BASELINES": "chance",
     }
     for name, value in values.items():
-        setattr(settings, name, value)
+        setattr(settings, name, value.split(",") if name == "RM_FIRST_BASELINES" else value)
     settings.INTAKE_ANNOTATE, settings.INTAKE_DEMONSTRATION_SHARE = False, 0
     cache.delete(services.SAMPLING_QUEUED)
     environment = {name: json.dumps(value) if isinstance(value, dict) else value for name, value in values.items()}
@@ -75,6 +80,7 @@ def test_the_loop_samples_ranks_retrains_and_samples_from_the_new_policy(loop, s
     base = ModelVersion.objects.get(kind="policy", status="active")
     assert set(Completion.objects.values_list("model_version", flat=True)) == {base.pk}
     assert rank_everything(client) == 60
+    demonstrations(6, "train", labeler)  # the ptx term's data
 
     settings.TRAIN_RM_AFTER_COMPARISONS = 60
     report = services.training_check_due()
@@ -97,8 +103,19 @@ def test_the_loop_samples_ranks_retrains_and_samples_from_the_new_policy(loop, s
     assert policy_run.state == "succeeded", (policy_run.error, policy_run.log)
     assert policy_run.gate["passed"], policy_run.gate["reason"]
     assert {"win_rate", "kl", "reward", "active_reward"} <= set(policy_run.metrics)
+    # InstructGPT's lineage: the policy started from the active SFT model, its KL reference, with the ptx term on
+    # the SFT demonstrations; its evaluation ran with the run's own options.
+    sft = ModelVersion.objects.get(kind="sft", status="active")
+    assert policy_run.base_model == policy_run.reference_model == sft
+    assert policy_run.ptx_export.row_count == 6
+    trained = json.loads((Path(policy_run.output_path) / "run.json").read_text())["config"]
+    assert (trained["policy"], trained["reference"], trained["ptx_data"]) == (
+        sft.artifact_path, sft.artifact_path, policy_run.ptx_export.file.path)
+    evaluated = yaml.safe_load((Path(policy_run.output_path) / "evaluate.yaml").read_text())
+    assert evaluated == {"max_new_tokens": 8, "temperature": 1.0, "batch_size": 8, "reward_max_length": 512,
+                         "seed": 1234, "device": "cpu"}
     policy = active("policy")
-    assert policy == policy_run.model_version and policy.parent == base
+    assert policy == policy_run.model_version and policy.parent == sft
     assert ModelVersion.objects.get(pk=base.pk).status == "retired"
 
     cache.delete(services.SAMPLING_QUEUED)  # the worker cleared it in its own cache, apart from this process's

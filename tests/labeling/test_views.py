@@ -247,6 +247,25 @@ def test_a_researcher_starts_a_run_on_the_page_and_cancels_it(as_researcher, dja
     assert run.state == "cancelled"
 
 
+@pytest.mark.parametrize("options, error", [
+    ("epoch: 2", "Options: unknown option &#x27;epoch&#x27;; did you mean &#x27;epochs&#x27;?"),
+    ("epochs: two", "Options: option &#x27;epochs&#x27; must be a whole number, not &#x27;two&#x27;"),
+    ("epochs: 2\njust words", "Line 2 is not name: value, such as epochs: 2."),
+    ("[2]", "Line 1 is not name: value, such as epochs: 2."),
+    ('{"epochs": 2', "The options are not a JSON object: Expecting &#x27;,&#x27; delimiter at character 12."),
+    ('{"betas": [0.8, 1.2]}', "option &#x27;betas&#x27; must be two numbers from 0 up to (not including) 1"),
+])
+def test_a_run_with_bad_options_is_refused_on_the_page_naming_them(as_researcher, options, error):
+    response = as_researcher.post(reverse("training-runs"), {"kind": "reward", "options": options})
+    assert response.status_code == 400 and error in response.content.decode()
+    assert not TrainingRun.objects.exists()
+
+
+def test_a_researcher_starts_a_run_with_options_on_the_page(as_researcher):
+    as_researcher.post(reverse("training-runs"), {"kind": "reward", "options": "epochs: 2\nlr: 1e-4\n\ndtype: bfloat16"})
+    assert TrainingRun.objects.get().config == {"epochs": 2, "lr": 1e-4, "dtype": "bfloat16"}
+
+
 def test_a_finished_run_shows_its_curves_gate_and_model(as_researcher):
     run = TrainingRun.objects.create(
         kind="reward", state="succeeded", step=3, total_steps=3, log="train-rm: 100%",
@@ -261,11 +280,30 @@ def test_a_finished_run_shows_its_curves_gate_and_model(as_researcher):
     assert "reward-7" in page and "train-rm: 100%" in page and "0.8100" in page
 
 
-def test_the_models_page_shows_each_kind_with_its_lineage(as_researcher):
-    base = ModelVersion.objects.create(kind="policy", name="base", status="retired")
-    run = TrainingRun.objects.create(kind="ppo", state="succeeded")
-    ModelVersion.objects.create(kind="policy", name="ppo-3", status="active", parent=base, training_run=run,
+def policy_lineage():
+    """A finished policy run: SFT sft-2 -> reward-5 -> ppo-3, with its ptx data an export of demonstrations."""
+    sft = ModelVersion.objects.create(kind="sft", name="sft-2", status="active")
+    reward = ModelVersion.objects.create(kind="reward", name="reward-5", status="active")
+    ptx = Export.objects.create(kind="sft", state="succeeded", row_count=12)
+    run = TrainingRun.objects.create(kind="ppo", state="succeeded", base_model=sft, reference_model=sft,
+                                     reward_model=reward, ptx_export=ptx)
+    ModelVersion.objects.create(kind="policy", name="ppo-3", status="active", parent=sft, training_run=run,
                                 metrics={"win_rate": 0.62}, status_reason="Win rate 62.0% over the active base")
+    return run, ptx
+
+
+def test_the_models_page_shows_each_kind_with_its_lineage(as_researcher):
+    run, ptx = policy_lineage()
     page = as_researcher.get(reverse("model-versions")).content.decode()
     row = page[page.index("<strong>ppo-3</strong>"):].split("</tr>")[0]
-    assert "Active" in row and "base" in row and f"run #{run.pk}" in row and "win_rate 0.6200" in row
+    assert "Active" in row and f"run #{run.pk}" in row and "win_rate 0.6200" in row
+    assert "SFT sft-2<br>" in row and "reference SFT sft-2, reward model reward-5, ptx" in row
+    assert f'href="{ptx.get_absolute_url()}">export #{ptx.pk}</a>' in row
+
+
+def test_a_policy_run_page_shows_its_start_reference_reward_model_and_ptx_data(as_researcher):
+    run, ptx = policy_lineage()
+    page = as_researcher.get(run.get_absolute_url()).content.decode()
+    assert "<dt>Started from</dt><dd>SFT sft-2</dd>" in page and "<dt>KL reference</dt><dd>SFT sft-2</dd>" in page
+    assert "<dd>reward-5 (the value model starts from it)</dd>" in page
+    assert f"export #{ptx.pk}</a>, SFT demonstrations (12 rows)" in page

@@ -45,10 +45,51 @@ def test_flags_override_the_yaml_file_which_overrides_defaults(tmp_path):
 def test_an_unknown_yaml_option_or_a_missing_required_one_stops_with_its_name(tmp_path):
     yaml_file = tmp_path / "rm.yaml"
     yaml_file.write_text("data: train.jsonl\noutput: out\nlearning_rate: 0.1\n")
-    with pytest.raises(SystemExit, match=r"unknown options \['learning_rate'\]"):
+    with pytest.raises(SystemExit, match=r"unknown option 'learning_rate'.* \(in .*rm.yaml or the command line\)"):
         parse(["--config", str(yaml_file)], configs.RewardConfig)
     with pytest.raises(SystemExit, match="Missing required options: --output"):
         parse(["--data", "x.jsonl"], configs.RewardConfig)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"epoch": 2}, "unknown option 'epoch'; did you mean 'epochs'?"),
+    ({"zzz": 1}, "unknown option 'zzz'; the options are: batch_size, betas,"),
+    ({"data": "/etc/passwd"}, "option 'data' is set for each run and cannot be given"),
+    ({"epochs": "2"}, "option 'epochs' must be a whole number, not '2'"),
+    ({"epochs": 2.5}, "option 'epochs' must be a whole number, not 2.5"),
+    ({"epochs": True}, "option 'epochs' must be a whole number, not True"),
+    ({"epochs": 0}, "option 'epochs' must be at least 1, not 0"),
+    ({"lr": -1e-5}, "option 'lr' must be at least 0, not -1e-05"),
+    ({"lr": float("nan")}, "option 'lr' must be a finite number, not nan"),
+    ({"lr": None}, "option 'lr' must be a number, not None"),
+    ({"resume": "yes"}, "option 'resume' must be true or false, not 'yes'"),
+    ({"dtype": "float8"}, "option 'dtype' must be one of float32, bfloat16, float16, not 'float8'"),
+    ({"device": "cuda; rm -rf /"}, "option 'device' must match"),
+    ({"betas": [0.9]}, "option 'betas' must be a pair of numbers, not [0.9]"),
+    ({"betas": [0.9, 1.5]}, "option 'betas' must be two numbers from 0 up to (not including) 1"),
+    ({"max_length": 4}, "option 'max_length' must be at least 8, not 4"),
+    (["epochs"], "options must be a mapping of option names to values"),
+])
+def test_options_are_checked_by_name_type_and_range_before_anything_runs(values, message):
+    with pytest.raises(configs.OptionError) as caught:
+        configs.check_options(configs.RewardConfig, values, reserved={"data", "output"})
+    assert str(caught.value).startswith(message)
+
+
+def test_checked_options_keep_their_values_with_floats_and_pairs_as_their_types():
+    checked = configs.check_options(configs.PPOConfig, {"lr": 1, "betas": [0.8, 0.9], "no_eos_penalty": -2,
+                                                        "device": "cuda:1", "steps": 3})
+    assert checked == {"lr": 1.0, "betas": (0.8, 0.9), "no_eos_penalty": -2.0, "device": "cuda:1", "steps": 3}
+    assert isinstance(checked["lr"], float)
+
+
+def test_an_ill_typed_yaml_option_stops_with_its_name(tmp_path):
+    yaml_file = tmp_path / "rm.yaml"
+    yaml_file.write_text("data: train.jsonl\noutput: out\nbatch_size: many\n")
+    with pytest.raises(SystemExit, match="option 'batch_size' must be a whole number, not 'many'"):
+        parse(["--config", str(yaml_file)], configs.RewardConfig)
+    with pytest.raises(SystemExit, match="option 'epochs' must be at least 1, not 0"):
+        parse(["--data", "x", "--output", "y", "--epochs", "0"], configs.RewardConfig)
 
 
 def test_every_option_is_explained_in_help():

@@ -7,7 +7,7 @@ import torch
 from rlhf.config import EvalRewardConfig, RewardConfig
 from rlhf.data import load_rankings
 from rlhf.models import RewardModel, encode_conversation, load_tokenizer
-from rlhf.train_reward import RewardTrainer, eval_reward, score, train_reward
+from rlhf.train_reward import RewardTrainer, eval_reward, length_baselines, score, train_reward
 from tests.rlhf.conftest import marker_rankings, write_jsonl
 
 
@@ -77,3 +77,13 @@ def test_eval_reads_preference_pairs_with_or_without_a_prompt(tmp_path, tiny_mod
     eval_reward(EvalRewardConfig(model=summary["output"], data=str(write_jsonl(tmp_path / "b.jsonl", bare)),
                                  output=str(output)))
     assert json.loads(output.read_text())["pairs"] == 20
+
+
+def test_the_length_baselines_count_how_often_the_longer_or_the_shorter_completion_is_ranked_higher():
+    items = [
+        ([[1, 2, 3], [1], [1, 2]], [[0], [2], [1]]),  # 3 > 2 > 1 tokens, ranked in that order: longer wins 3 pairs
+        ([[1], [1, 2]], [[0], [1]]),  # the shorter ranked higher
+        ([[1, 2], [3, 4]], [[0], [1]]),  # the same length: half to each
+        ([[1, 2], [3]], [[0, 1]]),  # a tie: no pair
+    ]
+    assert length_baselines(items) == pytest.approx({"longer_wins_accuracy": 0.7, "shorter_wins_accuracy": 0.3})

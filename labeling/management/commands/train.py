@@ -1,4 +1,3 @@
-import json
 import time
 
 from django.core.exceptions import ValidationError
@@ -6,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from labeling import services
+from labeling.forms import typed_value
 from labeling.models import TrainingRun
 
 
@@ -43,7 +43,7 @@ class Command(BaseCommand):
                 name, equals, value = item.partition("=")
                 if not equals:
                     raise CommandError(f"--option {item!r}: write it as NAME=VALUE.")
-                values[name.strip()] = _typed(value.strip())
+                values[name.strip()] = typed_value(value.strip())
             run = services.training_run_start(kind=kind, options=values, trigger="started from the command line")
         except TrainingRun.DoesNotExist:
             raise CommandError(f"No training run #{cancel}.") from None
@@ -62,10 +62,3 @@ class Command(BaseCommand):
             raise CommandError(f"{run} {run.state}: {run.error}")
         self.stdout.write(f"{run}: {run.gate.get('reason', '')}")
 
-
-def _typed(value):
-    """2 -> 2, 1e-5 -> 1e-05, true -> True; anything else stays text."""
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
