@@ -65,6 +65,8 @@ def child(rows):
         sys.exit("Set DATABASE_URL to a PostgreSQL database; this benchmark measures PostgreSQL.")
     connection.settings_dict["TEST"]["NAME"] = "bench_import_prompts"
     connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    with connection.cursor() as cursor:
+        cursor.execute("CHECKPOINT")  # the previous run's WAL is not written back in the middle of this one
     try:
         with tempfile.TemporaryDirectory() as folder:
             from django.conf import settings

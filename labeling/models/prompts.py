@@ -36,7 +36,7 @@ class Prompt(models.Model):
         null=True, blank=True, help_text='Chat turns as [{"role": "user", "content": "..."}, ...], or empty.'
     )
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.IMPORTED)
-    source_user_id = models.CharField(max_length=128, blank=True, db_index=True)
+    source_user_id = models.CharField(max_length=128, blank=True)
     split = models.CharField(max_length=5, choices=Split.choices)
     language = models.CharField(max_length=16, default="en")
     use_case = models.CharField(max_length=16, choices=UseCase.choices, blank=True)
@@ -67,6 +67,8 @@ class Prompt(models.Model):
         # Few indexes: imports write prompts in bulk, and every index slows that down.
         indexes = [
             models.Index(fields=["id"], condition=Q(needs_completions=True), name="prompt_needs_completions"),
+            # Looked up by equality only (the per-user cap), so without the pattern-matching twin of db_index.
+            models.Index(fields=["source_user_id"], name="prompt_source_user_id"),
             *[models.Index(fields=[f"lsh_band_{band}"], name=f"prompt_lsh_band_{band}") for band in range(4)],
         ]
         constraints = [

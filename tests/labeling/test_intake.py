@@ -3,11 +3,13 @@
 import csv
 import importlib
 import json
+import os
 import sys
 import threading
 import unicodedata
 from collections import Counter
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.apps import apps as django_apps
@@ -319,11 +321,29 @@ def test_a_crash_midway_leaves_nothing_half_imported(monkeypatch):
     assert not Task.objects.exists()
 
 
-def read_ahead_threads():
-    return [thread for thread in threading.enumerate() if thread.name == "intake-read-ahead"]
+def children():
+    """This process's child processes, zombies included."""
+    return Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
 
 
-def test_a_crash_while_parsing_fails_the_job_and_stops_the_parsing_thread(monkeypatch):
+@pytest.fixture
+def parse_in_child(settings):
+    """Every file is large enough to be read and parsed in a forked process, as a worker does with large files."""
+    settings.PROMPT_IMPORT_INLINE_MAX_BYTES = 0
+
+
+def test_a_large_file_is_parsed_in_a_child_process_that_is_gone_afterwards(parse_in_child, monkeypatch):
+    monkeypatch.setattr(prompt_services, "INGEST_CHUNK", 2)
+    forked = []
+    real_fork = os.fork
+    monkeypatch.setattr(os, "fork", lambda: forked.append(1) or real_fork())
+    job = run_import(jsonl(*[{"prompt": f"Prompt number {i} about {'x' * i}"} for i in range(7)], "not json"))
+    assert forked == [1] and (job.state, job.accepted, job.rejected) == ("succeeded", 7, 1)
+    assert reasons(job)[8].startswith("the line is not valid JSON")
+    assert not children()
+
+
+def test_a_crash_while_parsing_fails_the_job_with_its_message(parse_in_child, monkeypatch):
     monkeypatch.setattr(prompt_services, "INGEST_CHUNK", 2)
     real_parse = intake.parse_row
 
@@ -337,22 +357,31 @@ def test_a_crash_while_parsing_fails_the_job_and_stops_the_parsing_thread(monkey
     assert (job.state, job.error) == (ImportJob.State.FAILED, "The import failed and nothing was imported: parser "
                                                               "crashed")
     assert not Prompt.objects.exists()
-    assert not read_ahead_threads()
+    assert not children()
 
 
-def test_a_crash_while_storing_stops_the_parsing_thread_too(monkeypatch):
+def test_a_file_refused_in_the_child_process_is_refused_whole(parse_in_child):
+    job = run_import(jsonl({"prompt": "Fine"}, {"prompt": "Also fine"}) + b"\n{\"prompt\": \"caf\xe9\"}")
+    assert job.state == ImportJob.State.FAILED and job.error.startswith("Line 3 is not valid UTF-8")
+    assert not Prompt.objects.exists() and not children()
+
+
+def test_a_crash_while_storing_stops_and_reaps_the_child_process(parse_in_child, monkeypatch):
     monkeypatch.setattr(prompt_services, "INGEST_CHUNK", 1)
     monkeypatch.setattr(prompt_services, "_store_chunk", lambda *args, **kwargs: 1 / 0)
-    job = run_import(jsonl(*[{"prompt": f"Prompt {i}"} for i in range(50)]))
-    assert job.state == ImportJob.State.FAILED
-    assert not read_ahead_threads()
+    job = run_import(jsonl(*[{"prompt": f"Prompt {i}"} for i in range(3000)]))
+    assert job.state == ImportJob.State.FAILED and "division by zero" in job.error
+    assert not children()
 
 
 AWKWARD_TEXT = 'Quote " comma , semicolon ; tab \t newline \n carriage \r\n backslash \\ \\N emoji 🙂 ünïcode'
 
 
+@pytest.mark.parametrize("where", ["here", "in a child process"])
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_stored_prompts_hold_exactly_what_the_file_said(fmt):
+def test_stored_prompts_hold_exactly_what_the_file_said(fmt, where, settings):
+    if where != "here":
+        settings.PROMPT_IMPORT_INLINE_MAX_BYTES = 0
     metadata = {"note": AWKWARD_TEXT, "nested": {"list": ["", None, 3, '\\"']}}
     if fmt == "jsonl":
         content = jsonl(
