@@ -313,7 +313,8 @@ RM_FIRST_BASELINES = env_list("RM_FIRST_BASELINES", ["chance", "longer_wins", "s
 if not RM_FIRST_BASELINES or set(RM_FIRST_BASELINES) - {"chance", "longer_wins", "shorter_wins"}:
     raise ImproperlyConfigured("RM_FIRST_BASELINES must name one or more of chance, longer_wins, shorter_wins; got "
                                f"{','.join(RM_FIRST_BASELINES)!r}.")
-RM_FIRST_MIN_MARGIN = env_float("RM_FIRST_MIN_MARGIN", 0.02, minimum=0, maximum=1)
+# A negative margin lets a first model below them through: only for a smoke test of the loop on noise.
+RM_FIRST_MIN_MARGIN = env_float("RM_FIRST_MIN_MARGIN", 0.02, minimum=-1, maximum=1)
 POLICY_GATE_MIN_WIN_RATE = env_float("POLICY_GATE_MIN_WIN_RATE", 0.5, minimum=0, maximum=1)
 POLICY_GATE_MAX_KL = env_float("POLICY_GATE_MAX_KL", 20.0, minimum=0)
 TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 5.0, minimum=0.1)

@@ -105,9 +105,10 @@ def _parsed_in_child(chunks):
     """Yield what the generator `chunks` yields, computed in a forked child process that runs ahead of the caller.
 
     Parsing is Python work, and so is much of storing: in one process the two take turns on the GIL. A thread
-    parsing ahead saved a tenth of a large import; a process saves about a sixth (bench/import_prompts.py). The child only reads and parses (no database, no files written) and hands each
-    chunk over a pipe, which holds it back once it is a chunk or two ahead. An exception in the child is raised
-    here in its place; the child is killed and reaped however the caller stops.
+    parsing ahead saved a tenth of a large import; a process saves about a sixth (bench/import_prompts.py).
+    The child only reads and parses (no database, no files written) and hands each chunk over a pipe, which
+    holds it back once it is a chunk or two ahead. An exception in the child is raised here in its place; the
+    child is killed and reaped however the caller stops.
     """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -119,6 +120,7 @@ def _parsed_in_child(chunks):
                 try:
                     for chunk in chunks:
                         pickle.dump((_CHUNK, chunk), pipe, protocol=pickle.HIGHEST_PROTOCOL)
+                        pipe.flush()  # the whole chunk, not all but its last buffer's worth
                     pickle.dump((_END, None), pipe)
                 except BaseException as exc:  # noqa: BLE001 - raised in the parent
                     code = 1
@@ -144,7 +146,8 @@ def _parsed_in_child(chunks):
     finally:
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        with suppress(ChildProcessError):  # reaped already, by a SIGCHLD handler of the worker's
+            os.waitpid(pid, 0)
 
 
 _CHUNK, _END, _ERROR = "chunk", "end", "error"

@@ -35,10 +35,10 @@ def loop(settings, tiny_model, tmp_path, start_worker):
         # gate lets any policy through. The gate's verdicts are tested in test_training_loop.py, and PPO's
         # learning on a planted reward in tests/rlhf.
         "POLICY_GATE_MIN_WIN_RATE": 0, "POLICY_GATE_MAX_KL": 1000,
-        # The labeler here ranks by length (the shortest text first), which is what the length baselines measure:
-        # as for a task whose guidelines ask for brevity, the first reward model need only beat chance. The floor
-        # against the length baselines is tested in test_training_loop.py.
-        "RM_FIRST_BASELINES": "chance",
+        # Likewise the first reward model's floor: the labeler here ranks the tiny model's random text by length,
+        # which a reward model learns from 60 rankings only now and then (0.47 to 0.60 on 30 validation pairs).
+        # The floor is tested in test_training_loop.py.
+        "RM_FIRST_BASELINES": "chance", "RM_FIRST_MIN_MARGIN": -1,
     }
     for name, value in values.items():
         setattr(settings, name, value.split(",") if name == "RM_FIRST_BASELINES" else value)

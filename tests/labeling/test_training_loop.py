@@ -343,7 +343,8 @@ def test_a_missing_pretraining_corpus_stops_the_policy_run_saying_so(loop_settin
     ModelVersion.objects.create(kind="reward", name="rm-1", status="active")
     PromptFactory(split="train")
     run = run_now("ppo")
-    assert run.state == "failed" and run.error == "PTX_DATA names /nowhere/corpus.jsonl, which is not a file on this worker."
+    assert run.state == "failed"
+    assert run.error == "PTX_DATA names /nowhere/corpus.jsonl, which is not a file on this worker."
 
 
 def test_manage_check_names_bad_training_options(loop_settings):

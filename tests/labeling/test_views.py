@@ -262,7 +262,8 @@ def test_a_run_with_bad_options_is_refused_on_the_page_naming_them(as_researcher
 
 
 def test_a_researcher_starts_a_run_with_options_on_the_page(as_researcher):
-    as_researcher.post(reverse("training-runs"), {"kind": "reward", "options": "epochs: 2\nlr: 1e-4\n\ndtype: bfloat16"})
+    options = "epochs: 2\nlr: 1e-4\n\ndtype: bfloat16"
+    as_researcher.post(reverse("training-runs"), {"kind": "reward", "options": options})
     assert TrainingRun.objects.get().config == {"epochs": 2, "lr": 1e-4, "dtype": "bfloat16"}
 
 
