@@ -50,9 +50,9 @@ def check_options(config_class, values, *, reserved=()):
         if name in reserved:
             raise OptionError(f"option {name!r} is set for each run and cannot be given")
         if name not in fields:
-            close = difflib.get_close_matches(str(name), allowed, n=1)
+            close = difflib.get_close_matches(str(name)[:100], allowed, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"the options are: {', '.join(allowed)}"
-            raise OptionError(f"unknown option {name!r}; {hint}")
+            raise OptionError(f"unknown option {_shown(name)}; {hint}")
         checked[name] = _checked_value(fields[name], value)
     return checked
 
@@ -61,39 +61,41 @@ def _checked_value(f, value):
     name, meta = f.name, f.metadata
     if f.type is bool:
         if not isinstance(value, bool):
-            raise OptionError(f"option {name!r} must be true or false, not {value!r}")
+            raise OptionError(f"option {name!r} must be true or false, not {_shown(value)}")
         return value
     if f.type is str:
         if not isinstance(value, str):
-            raise OptionError(f"option {name!r} must be text, not {value!r}")
+            raise OptionError(f"option {name!r} must be text, not {_shown(value)}")
         if "choices" in meta and value not in meta["choices"]:
-            raise OptionError(f"option {name!r} must be one of {', '.join(meta['choices'])}, not {value!r}")
+            raise OptionError(f"option {name!r} must be one of {', '.join(meta['choices'])}, not {_shown(value)}")
         if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
-            raise OptionError(f"option {name!r} must match {meta['pattern']}, not {value!r}")
+            raise OptionError(f"option {name!r} must match {meta['pattern']}, not {_shown(value)}")
         return value
     if f.name == "betas":
         if not (isinstance(value, (list, tuple)) and len(value) == 2):
-            raise OptionError(f"option {name!r} must be a pair of numbers, not {value!r}")
+            raise OptionError(f"option {name!r} must be a pair of numbers, not {_shown(value)}")
         pair = tuple(_number(name, item, float) for item in value)
         if not all(0 <= beta < 1 for beta in pair):
-            raise OptionError(f"option {name!r} must be two numbers from 0 up to (not including) 1, not {value!r}")
+            raise OptionError(
+                f"option {name!r} must be two numbers from 0 up to (not including) 1, not {_shown(value)}")
         return pair
     number = _number(name, value, f.type)
     minimum = meta.get("minimum", 0)
     if minimum is not None and number < minimum:
-        raise OptionError(f"option {name!r} must be at least {minimum}, not {value!r}")
+        raise OptionError(f"option {name!r} must be at least {minimum}, not {_shown(value)}")
     return number
 
 
 def _number(name, value, kind):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise OptionError(f"option {name!r} must be a {'whole number' if kind is int else 'number'}, not {value!r}")
+        what = "a whole number" if kind is int else "a number"
+        raise OptionError(f"option {name!r} must be {what}, not {_shown(value)}")
     if kind is int:
         if not isinstance(value, int):
-            raise OptionError(f"option {name!r} must be a whole number, not {value!r}")
+            raise OptionError(f"option {name!r} must be a whole number, not {_shown(value)}")
         return value
     if not math.isfinite(value):
-        raise OptionError(f"option {name!r} must be a finite number, not {value!r}")
+        raise OptionError(f"option {name!r} must be a finite number, not {_shown(value)}")
     return float(value)
 
 
@@ -270,6 +272,12 @@ class PrepareModelConfig:
 
     output: str = option(DEFAULT_MODEL, "Where to write the model folder.")
     tiny: bool = option(False, "Write a tiny randomly initialised GPT-2 with its own tokenizer instead (tests, demos).")
+
+
+def _shown(value, limit=60):
+    """A value as a message quotes it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def parser_for(config_class, parser=None):

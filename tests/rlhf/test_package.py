@@ -111,3 +111,10 @@ def test_the_tiny_model_prepares_and_loads(tmp_path):
     from rlhf.models import load_policy, load_tokenizer
 
     assert load_policy(tmp_path / "m").num_parameters() < 1_000_000 and len(load_tokenizer(tmp_path / "m")) == 512
+
+
+def test_an_option_error_quotes_a_huge_value_or_name_cut_short():
+    for values in ({"epochs": "y" * 100_000}, {"x" * 100_000: 1}):
+        with pytest.raises(configs.OptionError) as caught:
+            configs.check_options(configs.RewardConfig, values)
+        assert len(str(caught.value)) < 400 and "…" in str(caught.value)
