@@ -255,6 +255,8 @@ class TrainingStartForm(forms.Form):
                 options = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise forms.ValidationError(f"The options are not a JSON object: {exc.msg} at character {exc.pos}.")
+            except RecursionError:
+                raise forms.ValidationError("The options nest too deeply; options are numbers, text and pairs.")
             if not isinstance(options, dict):
                 raise forms.ValidationError("Write the options as name: value lines, such as epochs: 2.")
             return options
@@ -270,10 +272,11 @@ class TrainingStartForm(forms.Form):
 
 
 def typed_value(text):
-    """2 -> 2, 1e-5 -> 1e-05, true -> True, [0.9, 0.95] -> a list; anything else stays text."""
+    """2 -> 2, 1e-5 -> 1e-05, true -> True, [0.9, 0.95] -> a list; anything else (or nested past Python's stack)
+    stays text, for the option's check to refuse by name."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return text
 
 

@@ -93,6 +93,8 @@ def _number(name, value, kind):
     if kind is int:
         if not isinstance(value, int):
             raise OptionError(f"option {name!r} must be a whole number, not {_shown(value)}")
+        if abs(value) >= 2**63:
+            raise OptionError(f"option {name!r} is too large: {_shown(value)}")
         return value
     if not math.isfinite(value):
         raise OptionError(f"option {name!r} must be a finite number, not {_shown(value)}")

@@ -503,7 +503,7 @@ def import_job_run(*, job_id, on_progress=None):
                     created_by=job.created_by,
                     import_job=job,
                     on_progress=progress,
-                    # Files that go to a worker; the site's own processes never fork.
+                    # Files large enough to go to a worker (or imported by the command); web processes never fork.
                     parse_in_child=job.size_bytes > settings.PROMPT_IMPORT_INLINE_MAX_BYTES and hasattr(os, "fork"),
                 )
             if report.accepted:

@@ -151,7 +151,9 @@ def _prepare(run):
         # InstructGPT: the policy starts from the SFT model, which is also its KL reference.
         reference = run.reference_model or model_version_active(ModelVersion.Kind.SFT)
         base = reference if settings.POLICY_START == "sft" else model_version_active(ModelVersion.Kind.POLICY)
-        options["reward_max_length"] = _trained_option(reward_model, "max_length", rlhf_config.RewardConfig)
+        trained = reward_model.training_run  # none for a reward model registered by hand
+        max_length = _options_of(trained)["max_length"] if trained else rlhf_config.RewardConfig.max_length
+        options["reward_max_length"] = max_length
     else:
         base = model_version_active(ModelVersion.Kind.SFT)
     train = _snapshot(run, export_kind, "train")
@@ -172,13 +174,6 @@ def _prepare(run):
     run.save(update_fields=["export", "valid_export", "base_model", "reference_model", "ptx_export", "ptx_path",
                             "output_path", "config"])
     return {"command": command, "model_kind": model_kind, "note": " ".join(notes), "options": options}
-
-
-def _trained_option(version, name, config_class):
-    """The value of option `name` that `version` was trained with (the option's default for the base model)."""
-    run = version.training_run
-    default = next(f.default for f in dataclasses.fields(config_class) if f.name == name)
-    return run.config.get(name, default) if run else default
 
 
 def _ptx_data(run):
@@ -310,9 +305,14 @@ def _register(run, plan, summary):
     return version
 
 
+def _options_of(run):
+    """Every option `run` trains with: its own, and the defaults of its kind for the rest."""
+    return {f.name: f.default for f in dataclasses.fields(OPTIONS[run.kind])} | run.config
+
+
 def evaluation_options(run):
-    """The options every evaluation of `run` takes, from the run's own (their defaults where it set none)."""
-    trained = {f.name: f.default for f in dataclasses.fields(OPTIONS[run.kind])} | run.config
+    """The options every evaluation of `run` takes, from the run's own."""
+    trained = _options_of(run)
     return {name: trained[source] for name, source in EVALUATION_OPTIONS[run.kind].items()}
 
 

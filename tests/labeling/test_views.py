@@ -261,6 +261,18 @@ def test_a_run_with_bad_options_is_refused_on_the_page_naming_them(as_researcher
     assert not TrainingRun.objects.exists()
 
 
+@pytest.mark.parametrize("options, error", [
+    ("{" + '"betas": ' + "[" * 1500 + "]" * 1500 + "}", "The options nest too deeply"),
+    ("betas: " + "[" * 1500 + "]" * 1500, "must be a pair of numbers"),
+    ("epochs: 1" + "0" * 30, "option &#x27;epochs&#x27; is too large"),
+    ("epochs: 2\x00", "Null characters are not allowed."),
+])
+def test_hostile_options_on_the_page_are_a_400_not_a_500(as_researcher, options, error):
+    response = as_researcher.post(reverse("training-runs"), {"kind": "reward", "options": options})
+    assert response.status_code == 400 and error in response.content.decode()
+    assert not TrainingRun.objects.exists()
+
+
 def test_a_researcher_starts_a_run_with_options_on_the_page(as_researcher):
     options = "epochs: 2\nlr: 1e-4\n\ndtype: bfloat16"
     as_researcher.post(reverse("training-runs"), {"kind": "reward", "options": options})
