@@ -218,10 +218,11 @@ class ExportForm(forms.Form):
     min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, label="Minimum agreement (0-1)")
     style = forms.ChoiceField(required=False, choices=[("", "—"), *STYLES.items()])
     margin = forms.BooleanField(required=False, label="Margin column (rank distance)")
+    feedme = forms.BooleanField(required=False, label="Add completions rated 7 of 7 (FeedME)")
     with_identities = forms.BooleanField(required=False, label="Usernames instead of pseudonyms (admins only)")
 
     FILTERS = ["split", "language", "use_case", "since", "until", "model_version", "labeler_status", "include_gold",
-               "overlap", "min_agreement", "style", "margin"]
+               "overlap", "min_agreement", "style", "margin", "feedme"]
 
     def filters(self):
         """The filters that were set, as the service takes them."""
@@ -243,7 +244,8 @@ class TrainingStartForm(forms.Form):
     options = forms.CharField(
         required=False, max_length=4000, widget=forms.Textarea(attrs={"rows": 3, "placeholder": "epochs: 2"}),
         help_text="rlhf options for this run, one name: value per line or a JSON object; they add to "
-                  "TRAINING_OPTIONS, and the run's evaluations use the same.",
+                  "TRAINING_OPTIONS, and the run's evaluations use the same. For SFT, feedme: true also trains "
+                  "on completions rated 7 of 7.",
     )
 
     def clean_options(self):

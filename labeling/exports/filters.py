@@ -132,6 +132,10 @@ FILTERS = {
     "overlap": (_one_of("overlap", OVERLAP_MODES), RANKED, "for overlap tasks: every, consensus or unanimous"),
     "style": (_one_of("style", STYLES), {K.PREFERENCE_PAIRS, K.RANKINGS, K.PPO_PROMPTS}, "conversational or standard"),
     "margin": (_flag("margin"), {K.PREFERENCE_PAIRS}, "add a `margin` column: the distance in ranks"),
+    "feedme": (
+        _flag("feedme"), {K.SFT},
+        "add model completions rated 7 of 7 as demonstrations (FeedME): every rating of them a 7, no fault flagged",
+    ),
 }
 
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 from itertools import groupby, islice
 
 import pyarrow as pa
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Length
 
 from .. import answers, quality
@@ -31,6 +31,8 @@ from ..models import (
 )
 
 BATCH = 2000
+# The flags that say a completion is at fault: a top-rated completion with one of them is no demonstration.
+FAULT_FLAGS = [flag for flag in CompletionRating.FLAGS if flag != "satisfies_constraint"]
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
@@ -341,12 +343,17 @@ def ratings_of(ranking_ids):
 
 
 class Demonstrations(Source):
-    """SFT data as `messages`, the conversational form TRL's SFTTrainer and `rlhf train-sft` read."""
+    """SFT data as `messages`, the conversational form TRL's SFTTrainer and `rlhf train-sft` read.
+
+    With `feedme`, model completions that labelers rated 7 of 7 follow the demonstrations as demonstrations of
+    their own (FeedME, OpenAI's supervised fine-tuning on top-rated samples): `source` tells the two apart.
+    """
 
     schema = pa.schema([
-        ("messages", MESSAGES), ("demonstration_id", pa.int64()), ("prompt_id", pa.int64()),
-        ("split", pa.string()), ("language", pa.string()), ("use_case", pa.string()), ("labeler", pa.string()),
-        ("used_model_suggestion", pa.bool_()), ("suggestion_model_version", pa.string()),
+        ("messages", MESSAGES), ("source", pa.string()), ("demonstration_id", pa.int64()),
+        ("completion_id", pa.int64()), ("prompt_id", pa.int64()), ("split", pa.string()), ("language", pa.string()),
+        ("use_case", pa.string()), ("labeler", pa.string()), ("used_model_suggestion", pa.bool_()),
+        ("suggestion_model_version", pa.string()), ("completion_model_version", pa.string()),
         ("time_spent_seconds", pa.int64()), ("created_at", pa.string()),
     ])
 
@@ -356,7 +363,15 @@ class Demonstrations(Source):
             prompt_filter(f, "prompt__"), dated(f), labeled(f, "author", "assignment__task")
         )
 
+    def total(self):
+        return super().total() + (self.top_rated().count() if self.filters.get("feedme") else 0)
+
     def rows(self):
+        yield from self.demonstrations()
+        if self.filters.get("feedme"):
+            yield from self.top_rated_rows()
+
+    def demonstrations(self):
         found = self.queryset().order_by("id").values_list(
             "messages", "id", "prompt_id", "prompt__split", "prompt__language", "prompt__use_case", "author_id",
             "used_model_suggestion", "suggestion_model_version__name", "assignment__time_spent_seconds", "created_at",
@@ -372,12 +387,59 @@ class Demonstrations(Source):
                 continue
             kept += 1
             yield {
-                "messages": messages, "demonstration_id": pk, "prompt_id": prompt_id, "split": split,
-                "language": language, "use_case": use_case, "labeler": self.name_of(author),
-                "used_model_suggestion": used, "suggestion_model_version": version, "time_spent_seconds": spent,
-                "created_at": at.isoformat(),
+                "messages": messages, "source": "demonstration", "demonstration_id": pk, "completion_id": None,
+                "prompt_id": prompt_id, "split": split, "language": language, "use_case": use_case,
+                "labeler": self.name_of(author), "used_model_suggestion": used, "suggestion_model_version": version,
+                "completion_model_version": None, "time_spent_seconds": spent, "created_at": at.isoformat(),
             }
         self.counts["demonstrations"] = kept
+
+    def ratings(self):
+        """The ratings the filters keep: by labelers of the chosen status, on tasks of the chosen kind and dates."""
+        f = self.filters
+        return CompletionRating.objects.filter(dated(f, "ranking__created_at"), labeled(f, "ranking__labeler",
+                                                                                        "ranking__task"))
+
+    def top_rated(self):
+        """Completions rated 7 by at least one labeler and below 7, or with a fault flagged, by none, in a ranking
+        that found some completion acceptable."""
+        ratings = self.ratings().filter(completion_id=OuterRef("pk"))
+        faults = Q(rating__lt=7) | Q(ranking__none_acceptable=True)
+        for flag in FAULT_FLAGS:
+            faults |= Q(**{flag: True})
+        return Completion.objects.filter(
+            prompt_filter(self.filters, "prompt__"), Exists(ratings.filter(rating=7)), ~Exists(ratings.filter(faults))
+        )
+
+    def top_rated_rows(self):
+        first = self.ratings().filter(completion_id=OuterRef("pk"), rating=7).order_by("ranking_id")
+        found = self.top_rated().annotate(
+            rater=Subquery(first.values("ranking__labeler_id")[:1]),
+            rated_at=Subquery(first.values("ranking__created_at")[:1]),
+        ).order_by("id").values_list(
+            "text", "id", "prompt_id", "prompt__text", "prompt__turns", "prompt__split", "prompt__language",
+            "prompt__use_case", "model_version__name", "rater", "rated_at",
+        )
+        kept = 0
+        for text, pk, prompt_id, prompt, turns, split, language, use_case, version, rater, at in (
+            found.iterator(chunk_size=BATCH)
+        ):
+            self.done += 1
+            messages = [*as_messages(prompt, turns), {"role": "assistant", "content": text}]
+            problems = answers.prompt_problems(prompt, turns, limits=self.limits) or answers.conversation_problems(
+                messages, limits=self.limits, system_allowed=True, max_turns=self.limits.turns)
+            if problems:
+                self.leave_out("top-rated completion", problems)
+                continue
+            kept += 1
+            yield {
+                "messages": messages, "source": "top_rated_completion", "demonstration_id": None,
+                "completion_id": pk, "prompt_id": prompt_id, "split": split, "language": language,
+                "use_case": use_case, "labeler": self.name_of(rater), "used_model_suggestion": None,
+                "suggestion_model_version": None, "completion_model_version": version, "time_spent_seconds": None,
+                "created_at": at.isoformat(),
+            }
+        self.counts["top_rated_completions"] = kept
 
 
 class PpoPrompts(Source):

@@ -38,10 +38,20 @@ PLANS = {
     Run.Kind.REWARD: ("train-rm", "rankings", ModelVersion.Kind.REWARD),
     Run.Kind.PPO: ("train-ppo", "ppo_prompts", ModelVersion.Kind.POLICY),
 }
-# The rlhf options of each kind of run, and those the site sets for every run (data, models, folders), which a
-# request or TRAINING_OPTIONS cannot.
-OPTIONS = {Run.Kind.SFT: rlhf_config.SFTConfig, Run.Kind.REWARD: rlhf_config.RewardConfig,
-           Run.Kind.PPO: rlhf_config.PPOConfig}
+
+
+@dataclasses.dataclass
+class SFTRunOptions(rlhf_config.SFTConfig):
+    """An SFT run's options: rlhf's, and the site's choice of training data."""
+
+    feedme: bool = rlhf_config.option(False, "Also train on model completions rated 7 of 7 (FeedME); the gate "
+                                             "still validates on the labelers' demonstrations alone.")
+
+
+# The options of each kind of run: rlhf's, and the site's own (which choose the data; rlhf never sees them). The
+# site sets some for every run (data, models, folders), which a request or TRAINING_OPTIONS cannot.
+OPTIONS = {Run.Kind.SFT: SFTRunOptions, Run.Kind.REWARD: rlhf_config.RewardConfig, Run.Kind.PPO: rlhf_config.PPOConfig}
+DATA_OPTIONS = {"feedme"}
 SITE_OPTIONS = {"data", "valid_data", "model", "output", "dataset_id", "resume", "demonstrations", "policy",
                 "reference", "reward_model", "value_model", "ptx_data", "reward_max_length"}
 # What the evaluations of a run take from its options, so that the gate judges as the run trained:
@@ -156,7 +166,7 @@ def _prepare(run):
         options["reward_max_length"] = max_length
     else:
         base = model_version_active(ModelVersion.Kind.SFT)
-    train = _snapshot(run, export_kind, "train")
+    train = _snapshot(run, export_kind, "train", feedme=options.get("feedme", False))
     if not train.row_count:
         raise RunStopped(f"No training data: the {train.get_kind_display()} export of the train split is empty.")
     valid = _snapshot(run, export_kind, "valid")
@@ -173,7 +183,8 @@ def _prepare(run):
     run.config = options
     run.save(update_fields=["export", "valid_export", "base_model", "reference_model", "ptx_export", "ptx_path",
                             "output_path", "config"])
-    return {"command": command, "model_kind": model_kind, "note": " ".join(notes), "options": options}
+    rlhf_options = {name: value for name, value in options.items() if name not in DATA_OPTIONS}
+    return {"command": command, "model_kind": model_kind, "note": " ".join(notes), "options": rlhf_options}
 
 
 def _ptx_data(run):
@@ -188,8 +199,9 @@ def _ptx_data(run):
     return demonstrations, ""
 
 
-def _snapshot(run, kind, split):
-    export = export_create(kind=kind, fmt="jsonl", filters={"split": [split]}, created_by=run.created_by, queue=False)
+def _snapshot(run, kind, split, feedme=False):
+    filters = {"split": [split]} | ({"feedme": True} if feedme else {})
+    export = export_create(kind=kind, fmt="jsonl", filters=filters, created_by=run.created_by, queue=False)
     return export_run(export_id=export.pk)
 
 

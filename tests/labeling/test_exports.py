@@ -188,6 +188,58 @@ def test_sft_exports_messages_ending_with_the_assistant(researcher, labeler):
     assert row["labeler"] == exports.pseudonym(labeler.pk)
 
 
+def test_feedme_adds_completions_every_rater_gave_7_of_7_as_demonstrations(researcher, labeler, other_labeler):
+    top, *_ = ids(plain := ranking_task(k=4))
+    plain.completions.update(model_version=ModelVersionFactory(name="policy-3"))
+    rank(plain, labeler, [[0], [1], [2], [3]])  # top: a 7, nothing flagged
+    task = ranking_task(k=4)
+    disputed, *rest = ids(task)
+    rank(task, labeler, [[0], [1], [2], [3]])
+    services.ranking_save(task=task, labeler=other_labeler, groups=[[c] for c in ids(task)],
+                          ratings={c: {"rating": 5 if c == disputed else 4} for c in ids(task)})
+    flagged = ranking_task(k=4)
+    services.ranking_save(task=flagged, labeler=labeler, groups=[[c] for c in ids(flagged)],
+                          ratings={c: {"rating": 7, "hallucination": c == ids(flagged)[0]} for c in ids(flagged)})
+    hopeless = ranking_task(k=4)
+    services.ranking_save(task=hopeless, labeler=labeler, groups=[[c] for c in ids(hopeless)], none_acceptable=True,
+                          ratings={c: {"rating": 7} for c in ids(hopeless)})
+    gold = ranking_task(k=4)
+    gold.is_gold, gold.gold_answer = True, {"groups": []}
+    gold.save()
+    rank(gold, labeler, [[0], [1], [2], [3]])
+
+    assert read(build(researcher, "sft")) == []
+    export = build(researcher, "sft", feedme=True)
+    rows = read(export)
+    expected = {top, *ids(flagged)[1:]}
+    assert {row["completion_id"] for row in rows} == expected
+    row = next(row for row in rows if row["completion_id"] == top)
+    completion = plain.completions.get(pk=top)
+    assert row["messages"] == [{"role": "user", "content": plain.prompt.text},
+                               {"role": "assistant", "content": completion.text}]
+    assert (row["source"], row["demonstration_id"], row["labeler"]) == (
+        "top_rated_completion", None, exports.pseudonym(labeler.pk))
+    assert row["completion_model_version"] == "policy-3"
+    assert export.manifest["counts"] == {"rows": 4, "demonstrations": 0, "top_rated_completions": 4}
+    assert {row["completion_id"] for row in read(build(researcher, "sft", feedme=True, include_gold=True))} == {
+        *expected, ids(gold)[0]}
+
+
+def test_feedme_rows_follow_the_demonstrations_in_every_format(researcher, labeler):
+    prompt = PromptFactory()
+    TaskFactory(kind="write_demonstration", prompt=prompt)
+    LabelerProfile.objects.filter(user=labeler).update(status="active")
+    assignment = services.task_lease_next(labeler=labeler)
+    services.demonstration_write(assignment=assignment, labeler=labeler,
+                                 turns=[{"role": "assistant", "content": "A fine reply."}])
+    rank(ranking_task(k=4), labeler, [[0], [1], [2], [3]])
+    rows = read(build(researcher, "sft", "parquet", feedme="true"))
+    assert [row["source"] for row in rows] == ["demonstration", "top_rated_completion"]
+    assert rows == read(build(researcher, "sft", "jsonl", feedme=True))
+    with pytest.raises(ValidationError, match="Filter `feedme` does not apply to K-way rankings"):
+        build(researcher, "rankings", feedme=True)
+
+
 def test_ppo_prompts_are_prompts_only(researcher):
     chat = PromptFactory(turns=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
                                 {"role": "user", "content": "Tell me a joke."}])

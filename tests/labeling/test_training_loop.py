@@ -338,6 +338,30 @@ def test_a_configured_pretraining_corpus_is_the_ptx_data(loop_settings, launched
     assert (run.ptx_path, run.ptx_export, option_of(launched[0], "--ptx-data")) == (str(corpus), None, str(corpus))
 
 
+def test_an_sft_run_with_feedme_trains_on_top_rated_completions_and_validates_on_demonstrations(
+    loop_settings, launched, labeler
+):
+    demonstrations(2, "train", labeler)
+    demonstrations(1, "valid", labeler)
+    for split in ("train", "valid"):
+        task = TaskFactory(kind="rank_completions", prompt=PromptFactory(split=split))
+        task.completions.set(CompletionFactory.create_batch(4, prompt=task.prompt))
+        best, *rest = task.completions.values_list("pk", flat=True)
+        services.ranking_save(task=task, labeler=labeler, groups=[[best], rest],
+                              ratings={best: {"rating": 7}} | {pk: {"rating": 3} for pk in rest})
+    run = services.training_run_execute(run_id=services.training_run_start(kind="sft", options={"feedme": True}).pk)
+    (command,) = launched
+    assert run.config["feedme"] is True
+    assert run.export.manifest["counts"] == {"rows": 3, "demonstrations": 2, "top_rated_completions": 1}
+    assert run.valid_export.manifest["counts"] == {"rows": 1, "demonstrations": 1}
+    trained = [json.loads(line) for line in Path(option_of(command, "--data")).read_text().splitlines()]
+    assert [row["source"] for row in trained] == ["demonstration", "demonstration", "top_rated_completion"]
+    # rlhf refuses options it does not have: the site's own choice of data stays with the site.
+    assert "feedme" not in yaml.safe_load(Path(option_of(command, "--config")).read_text())
+    with pytest.raises(ValidationError, match="option 'feedme' must be true or false"):
+        services.training_run_start(kind="sft", options={"feedme": "sometimes"})
+
+
 def test_a_missing_pretraining_corpus_stops_the_policy_run_saying_so(loop_settings, labeler):
     loop_settings.PTX_DATA = "/nowhere/corpus.jsonl"
     ModelVersion.objects.create(kind="reward", name="rm-1", status="active")
