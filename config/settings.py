@@ -5,6 +5,7 @@ kombu's SQLAlchemy transport over a SQLite file for the Celery broker and a file
 cache. Set DATABASE_URL and REDIS_URL to run on PostgreSQL and Redis.
 """
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -293,6 +294,20 @@ SAMPLE_OLDER_SHARE = env_float("SAMPLE_OLDER_SHARE", 0.0, minimum=0, maximum=1)
 SAMPLE_PROMPTS_PER_TASK = env_int("SAMPLE_PROMPTS_PER_TASK", 16, minimum=1)
 SAMPLE_MAX_NEW_TOKENS = env_int("SAMPLE_MAX_NEW_TOKENS", 96, minimum=1)
 SAMPLE_TEMPERATURE = env_float("SAMPLE_TEMPERATURE", 1.0, minimum=0)
+# Where completions come from: empty, the gpu worker's own process (the model kept loaded between tasks, freed
+# before a training run); or an OpenAI-compatible /v1 endpoint (vLLM, TGI, `python -m rlhf serve`) that serves each
+# model version as "<kind>-<name>" (policy-base, policy-ppo-12) and must see MODELS_DIR at the same path.
+SAMPLER_URL = env_str("SAMPLER_URL", "").rstrip("/")
+if SAMPLER_URL and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", SAMPLER_URL):
+    raise ImproperlyConfigured(f"SAMPLER_URL must be an http(s) URL such as http://vllm:8000/v1, not {SAMPLER_URL!r}.")
+SAMPLER_API_KEY = env_str("SAMPLER_API_KEY", "")  # sent as a bearer token (vLLM's and rlhf serve's --api-key)
+# How the endpoint is made to serve a newly activated version: "rlhf" (rlhf serve's POST /v1/load_model), "vllm"
+# (POST /v1/load_lora_adapter, for adapter versions; full weights need a restart), or "fixed" (someone else does).
+SAMPLER_SERVER = env_choice("SAMPLER_SERVER", "fixed", ("rlhf", "vllm", "fixed"))
+SAMPLER_TIMEOUT_SECONDS = env_float("SAMPLER_TIMEOUT_SECONDS", 300.0, minimum=1)
+# A sampler that is down or answers errors: the task tries again after this, doubling each time up to the maximum.
+SAMPLER_RETRY_SECONDS = env_float("SAMPLER_RETRY_SECONDS", 5.0, minimum=0.1)
+SAMPLER_RETRY_MAX_SECONDS = env_float("SAMPLER_RETRY_MAX_SECONDS", 300.0, minimum=0.1)
 TRAIN_RM_AFTER_COMPARISONS = env_int("TRAIN_RM_AFTER_COMPARISONS", 500, minimum=1)
 TRAIN_SFT_AFTER_DEMONSTRATIONS = env_int("TRAIN_SFT_AFTER_DEMONSTRATIONS", 100, minimum=1)
 # rlhf options per kind, e.g. {"reward": {"epochs": 2}, "ppo": {"steps": 20}}; the gate evaluates with the same.

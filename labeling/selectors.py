@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
-from . import quality
+from . import quality, samplers
 from .models import (
     Assignment,
     Completion,
@@ -152,6 +152,21 @@ def training_runs():
     """The team's training runs with what the pages show of them."""
     return TrainingRun.objects.select_related("export", "valid_export", "base_model", "reward_model", "reference_model",
                                               "ptx_export", "created_by", "model_version")
+
+
+def sampler_overview():
+    """The sampler's last known state, what it should serve now, and how many prompts wait for completions."""
+    from urllib.parse import urlsplit
+
+    state = dict(samplers.sampler_state())
+    if settings.SAMPLER_URL:  # never show credentials written into the URL
+        url = urlsplit(settings.SAMPLER_URL)
+        state["backend"] = url._replace(netloc=url.hostname + (f":{url.port}" if url.port else "")).geturl()
+    active = ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, status=ModelVersion.Status.ACTIVE).first()
+    state["serving"] = samplers.served_name(active) if active else None
+    state["waiting"] = Prompt.objects.filter(needs_completions=True).count()
+    state["server"] = settings.SAMPLER_SERVER if settings.SAMPLER_URL else None
+    return state
 
 
 def model_versions_by_kind():

@@ -4,6 +4,7 @@ from celery import shared_task
 from django.core.cache import cache
 
 from . import services
+from .samplers import SamplerUnavailable, sampler_retry_in
 
 
 @shared_task(acks_late=True)
@@ -23,13 +24,21 @@ def build_export(export_id):
     return {"export": export.pk, "state": export.state, "rows": export.row_count}
 
 
-@shared_task(acks_late=True)
-def sample_completions(prompt_ids):
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def sample_completions(self, prompt_ids):
     try:
         opened = services.completions_sample(prompt_ids=prompt_ids)
-    finally:
+    except SamplerUnavailable as exc:
+        # The prompts not stored keep waiting; this task, still the one queued, tries them again later.
+        delay = sampler_retry_in(self.request.retries)
+        cache.set(services.SAMPLING_QUEUED, True, timeout=delay + 600)
+        raise self.retry(countdown=delay, exc=exc) from None
+    except BaseException:
         cache.delete(services.SAMPLING_QUEUED)
-    return {"ranking_tasks_opened": opened, "queued_next": services.sampling_queue()}  # until none wait
+        raise
+    cache.delete(services.SAMPLING_QUEUED)
+    # Until none wait; a round that opened nothing (only empty completions) leaves the next to beat.
+    return {"ranking_tasks_opened": opened, "queued_next": services.sampling_queue() if opened else 0}
 
 
 @shared_task(acks_late=True)

@@ -264,7 +264,12 @@ class ServeConfig:
     model: str = option(DEFAULT_MODEL, "A local model folder.")
     host: str = option("127.0.0.1", "Address to listen on.")
     port: int = option(8000, "Port to listen on (0: any free port).")
-    model_version: str = option("", "The model name the API reports (default: the folder's name).")
+    model_version: str = option("", "The model name the API serves it under (default: the folder's name).")
+    models_dir: str = option("", "Allow POST /v1/load_model to load model folders from under this directory while "
+                                 "serving (the site does so on each activation); empty: loading is off.")
+    max_models: int = option(2, "Models held at once; loading another drops the least recently used.", minimum=1)
+    api_key: str = option("", "A bearer token every request must carry (default: $RLHF_SERVE_API_KEY); "
+                              "empty: none.")
     device: str = option("auto", "cpu, cuda, or auto.", pattern=DEVICE)
 
 

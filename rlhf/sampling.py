@@ -103,9 +103,18 @@ class HFSampler:
         )
 
 
+class ServerError(RuntimeError):
+    """The server could not be reached or answered an error; `status` is its HTTP status (None: no answer)."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+
 class OpenAISampler:
     """An OpenAI-compatible server: `chat` posts messages to /chat/completions, `completions` a
-    rendered prompt to /completions. Token counts come from the per-token logprobs it returns."""
+    rendered prompt to /completions. Token counts come from the per-token logprobs it returns; each
+    sample carries the model name the server says produced it."""
 
     def __init__(self, base_url, model, endpoint="chat", model_version="", timeout=600, api_key=""):
         if endpoint not in ("chat", "completions"):
@@ -119,6 +128,10 @@ class OpenAISampler:
     def sample(self, prompts, k, params=SamplingParams()):
         return [self._one(prompt, k, params) for prompt in prompts]
 
+    def models(self):
+        """The model names the server serves now."""
+        return [model["id"] for model in self.request("GET", "/models").get("data", [])]
+
     def _one(self, prompt, k, params):
         body = {"model": self.model, "n": k, "temperature": params.temperature, "top_p": params.top_p,
                 "max_tokens": params.max_new_tokens, "seed": params.seed}
@@ -128,11 +141,16 @@ class OpenAISampler:
             if not isinstance(prompt, str):
                 raise ValueError("The completions endpoint takes text prompts; use the chat endpoint for messages.")
             body |= {"prompt": prompt, "logprobs": 0}
-        reply = self._post(f"/{'chat/completions' if self.endpoint == 'chat' else 'completions'}", body)
-        choices = sorted(reply["choices"], key=lambda c: c["index"])
-        return [Sample(text=self._text(c).strip(), token_count=self._token_count(c),
-                       finish_reason=c.get("finish_reason") or "stop", model_version=self.model_version)
-                for c in choices]
+        reply = self.request("POST", f"/{'chat/completions' if self.endpoint == 'chat' else 'completions'}", body)
+        try:
+            choices = sorted(reply["choices"], key=lambda c: c["index"])
+            served = reply.get("model") or self.model
+            version = self.model_version if served == self.model else served
+            return [Sample(text=self._text(c).strip(), token_count=self._token_count(c),
+                           finish_reason=c.get("finish_reason") or "stop", model_version=version)
+                    for c in choices]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ServerError(f"{self.base_url} answered a reply without {exc}: not an OpenAI completion.") from None
 
     def _text(self, choice):
         return choice["message"]["content"] if self.endpoint == "chat" else choice["text"]
@@ -142,14 +160,21 @@ class OpenAISampler:
         tokens = logprobs.get("content") if self.endpoint == "chat" else logprobs.get("tokens")
         return len(tokens) if tokens is not None else None
 
-    def _post(self, path, body):
-        request = urllib.request.Request(self.base_url + path, data=json.dumps(body).encode(), headers=self.headers)
+    def request(self, method, path, body=None):
+        """The server's JSON reply to `method` `path` (under the base URL); ServerError if there is none."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, headers=self.headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]
-            raise RuntimeError(f"{self.base_url}{path} answered {exc.code}: {detail}") from None
+            raise ServerError(f"{self.base_url}{path} answered {exc.code}: {detail}", exc.code) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServerError(f"{self.base_url}{path} could not be reached: {reason}") from None
+        except ValueError as exc:
+            raise ServerError(f"{self.base_url}{path} answered something that is not JSON: {exc}") from None
 
 
 def sampler_for(config):

@@ -1,71 +1,178 @@
-"""A small OpenAI-compatible server for a local model: /v1/models, /v1/chat/completions, /v1/completions.
+"""A small OpenAI-compatible server for local models: /v1/models, /v1/chat/completions, /v1/completions.
 
-For trying the OpenAI backend without vLLM, and for a GPU node that should serve its policy to
-samplers elsewhere. One request generates at a time; vLLM or TGI are the choice at scale.
+For trying the OpenAI backend without vLLM, and for a GPU node that should serve its policies to
+samplers elsewhere. It holds up to `max_models` models by name; with `models_dir` set,
+`POST /v1/load_model {"model": name, "path": folder}` loads another folder from under that
+directory while it runs (and `POST /v1/unload_model {"model": name}` drops one), which is how the
+site makes it serve a newly activated version. A request names the model it wants; one that is not
+loaded is a 404, as vLLM answers. One request generates at a time; vLLM or TGI are the choice at scale.
 """
 
+import hmac
 import json
+import os
+import sys
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from .sampling import HFSampler, SamplingParams
 
 
-class BadRequest(ValueError):
-    pass
+class RequestError(ValueError):
+    def __init__(self, status, message, kind="invalid_request_error"):
+        super().__init__(message)
+        self.status, self.kind = status, kind
 
 
-def make_server(sampler, host="127.0.0.1", port=8000, model_name=None):
-    model_name = model_name or sampler.model_version
-    lock = threading.Lock()
+class Models:
+    """Loaded models by served name, the least recently used dropped beyond `limit`."""
+
+    def __init__(self, load, limit):
+        self.load, self.limit = load, limit
+        self.loaded = OrderedDict()
+        self.lock = threading.Lock()
+
+    def add(self, name, sampler):
+        with self.lock:
+            self.loaded[name] = sampler
+            self.loaded.move_to_end(name)
+            while len(self.loaded) > self.limit:
+                self.loaded.popitem(last=False)
+
+    def get(self, name):
+        with self.lock:
+            if name is None and self.loaded:
+                name = next(reversed(self.loaded))
+            if name not in self.loaded:
+                raise RequestError(404, f"The model `{name}` does not exist.", "NotFoundError")
+            self.loaded.move_to_end(name)
+            return name, self.loaded[name]
+
+    def remove(self, name):
+        with self.lock:
+            if self.loaded.pop(name, None) is None:
+                raise RequestError(404, f"The model `{name}` does not exist.", "NotFoundError")
+
+    def names(self):
+        with self.lock:
+            return list(self.loaded)
+
+
+def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models_dir=None, max_models=2,
+                api_key="", device="auto", log=None):
+    """A server for `sampler` under `model_name`; with `models_dir`, more models load from under it."""
+    root = Path(models_dir).resolve() if models_dir else None
+    models = Models(lambda name, path: HFSampler(str(path), device, name, batch_size=1), max(1, max_models))
+    models.add(model_name or sampler.model_version, sampler)
+    generating, loading = threading.Lock(), threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format, *args):  # quiet: one line per request is noise for a sampler
+        def log_message(self, format, *args):  # one line per request, from `handle_request` below
             pass
 
         def do_GET(self):
             if self.path.rstrip("/") == "/v1/models":
-                return self.reply(200, {"object": "list", "data": [{"id": model_name, "object": "model"}]})
-            self.reply(404, {"error": {"message": f"No route {self.path}."}})
+                return self.answer(lambda: {"object": "list", "data": [
+                    {"id": name, "object": "model", "owned_by": "rlhf"} for name in models.names()]})
+            self.reply(404, {"error": {"message": f"No route {self.path}.", "type": "NotFoundError"}})
 
         def do_POST(self):
-            routes = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
-            kind = routes.get(self.path.rstrip("/"))
-            if kind is None:
-                return self.reply(404, {"error": {"message": f"No route {self.path}."}})
+            routes = {"/v1/chat/completions": lambda body: self.complete("chat", body),
+                      "/v1/completions": lambda body: self.complete("completions", body),
+                      "/v1/load_model": self.load, "/v1/unload_model": self.unload}
+            route = routes.get(self.path.rstrip("/"))
+            if route is None:
+                return self.reply(404, {"error": {"message": f"No route {self.path}.", "type": "NotFoundError"}})
+            self.answer(lambda: route(self.body()))
+
+        def answer(self, work):
+            started = time.perf_counter()
+            status, model = 200, ""
+            try:
+                self.authorize()
+                payload = work()
+                model = payload.get("model", "") if isinstance(payload, dict) else ""
+            except RequestError as exc:
+                status, payload = exc.status, {"error": {"message": str(exc), "type": exc.kind, "code": exc.status}}
+            except (ValueError, TypeError, KeyError) as exc:
+                status, payload = 400, {"error": {"message": str(exc), "type": "invalid_request_error",
+                                                  "code": 400}}
+            self.reply(status, payload)
+            if log:
+                print(f"{self.command} {self.path} {status} {model} {time.perf_counter() - started:.2f}s",
+                      file=log, flush=True)
+
+        def authorize(self):
+            given = self.headers.get("Authorization", "")
+            if api_key and not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                raise RequestError(401, "A valid API key is needed: Authorization: Bearer <key>.",
+                                   "authentication_error")
+
+        def body(self):
             try:
                 length = int(self.headers.get("Content-Length", 0))
+            except ValueError:
+                raise RequestError(400, "Content-Length must be a number.") from None
+            try:
                 body = json.loads(self.rfile.read(length) or b"{}")
-                self.reply(200, self.complete(kind, body))
-            except (BadRequest, ValueError, TypeError, KeyError) as exc:
-                self.reply(400, {"error": {"message": str(exc), "type": "invalid_request_error"}})
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise RequestError(400, f"The body is not JSON: {exc}.") from None
+            if not isinstance(body, dict):
+                raise RequestError(400, "The body must be a JSON object.")
+            return body
+
+        def load(self, body):
+            name, path = body.get("model"), body.get("path")
+            if not isinstance(name, str) or not name.strip() or not isinstance(path, str) or not path:
+                raise RequestError(400, "`model` (the name to serve it under) and `path` (its folder) are needed.")
+            if root is None:
+                raise RequestError(403, "Loading is off: start the server with --models-dir.", "permission_error")
+            folder = Path(path).resolve()
+            if not folder.is_relative_to(root):
+                raise RequestError(403, f"`path` must be under {root}.", "permission_error")
+            if not (folder / "config.json").is_file():
+                raise RequestError(400, f"{path} is not a model folder (it has no config.json).")
+            with loading:  # one load at a time; requests for loaded models go on meanwhile
+                if name not in models.names():
+                    models.add(name, models.load(name, folder))
+            return {"id": name, "object": "model", "model": name}
+
+        def unload(self, body):
+            models.remove(body.get("model"))
+            return {"id": body.get("model"), "object": "model", "deleted": True}
 
         def complete(self, kind, body):
             if kind == "chat":
                 prompt = body.get("messages")
                 if not isinstance(prompt, list) or not prompt:
-                    raise BadRequest("`messages` must be a non-empty list.")
+                    raise RequestError(400, "`messages` must be a non-empty list.")
             else:
                 prompt = body.get("prompt")
                 if not isinstance(prompt, str):
-                    raise BadRequest("`prompt` must be text.")
+                    raise RequestError(400, "`prompt` must be text.")
+            name = body.get("model")
+            if name is not None and not isinstance(name, str):
+                raise RequestError(400, "`model` must be text.")
             n = int(body.get("n", 1))
             if not 1 <= n <= 16:
-                raise BadRequest("`n` must be 1 to 16.")
+                raise RequestError(400, "`n` must be 1 to 16.")
             params = SamplingParams(float(body.get("temperature", 1.0)), float(body.get("top_p", 1.0)),
                                     int(body.get("max_tokens", 128)), int(body.get("seed", 0)))
             logprobs = body.get("logprobs")  # chat sends true, completions a number (0 included)
             logprobs = logprobs is not None and logprobs is not False
-            with lock:
+            name, sampler = models.get(name)
+            with generating:
                 samples = sampler.sample([prompt], n, params, logprobs=logprobs)[0]
             choices = [self.choice(kind, index, sample, logprobs) for index, sample in enumerate(samples)]
             used = sum(s.token_count for s in samples)
             return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "chat.completion" if kind == "chat" else
-                    "text_completion", "created": int(time.time()), "model": model_name, "choices": choices,
+                    "text_completion", "created": int(time.time()), "model": name, "choices": choices,
                     "usage": {"completion_tokens": used}}
 
         @staticmethod
@@ -95,8 +202,11 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None):
 
 def serve(config):
     sampler = HFSampler(config.model, config.device, config.model_version, batch_size=1)
-    server = make_server(sampler, config.host, config.port)
-    print(f"Serving {sampler.model_version} on http://{config.host}:{server.server_port}/v1", flush=True)
+    server = make_server(sampler, config.host, config.port, models_dir=config.models_dir or None,
+                         max_models=config.max_models, api_key=config.api_key or os.environ.get("RLHF_SERVE_API_KEY", ""),
+                         device=config.device, log=sys.stdout)
+    loading = f", loading models from under {config.models_dir}" if config.models_dir else ""
+    print(f"Serving {sampler.model_version} on http://{config.host}:{server.server_port}/v1{loading}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -1,6 +1,8 @@
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -149,3 +151,55 @@ def wait_for(condition, timeout=90):
             return True
         time.sleep(0.25)
     return False
+
+
+# `python -m rlhf serve` as a real process: the OpenAI-compatible endpoint the site samples through.
+
+class Server:
+    def __init__(self, command, port):
+        self.command, self.port, self.url = command, port, f"http://127.0.0.1:{port}/v1"
+        self.lines, self.process = [], None
+
+    def start(self):
+        self.lines = []
+        self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, bufsize=1)
+        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        assert wait_for(lambda: any(line.startswith("Serving ") for line in self.lines) or self.process.poll(),
+                        timeout=60) and self.process.poll() is None, "".join(self.lines)
+        return self
+
+    def _read(self, process):
+        for line in process.stdout:
+            self.lines.append(line)
+
+    def requests(self, route="/v1/chat/completions"):
+        """The log lines of the requests it answered on `route`: `POST <route> <status> <model> <seconds>`."""
+        return [line.split() for line in self.lines if f" {route} " in line]
+
+    def stop(self, kill=False):
+        if self.process and self.process.poll() is None:
+            self.process.kill() if kill else self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def rlhf_server(tiny_model, tmp_path):
+    """`start(models_dir, name="policy-base")`: the tiny model served under `name`, loading more from `models_dir`."""
+    servers = []
+
+    def start(models_dir, name="policy-base", *extra):
+        command = [sys.executable, "-m", "rlhf", "serve", "--model", str(tiny_model), "--model-version", name,
+                   "--port", str(free_port()), "--models-dir", str(models_dir), "--device", "cpu", *extra]
+        servers.append(Server(command, int(command[command.index("--port") + 1])).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

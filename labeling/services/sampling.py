@@ -1,15 +1,18 @@
 """Model versions and the completions labelers rank."""
 
+import logging
 import random
 from dataclasses import replace
-from functools import lru_cache
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from ..models import Completion, ModelVersion, Prompt, Task
+from ..samplers import SamplerUnavailable, sampler_for, sampler_serve, served_name
 from .prompts import required_annotations
+
+logger = logging.getLogger(__name__)
 
 
 def model_version_active(kind):
@@ -35,7 +38,17 @@ def model_version_activate(*, version, reason):
             status=ModelVersion.Status.ACTIVE, activated_at=timezone.now(), status_reason=reason
         )
     version.refresh_from_db()
+    if version.kind == ModelVersion.Kind.POLICY:
+        transaction.on_commit(lambda: _serve_quietly(version))
     return version
+
+
+def _serve_quietly(version):
+    """The endpoint serves `version` from now on; if it cannot yet, sampling loads it when it asks for it."""
+    try:
+        sampler_serve(version)
+    except SamplerUnavailable as exc:
+        logger.warning("The sampler does not serve %s yet: %s", version, exc)
 
 
 def prompts_needing_completions(limit):
@@ -46,7 +59,9 @@ def completions_sample(*, prompt_ids):
     """K completions per prompt from the active policy (a share from older versions), then a ranking task.
 
     Sampling runs outside any transaction; each prompt is then stored under its row lock and only if
-    it still needs completions, so a retried or concurrent task stores nothing twice.
+    it still needs completions, so a retried or concurrent task stores nothing twice. A sampler that
+    fails part way: the prompts it answered in full are stored, the others keep waiting, and
+    SamplerUnavailable goes on to the caller (the task tries again later).
     """
     active = model_version_active(ModelVersion.Kind.POLICY)
     older = list(ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, status=ModelVersion.Status.RETIRED)
@@ -63,29 +78,59 @@ def completions_sample(*, prompt_ids):
         for pk in ordered:
             plan[pk].append((rng.choice(older), k_older))
     samples = {pk: [] for pk in ordered}
-    for version in {v for parts in plan.values() for v, _ in parts}:
-        for n in {n for parts in plan.values() for v, n in parts if v == version}:
-            wanted = [pk for pk in ordered if (version, n) in plan[pk]]
-            for pk, found in _draw(_hf_sampler(version), [prompts[pk] for pk in wanted], n, version).items():
-                samples[pk].extend(found)
-    return sum(_store(pk, samples[pk]) for pk in ordered if len(samples[pk]) == k)
+    failure = None
+    try:
+        for version in {v for parts in plan.values() for v, _ in parts}:
+            for n in {n for parts in plan.values() for v, n in parts if v == version}:
+                found = {pk: [] for pk in ordered if (version, n) in plan[pk]}
+                try:
+                    _draw(sampler_for(version), [prompts[pk] for pk in found], n, version, found)
+                finally:
+                    for pk, drawn in found.items():
+                        samples[pk].extend(drawn)
+    except SamplerUnavailable as exc:
+        failure = exc
+    opened = sum(_store(pk, samples[pk]) for pk in ordered if len(samples[pk]) == k)
+    if failure:
+        raise failure
+    return opened
 
 
-def _draw(sampler, prompts, n, version, attempts=3):
-    """{prompt id: n non-empty samples}: an empty completion is drawn again with another seed, a few times;
-    a prompt still short waits for the next round."""
-    found = {p.pk: [] for p in prompts}
+def _draw(sampler, prompts, n, version, found, attempts=3):
+    """Fill `found`, {prompt id: samples}, with n non-empty samples per prompt: an empty completion is drawn again
+    with another seed, a few times; a prompt still short waits for the next round."""
     for attempt in range(attempts):
         short = [p for p in prompts if len(found[p.pk]) < n]
         if not short:
             break
         params = _params(seed=version.pk * 1_000_003 + short[0].pk + 7919 * attempt)
-        for prompt, results in zip(short, sampler.sample([p.turns or p.text for p in short], _k(n), params),
-                                   strict=True):
-            cleaned = [replace(r, text=r.text.replace("\x00", "")) for r in results]  # PostgreSQL refuses NUL
-            kept = [(version, params, r) for r in cleaned if r.text.strip()]
-            found[prompt.pk].extend(kept[: n - len(found[prompt.pk])])
-    return found
+        try:
+            drawn = sampler.sample([p.turns or p.text for p in short], _k(n), params)
+        except SamplerUnavailable as exc:
+            _keep(found, short[:len(exc.done)], exc.done, n, version, params)
+            raise
+        _keep(found, short, drawn, n, version, params)
+
+
+def _keep(found, prompts, drawn, n, version, params):
+    for prompt, results in zip(prompts, drawn, strict=True):
+        kept = []
+        for result in results:
+            text = result.text.replace("\x00", "")  # PostgreSQL refuses NUL
+            if text.strip():
+                kept.append((_producer(result.model_version, version), params, replace(result, text=text)))
+        found[prompt.pk].extend(kept[: n - len(found[prompt.pk])])
+
+
+def _producer(name, asked):
+    """The version a sample names as its producer: the one asked for, or the one the server says answered."""
+    if name == served_name(asked):
+        return asked
+    kind, _, version_name = name.partition("-")
+    actual = ModelVersion.objects.filter(kind=kind, name=version_name).first()
+    if actual is None:
+        raise SamplerUnavailable(f"The sampler answered as {name!r}, which is no model version here.")
+    return actual
 
 
 def _k(n):
@@ -118,9 +163,3 @@ def _store(prompt_id, samples):
         prompt.save(update_fields=["needs_completions"])
     return 1
 
-
-@lru_cache(maxsize=2)
-def _hf_sampler(version):
-    from rlhf.sampling import HFSampler
-
-    return HFSampler(version.artifact_path, model_version=version.name)

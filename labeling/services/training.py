@@ -26,6 +26,7 @@ from django.utils import timezone
 from rlhf import config as rlhf_config
 
 from ..models import Demonstration, ModelVersion, Ranking, TrainingRun
+from ..samplers import sampler_release
 from .exports import export_create, export_run
 from .sampling import model_version_activate, model_version_active, prompts_needing_completions
 
@@ -139,6 +140,7 @@ def training_run_execute(*, run_id):
     version = None
     try:
         plan = _prepare(run)
+        sampler_release()  # the in-process sampler's models leave the device to the training child
         summary = _train(run, plan)
         version = _register(run, plan, summary)
         _judge(run, plan, version)

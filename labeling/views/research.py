@@ -170,7 +170,7 @@ def training_runs(request):
             form.add_error("options" if exc.code == "options" else "kind", exc)
         else:
             return redirect(run)
-    context = {"form": form, "runs": selectors.training_runs()[:50]}
+    context = {"form": form, "runs": selectors.training_runs()[:50], "sampler": selectors.sampler_overview()}
     return render(request, "labeling/training_runs.html", context, status=400 if form.errors else 200)
 
 

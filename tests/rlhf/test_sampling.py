@@ -1,11 +1,13 @@
 import json
+import shutil
 import threading
 
 import pytest
 
 from rlhf.config import SampleConfig
-from rlhf.sampling import HFSampler, OpenAISampler, SamplingParams, sample_file
+from rlhf.sampling import HFSampler, OpenAISampler, SamplingParams, ServerError, sample_file
 from rlhf.serve import make_server
+from tests.conftest import free_port
 from tests.rlhf.conftest import write_jsonl
 
 PROMPTS = ["Tell me about item 1.", [{"role": "system", "content": "Be brief."},
@@ -84,5 +86,66 @@ def test_the_openai_backend_against_a_real_server(server, sampler, endpoint):
 
 def test_the_server_answers_bad_requests_with_400(server):
     remote = OpenAISampler(server, "tiny-served", endpoint="chat")
-    with pytest.raises(RuntimeError, match="answered 400: .*n` must be 1 to 16"):
+    with pytest.raises(ServerError, match="answered 400: .*n` must be 1 to 16"):
         remote.sample(["Hi"], 40)
+
+
+@pytest.fixture
+def loading_server(sampler, tiny_model, tmp_path):
+    """A server on the tiny model that may load folders from under tmp_path, two at a time, behind a key."""
+    shutil.copytree(tiny_model, tmp_path / "v2")
+    server = make_server(sampler, port=0, model_name="policy-base", models_dir=tmp_path, max_models=2,
+                         api_key="secret", device="cpu")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/v1", tmp_path
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_server_loads_models_from_its_folder_by_name_and_drops_the_least_recently_used(loading_server):
+    url, folder = loading_server
+    client = OpenAISampler(url, "policy-v2", api_key="secret")
+    with pytest.raises(ServerError, match="answered 404: .*policy-v2` does not exist") as missing:
+        client.sample(["Hi"], 4, SamplingParams(max_new_tokens=4))
+    assert missing.value.status == 404
+    client.request("POST", "/load_model", {"model": "policy-v2", "path": str(folder / "v2")})
+    assert client.models() == ["policy-base", "policy-v2"]
+    (samples,) = client.sample(["Hi"], 4, SamplingParams(max_new_tokens=4))
+    assert {s.model_version for s in samples} == {"policy-v2"}
+    client.request("POST", "/load_model", {"model": "policy-v3", "path": str(folder / "v2")})
+    assert client.models() == ["policy-v2", "policy-v3"]  # two at most: the base went first
+    client.request("POST", "/unload_model", {"model": "policy-v2"})
+    assert client.models() == ["policy-v3"]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"model": "x", "path": "/etc"}, 403, "must be under"),
+    ({"model": "x", "path": "{folder}/../.."}, 403, "must be under"),
+    ({"model": "x", "path": "{folder}"}, 400, "is not a model folder"),
+    ({"model": "", "path": "{folder}/v2"}, 400, "`model` (the name to serve it under) and `path`"),
+    ({"model": "x"}, 400, "`path` (its folder) are needed"),
+    ([1, 2], 400, "must be a JSON object"),
+])
+def test_the_server_refuses_loads_it_should_not_make(loading_server, body, status, message):
+    url, folder = loading_server
+    client = OpenAISampler(url, "policy-base", api_key="secret")
+    if isinstance(body, dict):
+        body = {name: value.format(folder=folder) for name, value in body.items()}
+    with pytest.raises(ServerError) as refused:
+        client.request("POST", "/load_model", body)
+    assert refused.value.status == status and message in str(refused.value)
+    assert client.models() == ["policy-base"]
+
+
+def test_the_server_wants_its_key_and_loads_nothing_without_a_models_dir(loading_server, server):
+    url, _ = loading_server
+    with pytest.raises(ServerError, match="answered 401: .*valid API key"):
+        OpenAISampler(url, "policy-base", api_key="wrong").models()
+    with pytest.raises(ServerError, match="answered 403: .*Loading is off"):
+        OpenAISampler(server, "tiny-served").request("POST", "/load_model", {"model": "x", "path": "/tmp"})
+
+
+def test_a_server_that_is_not_there_is_a_server_error_without_status():
+    with pytest.raises(ServerError, match="could not be reached") as down:
+        OpenAISampler(f"http://127.0.0.1:{free_port()}/v1", "m", timeout=5).models()
+    assert down.value.status is None

@@ -1,0 +1,141 @@
+"""Where completions come from: the gpu worker's own process, or the OpenAI-compatible endpoint at SAMPLER_URL.
+
+In process, a version's model is loaded once and kept (two at most) until a training run needs the
+device. Through the endpoint, each version is served as its `served_name`; the site asks the server
+to load a version when it is activated, and again whenever a request finds it missing (SAMPLER_SERVER
+says how). Every attempt records the sampler's state in the cache, for the Training page.
+"""
+
+import gc
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+STATE = "sampler-state"
+
+
+class SamplerUnavailable(Exception):
+    """The sampler cannot answer now; the message says why. `done` holds the samples of the prompts it answered
+    before it failed, in order; the rest waits and is tried again."""
+
+    def __init__(self, message, done=()):
+        super().__init__(message)
+        self.done = list(done)
+
+
+def served_name(version):
+    """The name an endpoint serves a model version under: its kind and name, unique across kinds."""
+    return f"{version.kind}-{version.name}"
+
+
+def sampler_for(version):
+    """An object with `sample(prompts, k, params)` for `version`, whose samples name the version that made them."""
+    if settings.SAMPLER_URL:
+        return _Endpoint(version)
+    return _in_process(version)
+
+
+@lru_cache(maxsize=2)
+def _in_process(version):
+    from rlhf.sampling import HFSampler
+
+    return HFSampler(version.artifact_path, model_version=served_name(version))
+
+
+def sampler_release():
+    """Free the in-process models (and the device memory they hold), so that a training run has the device."""
+    if _in_process.cache_info().currsize:
+        _in_process.cache_clear()
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _client(model=""):
+    from rlhf.sampling import OpenAISampler
+
+    return OpenAISampler(settings.SAMPLER_URL, model, timeout=settings.SAMPLER_TIMEOUT_SECONDS,
+                         api_key=settings.SAMPLER_API_KEY)
+
+
+class _Endpoint:
+    def __init__(self, version):
+        self.version = version
+        self.client = _client(served_name(version))
+
+    def sample(self, prompts, k, params):
+        from rlhf.sampling import ServerError
+
+        done = []
+        for prompt in prompts:
+            try:
+                done.append(self._one(prompt, k, params))
+            except (ServerError, SamplerUnavailable) as exc:
+                _record(ok=False, message=str(exc))
+                raise SamplerUnavailable(str(exc), done) from None
+        _record(ok=True, message=f"Sampled {served_name(self.version)}.")
+        return done
+
+    def _one(self, prompt, k, params):
+        from rlhf.sampling import ServerError
+
+        try:
+            return self.client.sample([prompt], k, params)[0]
+        except ServerError as exc:
+            if exc.status != 404 or settings.SAMPLER_SERVER == "fixed":
+                raise
+        sampler_serve(self.version)  # not served (the server restarted, or dropped it): load it, and ask once more
+        return self.client.sample([prompt], k, params)[0]
+
+
+def sampler_serve(version):
+    """Make the endpoint serve `version` (on activation, or when it is missing); nothing to do in process."""
+    from rlhf.sampling import ServerError
+
+    if not settings.SAMPLER_URL or settings.SAMPLER_SERVER == "fixed":
+        return
+    name, path = served_name(version), str(Path(version.artifact_path).resolve())
+    client = _client()
+    try:
+        if settings.SAMPLER_SERVER == "rlhf":
+            client.request("POST", "/load_model", {"model": name, "path": path})
+        elif (Path(path) / "adapter_config.json").is_file():
+            client.request("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        else:
+            raise SamplerUnavailable(
+                f"vLLM cannot load the full weights of {name} while it runs: restart it with --model {path} "
+                f"--served-model-name {name}.")
+    except ServerError as exc:
+        _record(ok=False, message=f"Could not load {name}: {exc}")
+        raise SamplerUnavailable(f"Could not load {name}: {exc}") from None
+    _record(ok=True, message=f"Loaded {name}.")
+
+
+def _record(*, ok, message):
+    state = sampler_state()
+    now = timezone.now().isoformat()
+    state.update(ok=ok, message=message[:500], checked_at=now)
+    if ok:
+        state.update(failures=0, last_ok_at=now)
+    else:
+        state.update(failures=state.get("failures", 0) + 1, last_error=message[:500], last_error_at=now)
+    cache.set(STATE, state, timeout=None)
+
+
+def sampler_retry_in(attempts):
+    """Seconds before the next try after `attempts` failed ones: doubling from SAMPLER_RETRY_SECONDS to the maximum."""
+    return min(settings.SAMPLER_RETRY_MAX_SECONDS, settings.SAMPLER_RETRY_SECONDS * 2 ** min(attempts, 30))
+
+
+def sampler_state():
+    """What the last attempt found: backend, ok, message, failures in a row, and when; for the Training page."""
+    backend = settings.SAMPLER_URL or "in-process"
+    state = cache.get(STATE) or {}
+    if state.get("backend") != backend:
+        state = {"backend": backend, "ok": None, "message": "Nothing sampled yet.", "failures": 0}
+    return state
