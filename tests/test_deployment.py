@@ -15,7 +15,7 @@ import yaml
 from config.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {"postgres", "redis", "web", "worker", "gpu-worker", "beat"}
+SERVICES = {"base-model", "vllm", "postgres", "redis", "web", "worker", "gpu-worker", "beat"}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,27 @@ def test_the_gpu_worker_reserves_a_gpu_and_runs_one_task_at_a_time(compose):
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     command = words(service["command"])
     assert command[command.index("--concurrency") + 1] == "1"
+
+
+def test_the_gpu_worker_samples_through_the_vllm_service_which_serves_the_base_policy(compose):
+    from labeling.models import ModelVersion
+    from labeling.samplers import served_name
+
+    environment = compose["services"]["gpu-worker"]["environment"]
+    vllm = compose["services"]["vllm"]
+    arguments = words(vllm["command"])
+    assert environment["SAMPLER_URL"] == f"http://vllm:{arguments[arguments.index('--port') + 1]}/v1"
+    assert environment["SAMPLER_SERVER"] == "vllm"
+    # The base policy version is served under the name the site asks for, from the folder the site names.
+    base = ModelVersion(kind="policy", name="base")
+    assert arguments[arguments.index("--served-model-name") + 1] == served_name(base)
+    assert arguments[arguments.index("--model") + 1] == environment["POLICY_MODEL"]
+    assert "data:/data:ro" in vllm["volumes"] and "data:/data" in compose["services"]["gpu-worker"]["volumes"]
+    # New adapter versions load while it runs (vLLM's runtime LoRA updating).
+    assert "--enable-lora" in arguments and vllm["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert vllm["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    prepare = words(compose["services"]["base-model"]["command"])
+    assert f"--output {environment['POLICY_MODEL']}" in prepare[-1]
 
 
 def test_beat_runs_the_schedule_of_the_celery_app(compose):

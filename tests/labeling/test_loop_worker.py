@@ -45,7 +45,7 @@ def loop(settings, tiny_model, tmp_path, start_worker):
     settings.INTAKE_ANNOTATE, settings.INTAKE_DEMONSTRATION_SHARE = False, 0
     cache.delete(services.SAMPLING_QUEUED)
     environment = {name: json.dumps(value) if isinstance(value, dict) else value for name, value in values.items()}
-    return lambda: start_worker("default,gpu", **environment)
+    return lambda **extra: start_worker("default,gpu", **(environment | extra))
 
 
 def import_prompts(n, start=0):
@@ -146,3 +146,27 @@ def test_a_worker_killed_mid_run_leaves_the_active_model_in_place(loop, settings
     assert not ModelVersion.objects.filter(kind="reward", status="active").exists()
     assert not ModelVersion.objects.filter(training_run=run).exclude(status="failed").exists()
     assert Ranking.objects.count() == 104
+
+
+def test_a_worker_sampling_through_rlhf_serve_retries_when_the_server_stops_mid_task(loop, settings, rlhf_server,
+                                                                                     tmp_path):
+    server = rlhf_server(tmp_path)
+    # Sixteen prompts of longer replies: seconds of requests, in which the server is stopped.
+    sampler = {"SAMPLER_URL": server.url, "SAMPLER_SERVER": "rlhf", "SAMPLER_RETRY_SECONDS": 1,
+               "SAMPLER_RETRY_MAX_SECONDS": 2, "SAMPLE_MAX_NEW_TOKENS": 32}
+    for name, value in sampler.items():
+        setattr(settings, name, value)
+    loop(**sampler)
+    import_prompts(16)
+    assert wait_for(lambda: server.requests()), "".join(server.lines) + (tmp_path / "worker-0.log").read_text()[-2000:]
+    server.stop(kill=True)  # while the task has prompts left to ask for
+    log = tmp_path / "worker-0.log"
+    assert wait_for(lambda: "Retry in" in log.read_text()), log.read_text()[-3000:]
+    assert Prompt.objects.filter(needs_completions=True).exists()
+    server.start()
+    assert wait_for(lambda: not Prompt.objects.filter(needs_completions=True).exists()), log.read_text()[-3000:]
+    tasks = Task.objects.filter(kind="rank_completions")
+    assert sorted(tasks.values_list("prompt_id", flat=True)) == sorted(Prompt.objects.values_list("pk", flat=True))
+    assert all(task.completions.count() == 4 for task in tasks) and Completion.objects.count() == 64
+    base = ModelVersion.objects.get(kind="policy", status="active")
+    assert set(Completion.objects.values_list("model_version", flat=True)) == {base.pk}

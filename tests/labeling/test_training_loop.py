@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
 
-from labeling import services
+from labeling import samplers, services
 from labeling.services import training
 from labeling.models import Completion, Demonstration, ModelVersion, Prompt, Ranking, Task, TrainingRun
 from tests.factories import CompletionFactory, PromptFactory, TaskFactory
@@ -360,6 +360,16 @@ def test_an_sft_run_with_feedme_trains_on_top_rated_completions_and_validates_on
     assert "feedme" not in yaml.safe_load(Path(option_of(command, "--config")).read_text())
     with pytest.raises(ValidationError, match="option 'feedme' must be true or false"):
         services.training_run_start(kind="sft", options={"feedme": "sometimes"})
+
+
+def test_the_in_process_sampler_frees_its_model_before_a_training_run(loop_settings, launched, labeler):
+    samplers.sampler_release()  # what earlier tests left loaded
+    prompt = PromptFactory(needs_completions=True)
+    assert services.completions_sample(prompt_ids=[prompt.pk]) == 1
+    assert samplers._in_process.cache_info().currsize == 1  # kept loaded between sampling tasks
+    demonstrations(2, "train", labeler)
+    services.training_run_execute(run_id=services.training_run_start(kind="sft").pk)
+    assert launched and samplers._in_process.cache_info().currsize == 0
 
 
 def test_a_missing_pretraining_corpus_stops_the_policy_run_saying_so(loop_settings, labeler):
