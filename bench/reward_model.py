@@ -174,7 +174,8 @@ def hh_accuracy(args):
             steps = args.pairs // args.batch_size
         else:  # fit the budget: time two steps, then train on as many pairs as the minutes allow
             probe = RewardConfig(data=str(tmp / "train.jsonl"), model=str(folder), output=str(tmp / "probe"),
-                                 batch_size=args.batch_size, max_steps=2, max_length=args.max_length, device="cpu")
+                                 batch_size=args.batch_size, max_steps=2, max_length=args.max_length, device="cpu",
+                                 train_top_layers=args.train_top_layers)
             start = time.perf_counter()
             train_reward(probe)
             steps = max(1, int(args.minutes * 60 * 0.8 / ((time.perf_counter() - start) / 2)))
@@ -184,7 +185,7 @@ def hh_accuracy(args):
         (tmp / "train-used.jsonl").write_text("".join(head))
         config = RewardConfig(data=str(tmp / "train-used.jsonl"), model=str(folder), output=str(tmp / "rm"),
                               epochs=1, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
-                              warmup_steps=max(1, steps // 20), device="cpu")
+                              warmup_steps=max(1, steps // 20), device="cpu", train_top_layers=args.train_top_layers)
         start = time.perf_counter()
         summary = train_reward(config)
         train_seconds = time.perf_counter() - start
@@ -195,6 +196,7 @@ def hh_accuracy(args):
         shorter = sum(len(r.completions[0]) < len(r.completions[1]) for r in test) / len(test)
     print(json.dumps({"model": folder.name, "train_pairs": used, "test_pairs": len(test), "max_length": args.max_length,
                       "median_tokens_chosen": lengths[len(lengths) // 2], "lr": args.lr, "batch_size": args.batch_size,
+                      "train_top_layers": args.train_top_layers,
                       "train_minutes": round(train_seconds / 60, 1), "held_out_accuracy": round(metrics["accuracy"], 3),
                       "shorter_is_chosen_baseline": round(shorter, 3)}, indent=2))
 
@@ -212,6 +214,7 @@ def main():
     parser.add_argument("--test", type=int, default=500, help="hh: pairs held out for testing.")
     parser.add_argument("--batch-size", type=int, default=8, help="hh: pairs per step.")
     parser.add_argument("--max-length", type=int, default=256, help="hh: token limit per conversation.")
+    parser.add_argument("--train-top-layers", type=int, default=0, help="hh: train only the top N blocks (0: all).")
     parser.add_argument("--save", help="hh: copy the trained reward model to this folder (bench/ppo.py uses it).")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))

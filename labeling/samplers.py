@@ -26,23 +26,31 @@ class SamplerUnavailable(Exception):
         self.done = list(done)
 
 
-def served_name(version):
-    """The name an endpoint serves a model version under: its kind and name, unique across kinds."""
-    return f"{version.kind}-{version.name}"
-
-
 def sampler_for(version):
     """An object with `sample(prompts, k, params)` for `version`, whose samples name the version that made them."""
-    if settings.SAMPLER_URL:
-        return _Endpoint(version)
-    return _in_process(version)
+    return _Endpoint(version) if settings.SAMPLER_URL else _InProcess(version)
 
 
 @lru_cache(maxsize=2)
 def _in_process(version):
     from rlhf.sampling import HFSampler
 
-    return HFSampler(version.artifact_path, model_version=served_name(version))
+    return HFSampler(version.artifact_path, model_version=version.served_name)
+
+
+class _InProcess:
+    def __init__(self, version):
+        self.version = version
+
+    def sample(self, prompts, k, params):
+        try:
+            done = _in_process(self.version).sample(prompts, k, params)
+        except (OSError, RuntimeError) as exc:  # a model folder that is gone, a device out of memory
+            message = f"{self.version.served_name} could not sample: {exc}"
+            _record(ok=False, message=message)
+            raise SamplerUnavailable(message) from None
+        _record(ok=True, message=f"Sampled {self.version.served_name}.")
+        return done
 
 
 def sampler_release():
@@ -66,7 +74,7 @@ def _client(model=""):
 class _Endpoint:
     def __init__(self, version):
         self.version = version
-        self.client = _client(served_name(version))
+        self.client = _client(version.served_name)
 
     def sample(self, prompts, k, params):
         from rlhf.sampling import ServerError
@@ -75,10 +83,12 @@ class _Endpoint:
         for prompt in prompts:
             try:
                 done.append(self._one(prompt, k, params))
-            except (ServerError, SamplerUnavailable) as exc:
+            except ServerError as exc:
                 _record(ok=False, message=str(exc))
                 raise SamplerUnavailable(str(exc), done) from None
-        _record(ok=True, message=f"Sampled {served_name(self.version)}.")
+            except SamplerUnavailable as exc:  # the version could not be loaded: recorded already
+                raise SamplerUnavailable(str(exc), done) from None
+        _record(ok=True, message=f"Sampled {self.version.served_name}.")
         return done
 
     def _one(self, prompt, k, params):
@@ -99,7 +109,7 @@ def sampler_serve(version):
 
     if not settings.SAMPLER_URL or settings.SAMPLER_SERVER == "fixed":
         return
-    name, path = served_name(version), str(Path(version.artifact_path).resolve())
+    name, path = version.served_name, str(Path(version.artifact_path).resolve())
     client = _client()
     try:
         if settings.SAMPLER_SERVER == "rlhf":
@@ -107,9 +117,8 @@ def sampler_serve(version):
         elif (Path(path) / "adapter_config.json").is_file():
             client.request("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path})
         else:
-            raise SamplerUnavailable(
-                f"vLLM cannot load the full weights of {name} while it runs: restart it with --model {path} "
-                f"--served-model-name {name}.")
+            raise ServerError(f"vLLM cannot load the full weights of {name} while it runs: restart it with --model "
+                              f"{path} --served-model-name {name}.")
     except ServerError as exc:
         _record(ok=False, message=f"Could not load {name}: {exc}")
         raise SamplerUnavailable(f"Could not load {name}: {exc}") from None

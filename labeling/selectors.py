@@ -163,7 +163,7 @@ def sampler_overview():
         url = urlsplit(settings.SAMPLER_URL)
         state["backend"] = url._replace(netloc=url.hostname + (f":{url.port}" if url.port else "")).geturl()
     active = ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, status=ModelVersion.Status.ACTIVE).first()
-    state["serving"] = samplers.served_name(active) if active else None
+    state["serving"] = active.served_name if active else None
     state["waiting"] = Prompt.objects.filter(needs_completions=True).count()
     state["server"] = settings.SAMPLER_SERVER if settings.SAMPLER_URL else None
     return state

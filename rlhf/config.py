@@ -142,6 +142,8 @@ class RewardConfig(TrainConfig):
     lr: float = option(9e-6, "Peak learning rate (InstructGPT's reward-model rate).")
     batch_size: int = option(8, "Prompts (rankings) per optimizer step on each process.", minimum=1)
     margin: float = option(0.0, "Margin m in -log sigmoid(r_better - r_worse - m).")
+    train_top_layers: int = option(0, "Train only the top this many transformer blocks and the head, the rest "
+                                      "frozen (faster steps, less memory); 0: every layer.")
     demonstrations: str = option("", "SFT demonstrations file; after training, a bias makes them score a mean of 0.")
 
 

@@ -152,6 +152,17 @@ class RewardModel(nn.Module):
                                        position_ids=position_ids(attention_mask)).last_hidden_state
         return self.model.score(hidden).squeeze(-1).float()
 
+    def train_top_layers(self, layers):
+        """Train only the top `layers` transformer blocks (and the final norm and the head): the embeddings and
+        the blocks below are frozen, so no gradient flows through them. 0, or as many as the model has: all."""
+        blocks = next((m for m in self.model.base_model.modules() if isinstance(m, nn.ModuleList)), None)
+        if not layers or blocks is None or layers >= len(blocks):
+            return
+        frozen = [*(m for m in self.model.base_model.modules() if isinstance(m, nn.Embedding)),
+                  *blocks[: len(blocks) - layers]]
+        for module in frozen:
+            module.requires_grad_(False)
+
     def save_pretrained(self, folder, bias=None):
         if bias is not None:
             self.model.config.reward_bias = float(bias)

@@ -138,6 +138,7 @@ def train_reward(config):
     try:
         tokenizer = load_tokenizer(config.model)
         model = RewardModel.from_pretrained(config.model, dtype=getattr(torch, config.dtype))
+        model.train_top_layers(config.train_top_layers)
         trainer = RewardTrainer(config, model, tokenizer, rankings, valid, context, demonstrations=demonstrations)
         return trainer.fit()
     finally:

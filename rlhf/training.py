@@ -117,7 +117,8 @@ class Trainer(ABC):
     def fit(self):
         config, context = self.config, self.context
         self.model.to(context.device)
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=tuple(config.betas),
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trained, lr=config.lr, betas=tuple(config.betas),
                                       weight_decay=config.weight_decay)
         scheduler = cosine_schedule(optimizer, config.warmup_steps, self.total_steps, config.min_lr_ratio)
         step, samples_seen = self.resume_or_record(optimizer, scheduler)
@@ -133,7 +134,7 @@ class Trainer(ABC):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
             optimizer.step()
             scheduler.step()
             step += 1

@@ -67,7 +67,6 @@ def test_the_gpu_worker_reserves_a_gpu_and_runs_one_task_at_a_time(compose):
 
 def test_the_gpu_worker_samples_through_the_vllm_service_which_serves_the_base_policy(compose):
     from labeling.models import ModelVersion
-    from labeling.samplers import served_name
 
     environment = compose["services"]["gpu-worker"]["environment"]
     vllm = compose["services"]["vllm"]
@@ -76,7 +75,7 @@ def test_the_gpu_worker_samples_through_the_vllm_service_which_serves_the_base_p
     assert environment["SAMPLER_SERVER"] == "vllm"
     # The base policy version is served under the name the site asks for, from the folder the site names.
     base = ModelVersion(kind="policy", name="base")
-    assert arguments[arguments.index("--served-model-name") + 1] == served_name(base)
+    assert arguments[arguments.index("--served-model-name") + 1] == base.served_name
     assert arguments[arguments.index("--model") + 1] == environment["POLICY_MODEL"]
     assert "data:/data:ro" in vllm["volumes"] and "data:/data" in compose["services"]["gpu-worker"]["volumes"]
     # New adapter versions load while it runs (vLLM's runtime LoRA updating).

@@ -115,10 +115,12 @@ class ExportCreateSerializer(serializers.Serializer):
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
+    served_name = serializers.CharField(read_only=True, help_text="The name a sampling endpoint serves it under.")
+
     class Meta:
         model = ModelVersion
-        fields = ["id", "kind", "name", "status", "artifact_path", "parent", "training_run", "metrics", "created_at",
-                  "activated_at"]
+        fields = ["id", "kind", "name", "served_name", "status", "artifact_path", "parent", "training_run", "metrics",
+                  "created_at", "activated_at"]
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
@@ -145,6 +147,21 @@ class CountsSerializer(serializers.Serializer):
     label = serializers.CharField()
     count = serializers.IntegerField()
     percent = serializers.FloatField()
+
+
+class SamplerSerializer(serializers.Serializer):
+    """Where completions come from, and what the last attempt found."""
+
+    backend = serializers.CharField(help_text="The endpoint's URL, or in-process.")
+    server = serializers.CharField(allow_null=True, help_text="How the endpoint loads new versions (SAMPLER_SERVER).")
+    serving = serializers.CharField(allow_null=True, help_text="The served name of the active policy.")
+    ok = serializers.BooleanField(allow_null=True, help_text="Whether the last attempt worked; null: none yet.")
+    message = serializers.CharField()
+    failures = serializers.IntegerField(help_text="Failed attempts in a row.")
+    checked_at = serializers.CharField(required=False)
+    last_error = serializers.CharField(required=False)
+    last_error_at = serializers.CharField(required=False)
+    waiting = serializers.IntegerField(help_text="Prompts waiting for completions.")
 
 
 class StatisticsSerializer(serializers.Serializer):

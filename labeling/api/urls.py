@@ -12,6 +12,7 @@ router.register("training-runs", views.TrainingRunViewSet, basename="api-trainin
 urlpatterns = [
     path("prompts/", views.PromptListCreate.as_view(), name="api-prompts"),
     path("stats/", views.statistics, name="api-stats"),
+    path("sampler/", views.sampler, name="api-sampler"),
     path("work/next/", work.work_next, name="api-work-next"),
     path("work/mine/", work.MyWork.as_view(), name="api-my-work"),
     path("work/assignments/<int:pk>/", work.assignment_detail, name="api-assignment"),

@@ -21,6 +21,7 @@ from .serializers import (
     PromptBulkSerializer,
     PromptFilterSerializer,
     PromptSerializer,
+    SamplerSerializer,
     StatisticsSerializer,
     TrainingRunCreateSerializer,
     TrainingRunSerializer,
@@ -150,6 +151,14 @@ class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet)
     def cancel(self, request, pk=None):
         run = services.training_run_cancel(run=self.get_object())
         return Response(self.get_serializer(run).data)
+
+
+@extend_schema(responses=SamplerSerializer)
+@api_view(["GET"])
+@permission_classes([IsResearcher])
+def sampler(request):
+    """The sampling backend, the version it should serve, whether its last attempt worked, and prompts waiting."""
+    return Response(SamplerSerializer(selectors.sampler_overview()).data)
 
 
 @extend_schema(responses=StatisticsSerializer)

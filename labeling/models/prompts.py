@@ -119,6 +119,11 @@ class ModelVersion(models.Model):
     def __str__(self):
         return f"{self.get_kind_display()} {self.name}"
 
+    @property
+    def served_name(self):
+        """The name a sampling endpoint serves it under: its kind and name, unique across kinds (policy-ppo-12)."""
+        return f"{self.kind}-{self.name}"
+
 
 class Completion(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="completions")

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..models import Completion, ModelVersion, Prompt, Task
-from ..samplers import SamplerUnavailable, sampler_for, sampler_serve, served_name
+from ..samplers import SamplerUnavailable, sampler_for, sampler_serve
 from .prompts import required_annotations
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _keep(found, prompts, drawn, n, version, params):
 
 def _producer(name, asked):
     """The version a sample names as its producer: the one asked for, or the one the server says answered."""
-    if name == served_name(asked):
+    if name == asked.served_name:
         return asked
     kind, _, version_name = name.partition("-")
     actual = ModelVersion.objects.filter(kind=kind, name=version_name).first()

@@ -94,6 +94,7 @@ def test_model_versions_and_training_runs_are_listed_for_researchers(api):
                                 metrics={"accuracy": 0.71})
     versions = api.get("/api/model-versions/").json()["results"]
     assert [(v["name"], v["parent"]) for v in versions] == [("rm-1", parent.pk), ("sft-1", None)]
+    assert versions[1]["served_name"] == "sft-sft-1"
     runs = api.get("/api/training-runs/").json()["results"]
     assert runs[0]["metrics"] == {"accuracy": 0.71} and runs[0]["model_version"] == versions[0]["id"]
 
@@ -105,10 +106,20 @@ def test_statistics_count_prompts_tasks_and_results(api, ranked, labeler):
     assert body["open_tasks"][0]["label"] == "Rank completions"
 
 
+def test_the_sampler_endpoint_says_what_serves_and_how_it_went(api, settings):
+    settings.SAMPLER_URL, settings.SAMPLER_SERVER = "http://user:secret@gpu-node:8000/v1", "rlhf"
+    ModelVersion.objects.create(kind="policy", name="ppo-4", status="active")
+    body = api.get("/api/sampler/").json()
+    assert (body["backend"], body["server"], body["serving"], body["ok"]) == (
+        "http://gpu-node:8000/v1", "rlhf", "policy-ppo-4", None)  # the credentials in the URL never shown
+    assert body["waiting"] == 0 and body["failures"] == 0
+
+
 RESEARCHER_ENDPOINTS = [
     ("get", "/api/exports/"), ("post", "/api/exports/"), ("get", "/api/exports/1/"),
     ("get", "/api/exports/1/download/"), ("get", "/api/model-versions/"), ("get", "/api/training-runs/"),
     ("post", "/api/training-runs/"), ("post", "/api/training-runs/1/cancel/"), ("get", "/api/stats/"),
+    ("get", "/api/sampler/"),
     ("get", "/api/prompts/"), ("post", "/api/prompts/"), ("get", "/api/imports/"),
 ]
 LABELER_ENDPOINTS = [

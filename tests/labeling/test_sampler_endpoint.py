@@ -127,3 +127,26 @@ def test_a_fixed_server_that_does_not_serve_the_active_version_leaves_the_prompt
     with pytest.raises(samplers.SamplerUnavailable, match="answered 404: .*policy-base` does not exist"):
         services.completions_sample(prompt_ids=[prompt.pk])
     assert not Completion.objects.exists() and Prompt.objects.get().needs_completions
+
+
+def test_vllm_is_asked_to_load_adapter_versions_and_told_to_restart_for_full_weights(endpoint, settings, tiny_model):
+    settings.SAMPLER_SERVER = "vllm"
+    full = trained_version(settings, tiny_model, "ppo-5")
+    with pytest.raises(samplers.SamplerUnavailable, match="vLLM cannot load the full weights of policy-ppo-5 .*"
+                                                          "--served-model-name policy-ppo-5"):
+        samplers.sampler_serve(full)
+    adapter = trained_version(settings, tiny_model, "ppo-6")
+    (settings.MODELS_DIR / "ppo-6" / "adapter_config.json").write_text("{}")
+    with pytest.raises(samplers.SamplerUnavailable, match="/v1/load_lora_adapter answered 404"):  # rlhf serve has none
+        samplers.sampler_serve(adapter)
+    assert samplers.sampler_state()["failures"] == 2
+
+
+def test_an_in_process_model_that_cannot_load_is_a_sampler_failure(settings, tmp_path):
+    settings.SAMPLER_URL = ""
+    cache.delete(samplers.STATE)
+    ModelVersion.objects.create(kind="policy", name="ppo-2", status="active", artifact_path=str(tmp_path / "gone"))
+    prompt = PromptFactory(needs_completions=True)
+    with pytest.raises(samplers.SamplerUnavailable, match="policy-ppo-2 could not sample"):
+        services.completions_sample(prompt_ids=[prompt.pk])
+    assert samplers.sampler_state()["backend"] == "in-process" and Prompt.objects.get().needs_completions

@@ -31,6 +31,19 @@ def test_a_reward_model_learns_a_planted_preference(tmp_path, tiny_model):
     assert len([s for s in steps if s.get("split") == "valid"]) == 3
 
 
+def test_training_only_the_top_layers_leaves_the_rest_as_it_was_and_still_fits(tmp_path, tiny_model):
+    summary = train_reward(config(tmp_path, tiny_model, train_top_layers=1))
+    before = RewardModel.from_pretrained(str(tiny_model)).model.state_dict()
+    after = RewardModel.from_pretrained(summary["output"]).model.state_dict()
+    changed = {name for name in before if name in after and not torch.equal(before[name], after[name])}
+    assert changed and all(".h.1." in name or name.startswith(("score", "transformer.ln_f")) for name in changed)
+    assert not any(".h.0." in name or "wte" in name or "wpe" in name for name in changed)
+    # On a random 2-layer model one block cannot learn the marker itself (it learns the training items' tokens);
+    # bench/reward_model.py measures what the top layers of a trained model learn.
+    metrics = eval_reward(EvalRewardConfig(model=summary["output"], data=str(tmp_path / "train.jsonl")))
+    assert metrics["accuracy"] >= 0.9
+
+
 def test_one_forward_row_per_completion_not_per_pair(tmp_path, tiny_model):
     cfg = config(tmp_path, tiny_model, batch_size=3)
     tokenizer = load_tokenizer(tiny_model)
