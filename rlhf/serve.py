@@ -202,9 +202,9 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
 
 def serve(config):
     sampler = HFSampler(config.model, config.device, config.model_version, batch_size=1)
+    api_key = config.api_key or os.environ.get("RLHF_SERVE_API_KEY", "")
     server = make_server(sampler, config.host, config.port, models_dir=config.models_dir or None,
-                         max_models=config.max_models, api_key=config.api_key or os.environ.get("RLHF_SERVE_API_KEY", ""),
-                         device=config.device, log=sys.stdout)
+                         max_models=config.max_models, api_key=api_key, device=config.device, log=sys.stdout)
     loading = f", loading models from under {config.models_dir}" if config.models_dir else ""
     print(f"Serving {sampler.model_version} on http://{config.host}:{server.server_port}/v1{loading}", flush=True)
     try:
