@@ -74,11 +74,12 @@ def play(started, budget):
 
     django.setup()
     from django.conf import settings
+    from django.contrib.auth import get_user_model
 
     from labeling import services
-    from labeling.models import Ranking, Task, TrainingRun, User
+    from labeling.models import Ranking, Task, TrainingRun
 
-    labelers = list(User.objects.filter(username__startswith="labeler").order_by("username"))
+    labelers = list(get_user_model().objects.filter(username__startswith="labeler").order_by("username"))
     needed = settings.TRAIN_RM_AFTER_COMPARISONS
     marks, nth_at = {}, None
 

@@ -7,6 +7,7 @@ says how). Every attempt records the sampler's state in the cache, for the Train
 """
 
 import gc
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+logger = logging.getLogger(__name__)
 STATE = "sampler-state"
 
 
@@ -45,8 +47,9 @@ class _InProcess:
     def sample(self, prompts, k, params):
         try:
             done = _in_process(self.version).sample(prompts, k, params)
-        except (OSError, RuntimeError) as exc:  # a model folder that is gone, a device out of memory
-            message = f"{self.version.served_name} could not sample: {exc}"
+        except Exception as exc:  # a model folder that is gone, a device out of memory: shown, and tried later
+            logger.exception("Sampling %s failed", self.version.served_name)
+            message = f"{self.version.served_name} could not sample: {type(exc).__name__}: {exc}"
             _record(ok=False, message=message)
             raise SamplerUnavailable(message) from None
         _record(ok=True, message=f"Sampled {self.version.served_name}.")

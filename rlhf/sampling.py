@@ -58,6 +58,8 @@ class HFSampler:
         self.model = load_policy(model).to(self.device).eval()
         self.model_version = model_version or Path(model).name
         self.batch_size = batch_size
+        config = self.model.config
+        self.context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         stop = self.model.generation_config.eos_token_id
         stop = stop if isinstance(stop, list) else [stop]
         self.stop_ids = {i for i in [*stop, self.tokenizer.eos_token_id] if i is not None}
@@ -74,6 +76,12 @@ class HFSampler:
     @torch.no_grad()
     def _generate(self, prompts, k, params, seed, logprobs):
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        if self.context:  # a prompt longer than the model's context keeps its end, with room for the reply
+            keep = self.context - params.max_new_tokens
+            if keep < 1:
+                raise ValueError(f"max_new_tokens {params.max_new_tokens} leaves no room for the prompt in the "
+                                 f"model's context of {self.context} tokens.")
+            encoded = [e[-keep:] for e in encoded]
         input_ids = pad(encoded, self.tokenizer.pad_token_id, side="left").to(self.device)
         attention_mask = pad([[1] * len(e) for e in encoded], 0, side="left").to(self.device)
         torch.manual_seed(seed)

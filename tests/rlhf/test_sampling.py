@@ -149,3 +149,11 @@ def test_a_server_that_is_not_there_is_a_server_error_without_status():
     with pytest.raises(ServerError, match="could not be reached") as down:
         OpenAISampler(f"http://127.0.0.1:{free_port()}/v1", "m", timeout=5).models()
     assert down.value.status is None
+
+
+def test_a_prompt_longer_than_the_models_context_keeps_its_end(sampler):
+    long = "Tell me everything about item 1. " * 200  # far beyond the tiny model's positions
+    (samples,) = sampler.sample([long], 4, SamplingParams(max_new_tokens=8))
+    assert len(samples) == 4 and all(s.token_count <= 8 for s in samples)
+    with pytest.raises(ValueError, match="leaves no room for the prompt"):
+        sampler.sample(["Hi"], 4, SamplingParams(max_new_tokens=sampler.context))
