@@ -85,7 +85,7 @@ def throughput(args):
                 optimizer.step()
                 if step:  # the first step warms up allocators and kernels
                     elapsed += time.perf_counter() - start
-                    pairs += len(ranking_pairs([groups for _, groups in batch])[0])
+                    pairs += len(ranking_pairs([groups for _, groups, _ in batch])[0])
             rate = pairs / elapsed
             rows.append((k, mode, rate))
             print(f"{k:>2} {mode:<12} {per_step:>12} {pairs // args.steps:>10} {elapsed / args.steps:>7.2f} {rate:>13.1f}")

@@ -20,9 +20,9 @@ from .training import Trainer
 
 
 def encode_ranking(tokenizer, ranking, max_length):
-    sequences = [truncate_left(encode_conversation(tokenizer, ranking.prompt, c), max_length)
-                 for c in ranking.completions]
-    return sequences, ranking.groups
+    """(sequences cut to max_length, groups, each completion's length in tokens before the cut)."""
+    full = [encode_conversation(tokenizer, ranking.prompt, c) for c in ranking.completions]
+    return [truncate_left(seq, max_length) for seq in full], ranking.groups, [len(seq) for seq in full]
 
 
 def score(reward_model, tokenizer, sequences, batch_size, device, progress=False):
@@ -67,12 +67,13 @@ def length_baselines(items):
     """The accuracy of "the longer completion wins" and of "the shorter wins" on the same pairs, in tokens.
 
     Labelers' rankings often follow length, so a reward model is worth using only if it beats both (and
-    chance). Completions of equal length count half to each.
+    chance). Lengths are taken before sequences are cut to max_length, so a long prompt hides nothing.
+    Completions of equal length count half to each.
     """
     longer = total = 0
-    for sequences, groups in items:
+    for _, groups, lengths in items:
         for i, j, _ in ranked_pairs(groups):
-            better, worse = len(sequences[i]), len(sequences[j])
+            better, worse = lengths[i], lengths[j]
             longer += 1 if better > worse else 0.5 if better == worse else 0
             total += 1
     share = longer / total if total else float("nan")
@@ -90,10 +91,10 @@ class RewardTrainer(Trainer):
         return encode_ranking(self.tokenizer, ranking, self.config.max_length)
 
     def loss(self, model, batch):
-        sequences = [seq for seqs, _ in batch for seq in seqs]
+        sequences = [seq for seqs, *_ in batch for seq in seqs]
         input_ids, attention_mask = batch_of(sequences, self.tokenizer.pad_token_id)
         rewards = model(input_ids.to(self.context.device), attention_mask.to(self.context.device))
-        loss, accuracy = ranking_loss(rewards, [groups for _, groups in batch], self.config.margin)
+        loss, accuracy = ranking_loss(rewards, [groups for _, groups, _ in batch], self.config.margin)
         return loss, {"accuracy": accuracy, "reward_mean": rewards.mean().item()}
 
     def evaluate(self, items):
@@ -120,14 +121,14 @@ class RewardTrainer(Trainer):
 
 
 def evaluate_encoded(model, tokenizer, items, batch_size, device, progress=False):
-    sequences = [seq for seqs, _ in items for seq in seqs]
+    sequences = [seq for seqs, *_ in items for seq in seqs]
     with torch.no_grad():
         flat = score(model, tokenizer, sequences, batch_size, device, progress)
     scores, start = [], 0
-    for seqs, _ in items:
+    for seqs, *_ in items:
         scores.append(flat[start:start + len(seqs)])
         start += len(seqs)
-    return {**ranking_metrics(scores, [groups for _, groups in items]), **length_baselines(items)}
+    return {**ranking_metrics(scores, [groups for _, groups, _ in items]), **length_baselines(items)}
 
 
 def train_reward(config):

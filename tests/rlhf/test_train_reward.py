@@ -7,7 +7,7 @@ import torch
 from rlhf.config import EvalRewardConfig, RewardConfig
 from rlhf.data import load_rankings
 from rlhf.models import RewardModel, encode_conversation, load_tokenizer
-from rlhf.train_reward import RewardTrainer, eval_reward, length_baselines, score, train_reward
+from rlhf.train_reward import RewardTrainer, encode_ranking, eval_reward, length_baselines, score, train_reward
 from tests.rlhf.conftest import marker_rankings, write_jsonl
 
 
@@ -94,9 +94,19 @@ def test_eval_reads_preference_pairs_with_or_without_a_prompt(tmp_path, tiny_mod
 
 def test_the_length_baselines_count_how_often_the_longer_or_the_shorter_completion_is_ranked_higher():
     items = [
-        ([[1, 2, 3], [1], [1, 2]], [[0], [2], [1]]),  # 3 > 2 > 1 tokens, ranked in that order: longer wins 3 pairs
-        ([[1], [1, 2]], [[0], [1]]),  # the shorter ranked higher
-        ([[1, 2], [3, 4]], [[0], [1]]),  # the same length: half to each
-        ([[1, 2], [3]], [[0, 1]]),  # a tie: no pair
+        ([[1, 2, 3], [1], [1, 2]], [[0], [2], [1]], [3, 1, 2]),  # 3 > 2 > 1 tokens, ranked so: longer wins 3 pairs
+        ([[1], [1, 2]], [[0], [1]], [1, 2]),  # the shorter ranked higher
+        ([[1, 2], [3, 4]], [[0], [1]], [2, 2]),  # the same length: half to each
+        ([[1, 2], [3]], [[0, 1]], [2, 1]),  # a tie: no pair
     ]
     assert length_baselines(items) == pytest.approx({"longer_wins_accuracy": 0.7, "shorter_wins_accuracy": 0.3})
+
+
+def test_the_length_baselines_see_lengths_that_the_cut_to_max_length_hides(tmp_path, tiny_model):
+    tokenizer = load_tokenizer(str(tiny_model))
+    ranking = load_rankings(write_jsonl(tmp_path / "r.jsonl", [{
+        "prompt": "Tell me about rivers. " * 60, "completions": ["Short.", "A much longer answer about rivers."],
+        "ranks": [[0], [1]]}]))[0]
+    sequences, groups, lengths = encode_ranking(tokenizer, ranking, max_length=32)
+    assert [len(s) for s in sequences] == [32, 32] and lengths[0] < lengths[1]
+    assert length_baselines([(sequences, groups, lengths)])["shorter_wins_accuracy"] == 1.0
