@@ -4,6 +4,7 @@ import statistics
 from collections import defaultdict
 from datetime import timedelta
 from itertools import combinations, groupby
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -156,12 +157,10 @@ def training_runs():
 
 def sampler_overview():
     """The sampler's last known state, what it should serve now, and how many prompts wait for completions."""
-    from urllib.parse import urlsplit
-
     state = dict(samplers.sampler_state())
     if settings.SAMPLER_URL:  # never show credentials written into the URL
         url = urlsplit(settings.SAMPLER_URL)
-        state["backend"] = url._replace(netloc=url.hostname + (f":{url.port}" if url.port else "")).geturl()
+        state["backend"] = url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()
     active = ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, status=ModelVersion.Status.ACTIVE).first()
     state["serving"] = active.served_name if active else None
     state["waiting"] = Prompt.objects.filter(needs_completions=True).count()

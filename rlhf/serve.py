@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,11 +29,43 @@ class RequestError(ValueError):
         self.status, self.kind = status, kind
 
 
+MAX_BODY_BYTES = 8 * 1024 * 1024
+ROLES = ("system", "user", "assistant")
+
+
+def _text(value, what):
+    """`value` if it is text that encodes as UTF-8 (no lone surrogates), else a 400 naming `what`."""
+    if not isinstance(value, str):
+        raise RequestError(400, f"{what} must be text.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(400, f"{what} holds a lone surrogate, which is no text.") from None
+    return value
+
+
+def _messages(messages):
+    if not isinstance(messages, list) or not messages:
+        raise RequestError(400, "`messages` must be a non-empty list.")
+    for number, turn in enumerate(messages, start=1):
+        if not isinstance(turn, dict) or turn.get("role") not in ROLES:
+            raise RequestError(400, f"Message {number} must be an object with a role of {', '.join(ROLES)}.")
+        _text(turn.get("content"), f"Message {number}'s content")
+    return messages
+
+
+def _whole(body, name, default, low, high):
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RequestError(400, f"`{name}` must be {low} to {high} (a whole number).")
+    return value
+
+
 class Models:
     """Loaded models by served name, the least recently used dropped beyond `limit`."""
 
-    def __init__(self, load, limit):
-        self.load, self.limit = load, limit
+    def __init__(self, limit):
+        self.limit = limit
         self.loaded = OrderedDict()
         self.lock = threading.Lock()
 
@@ -66,14 +99,14 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
                 api_key="", device="auto", log=None):
     """A server for `sampler` under `model_name`; with `models_dir`, more models load from under it."""
     root = Path(models_dir).resolve() if models_dir else None
-    models = Models(lambda name, path: HFSampler(str(path), device, name, batch_size=1), max(1, max_models))
+    models = Models(max(1, max_models))
     models.add(model_name or sampler.model_version, sampler)
     generating, loading = threading.Lock(), threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format, *args):  # one line per request, from `handle_request` below
+        def log_message(self, format, *args):  # one line per request, from `answer` below
             pass
 
         def do_GET(self):
@@ -103,6 +136,10 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
             except (ValueError, TypeError, KeyError) as exc:
                 status, payload = 400, {"error": {"message": str(exc), "type": "invalid_request_error",
                                                   "code": 400}}
+            except Exception as exc:  # the model itself failed: an answer all the same, never a dropped connection
+                traceback.print_exc()
+                status, payload = 500, {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "server_error",
+                                                  "code": 500}}
             self.reply(status, payload)
             if log:
                 print(f"{self.command} {self.path} {status} {model} {time.perf_counter() - started:.2f}s",
@@ -119,10 +156,15 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
                 length = int(self.headers.get("Content-Length", 0))
             except ValueError:
                 raise RequestError(400, "Content-Length must be a number.") from None
+            if not 0 <= length <= MAX_BODY_BYTES:
+                self.close_connection = True  # the body is left unread
+                raise RequestError(413, f"The body is over {MAX_BODY_BYTES:,} bytes.")
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise RequestError(400, f"The body is not JSON: {exc}.") from None
+            except RecursionError:
+                raise RequestError(400, "The body nests too deeply.") from None
             if not isinstance(body, dict):
                 raise RequestError(400, "The body must be a JSON object.")
             return body
@@ -131,6 +173,9 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
             name, path = body.get("model"), body.get("path")
             if not isinstance(name, str) or not name.strip() or not isinstance(path, str) or not path:
                 raise RequestError(400, "`model` (the name to serve it under) and `path` (its folder) are needed.")
+            _text(name, "`model`"), _text(path, "`path`")
+            if "\x00" in path:
+                raise RequestError(400, "`path` holds a NUL character.")
             if root is None:
                 raise RequestError(403, "Loading is off: start the server with --models-dir.", "permission_error")
             folder = Path(path).resolve()
@@ -140,30 +185,21 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
                 raise RequestError(400, f"{path} is not a model folder (it has no config.json).")
             with loading:  # one load at a time; requests for loaded models go on meanwhile
                 if name not in models.names():
-                    models.add(name, models.load(name, folder))
+                    models.add(name, HFSampler(str(folder), device, name, batch_size=1))
             return {"id": name, "object": "model", "model": name}
 
         def unload(self, body):
-            models.remove(body.get("model"))
+            models.remove(_text(body.get("model"), "`model`"))
             return {"id": body.get("model"), "object": "model", "deleted": True}
 
         def complete(self, kind, body):
-            if kind == "chat":
-                prompt = body.get("messages")
-                if not isinstance(prompt, list) or not prompt:
-                    raise RequestError(400, "`messages` must be a non-empty list.")
-            else:
-                prompt = body.get("prompt")
-                if not isinstance(prompt, str):
-                    raise RequestError(400, "`prompt` must be text.")
+            prompt = _messages(body.get("messages")) if kind == "chat" else _text(body.get("prompt"), "`prompt`")
             name = body.get("model")
-            if name is not None and not isinstance(name, str):
-                raise RequestError(400, "`model` must be text.")
-            n = int(body.get("n", 1))
-            if not 1 <= n <= 16:
-                raise RequestError(400, "`n` must be 1 to 16.")
+            if name is not None:
+                _text(name, "`model`")
+            n = _whole(body, "n", 1, 1, 16)
             params = SamplingParams(float(body.get("temperature", 1.0)), float(body.get("top_p", 1.0)),
-                                    int(body.get("max_tokens", 128)), int(body.get("seed", 0)))
+                                    _whole(body, "max_tokens", 128, 1, 2**31 - 1), _whole(body, "seed", 0, 0, 2**63 - 1))
             logprobs = body.get("logprobs")  # chat sends true, completions a number (0 included)
             logprobs = logprobs is not None and logprobs is not False
             name, sampler = models.get(name)

@@ -114,11 +114,9 @@ def _draw(sampler, prompts, n, version, found, attempts=3):
 
 def _keep(found, prompts, drawn, n, version, params):
     for prompt, results in zip(prompts, drawn, strict=True):
-        kept = []
-        for result in results:
-            text = result.text.replace("\x00", "")  # PostgreSQL refuses NUL
-            if text.strip():
-                kept.append((_producer(result.model_version, version), params, replace(result, text=text)))
+        producer = _producer(results[0].model_version, version) if results else version  # one reply, one model
+        cleaned = [replace(r, text=r.text.replace("\x00", "")) for r in results]  # PostgreSQL refuses NUL
+        kept = [(producer, params, r) for r in cleaned if r.text.strip()]
         found[prompt.pk].extend(kept[: n - len(found[prompt.pk])])
 
 

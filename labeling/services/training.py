@@ -52,7 +52,8 @@ class SFTRunOptions(rlhf_config.SFTConfig):
 # The options of each kind of run: rlhf's, and the site's own (which choose the data; rlhf never sees them). The
 # site sets some for every run (data, models, folders), which a request or TRAINING_OPTIONS cannot.
 OPTIONS = {Run.Kind.SFT: SFTRunOptions, Run.Kind.REWARD: rlhf_config.RewardConfig, Run.Kind.PPO: rlhf_config.PPOConfig}
-DATA_OPTIONS = {"feedme"}
+DATA_OPTIONS = ({f.name for f in dataclasses.fields(SFTRunOptions)}
+                - {f.name for f in dataclasses.fields(rlhf_config.SFTConfig)})
 SITE_OPTIONS = {"data", "valid_data", "model", "output", "dataset_id", "resume", "demonstrations", "policy",
                 "reference", "reward_model", "value_model", "ptx_data", "reward_max_length"}
 # What the evaluations of a run take from its options, so that the gate judges as the run trained:

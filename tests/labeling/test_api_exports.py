@@ -106,12 +106,17 @@ def test_statistics_count_prompts_tasks_and_results(api, ranked, labeler):
     assert body["open_tasks"][0]["label"] == "Rank completions"
 
 
-def test_the_sampler_endpoint_says_what_serves_and_how_it_went(api, settings):
-    settings.SAMPLER_URL, settings.SAMPLER_SERVER = "http://user:secret@gpu-node:8000/v1", "rlhf"
+@pytest.mark.parametrize("url, shown", [
+    ("http://user:secret@gpu-node:8000/v1", "http://gpu-node:8000/v1"),
+    ("http://user:secret@[fd00::7]:8000/v1", "http://[fd00::7]:8000/v1"),
+    ("http://gpu-node/v1", "http://gpu-node/v1"),
+])
+def test_the_sampler_endpoint_says_what_serves_and_how_it_went(api, settings, url, shown):
+    settings.SAMPLER_URL, settings.SAMPLER_SERVER = url, "rlhf"
     ModelVersion.objects.create(kind="policy", name="ppo-4", status="active")
     body = api.get("/api/sampler/").json()
     assert (body["backend"], body["server"], body["serving"], body["ok"]) == (
-        "http://gpu-node:8000/v1", "rlhf", "policy-ppo-4", None)  # the credentials in the URL never shown
+        shown, "rlhf", "policy-ppo-4", None)  # the credentials in the URL never shown
     assert body["waiting"] == 0 and body["failures"] == 0
 
 

@@ -1,6 +1,8 @@
 import json
 import shutil
 import threading
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -157,3 +159,38 @@ def test_a_prompt_longer_than_the_models_context_keeps_its_end(sampler):
     assert len(samples) == 4 and all(s.token_count <= 8 for s in samples)
     with pytest.raises(ValueError, match="leaves no room for the prompt"):
         sampler.sample(["Hi"], 4, SamplingParams(max_new_tokens=sampler.context))
+
+
+def post_raw(url, path, raw):
+    request = urllib.request.Request(url + path, data=raw, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.load(reply)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+@pytest.mark.parametrize("path, raw, status, message", [
+    ("/chat/completions", b'{"messages": [{"role": "user", "content": "\\ud800 hi"}]}', 400, "lone surrogate"),
+    ("/chat/completions", b'{"messages": [{"content": "no role"}]}', 400, "Message 1 must be an object with a role"),
+    ("/chat/completions", b'{"messages": [1, 2]}', 400, "Message 1 must be an object"),
+    ("/chat/completions", b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "nests too deeply"),
+    ("/completions", b'{"prompt": "Hi", "seed": 1208925819614629174706176}', 400, "`seed` must be 0 to"),
+    ("/completions", b'{"prompt": "Hi", "max_tokens": true}', 400, "`max_tokens` must be 1 to"),
+    ("/completions", b'{"prompt": "Hi", "max_tokens": 100000}', 400, "leaves no room for the prompt"),
+    ("/load_model", b'{"model": "x", "path": "/tmp/a\\u0000b"}', 400, "NUL"),
+    ("/unload_model", b'{"model": ["x"]}', 400, "`model` must be text"),
+])
+def test_the_server_answers_hostile_bodies_with_a_json_error(server, path, raw, status, message):
+    answered, body = post_raw(server, path, raw)
+    assert answered == status and message in body["error"]["message"]
+
+
+def test_the_server_refuses_a_body_over_its_limit_unread(server):
+    from rlhf.serve import MAX_BODY_BYTES
+
+    request = urllib.request.Request(server + "/completions", data=b"{}", method="POST",
+                                     headers={"Content-Length": str(MAX_BODY_BYTES + 1)})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
