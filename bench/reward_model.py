@@ -11,6 +11,7 @@ All three use SmolLM2-135M-Instruct (prepared under artifacts/ on first use) on 
 import argparse
 import json
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -157,25 +158,33 @@ def write_rankings(path, rankings):
             f.write(json.dumps({"prompt": r.prompt, "completions": r.completions, "ranks": r.groups}) + "\n")
 
 
+def hh_messages(text):
+    """An HH-RLHF dialogue ("\n\nHuman: ... \n\nAssistant: ...") as chat messages, as the site's rankings are."""
+    parts = re.split(r"\n\n(Human|Assistant): ?", text)
+    return [{"role": "user" if role == "Human" else "assistant", "content": content.strip()}
+            for role, content in zip(parts[1::2], parts[2::2])]
+
+
 def hh_accuracy(args):
     folder = model_folder(args)
     pairs = load_rankings(HH)
     random.Random(0).shuffle(pairs)
     test, train = pairs[: args.test], pairs[args.test:]
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name, rows in (("train", train), ("test", test)):
             with open(tmp / f"{name}.jsonl", "w") as f:
                 for r in rows:
-                    f.write(json.dumps({"chosen": r.completions[0], "rejected": r.completions[1]}) + "\n")
-        tokenizer = load_tokenizer(folder)
-        lengths = sorted(len(tokenizer(r.completions[0])["input_ids"]) for r in train[:200])
+                    f.write(json.dumps({"chosen": hh_messages(r.completions[0]),
+                                        "rejected": hh_messages(r.completions[1])}) + "\n")
+        options = dict(batch_size=args.batch_size, max_length=args.max_length, device="cpu", epochs=args.epochs,
+                       train_top_layers=args.train_top_layers, pooling=args.pooling, fit_head=args.fit_head)
         if args.pairs:
             steps = args.pairs // args.batch_size
         else:  # fit the budget: time two steps, then train on as many pairs as the minutes allow
             probe = RewardConfig(data=str(tmp / "train.jsonl"), model=str(folder), output=str(tmp / "probe"),
-                                 batch_size=args.batch_size, max_steps=2, max_length=args.max_length, device="cpu",
-                                 train_top_layers=args.train_top_layers)
+                                 **{**options, "max_steps": 2, "fit_head": False, "epochs": 1})
             start = time.perf_counter()
             train_reward(probe)
             steps = max(1, int(args.minutes * 60 * 0.8 / ((time.perf_counter() - start) / 2)))
@@ -184,8 +193,7 @@ def hh_accuracy(args):
             head = [next(f) for _ in range(used)]
         (tmp / "train-used.jsonl").write_text("".join(head))
         config = RewardConfig(data=str(tmp / "train-used.jsonl"), model=str(folder), output=str(tmp / "rm"),
-                              epochs=1, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
-                              warmup_steps=max(1, steps // 20), device="cpu", train_top_layers=args.train_top_layers)
+                              lr=args.lr, warmup_steps=max(1, steps // 20), **options)
         start = time.perf_counter()
         summary = train_reward(config)
         train_seconds = time.perf_counter() - start
@@ -193,12 +201,14 @@ def hh_accuracy(args):
                                                max_length=args.max_length))
         if args.save:
             shutil.copytree(summary["output"], args.save, dirs_exist_ok=True)
-        shorter = sum(len(r.completions[0]) < len(r.completions[1]) for r in test) / len(test)
     print(json.dumps({"model": folder.name, "train_pairs": used, "test_pairs": len(test), "max_length": args.max_length,
-                      "median_tokens_chosen": lengths[len(lengths) // 2], "lr": args.lr, "batch_size": args.batch_size,
-                      "train_top_layers": args.train_top_layers,
-                      "train_minutes": round(train_seconds / 60, 1), "held_out_accuracy": round(metrics["accuracy"], 3),
-                      "shorter_is_chosen_baseline": round(shorter, 3)}, indent=2))
+                      "lr": args.lr, "batch_size": args.batch_size, "epochs": args.epochs, "pooling": args.pooling,
+                      "fit_head": args.fit_head, "train_top_layers": args.train_top_layers,
+                      "head_cv_accuracy": summary.get("head_cv_accuracy"),
+                      "train_minutes": round(train_seconds / 60, 1),
+                      "total_minutes": round((time.perf_counter() - started) / 60, 1),
+                      "held_out_accuracy": round(metrics["accuracy"], 3),
+                      "shorter_wins_baseline": round(metrics["shorter_wins_accuracy"], 3)}, indent=2))
 
 
 def main():
@@ -215,6 +225,10 @@ def main():
     parser.add_argument("--batch-size", type=int, default=8, help="hh: pairs per step.")
     parser.add_argument("--max-length", type=int, default=256, help="hh: token limit per conversation.")
     parser.add_argument("--train-top-layers", type=int, default=0, help="hh: train only the top N blocks (0: all).")
+    parser.add_argument("--epochs", type=int, default=1, help="hh: passes after the head is fitted (0: the head only).")
+    parser.add_argument("--pooling", choices=["mean", "last"], default="mean", help="hh: what the head reads.")
+    parser.add_argument("--fit-head", action=argparse.BooleanOptionalAction, default=True,
+                        help="hh: fit the head to the frozen model's features first.")
     parser.add_argument("--save", help="hh: copy the trained reward model to this folder (bench/ppo.py uses it).")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -54,6 +54,9 @@ def check_options(config_class, values, *, reserved=()):
             hint = f"did you mean {close[0]!r}?" if close else f"the options are: {', '.join(allowed)}"
             raise OptionError(f"unknown option {_shown(name)}; {hint}")
         checked[name] = _checked_value(fields[name], value)
+    whole = {name: f.default for name, f in fields.items()} | checked
+    if problem := getattr(config_class, "problem", lambda options: None)(whole):
+        raise OptionError(problem)
     return checked
 
 
@@ -141,10 +144,21 @@ class RewardConfig(TrainConfig):
 
     lr: float = option(9e-6, "Peak learning rate (InstructGPT's reward-model rate).")
     batch_size: int = option(8, "Prompts (rankings) per optimizer step on each process.", minimum=1)
+    epochs: int = option(1, "Passes over the rankings after the head is fitted; 0: the fitted head only.")
     margin: float = option(0.0, "Margin m in -log sigmoid(r_better - r_worse - m).")
+    pooling: str = option("mean", "What the head reads: `mean` over the completion's tokens and the model's layers, "
+                                  "or the final layer at the `last` token.", choices=("mean", "last"))
+    fit_head: bool = option(True, "Before training, fit the head to the frozen model's features (L2 logistic "
+                                  "regression, its strength cross-validated): LP-FT.")
     train_top_layers: int = option(0, "Train only the top this many transformer blocks and the head, the rest "
                                       "frozen (faster steps, less memory); 0: every layer.")
     demonstrations: str = option("", "SFT demonstrations file; after training, a bias makes them score a mean of 0.")
+
+    @staticmethod
+    def problem(options):
+        """What is wrong with these options together, or None."""
+        if not options["epochs"] and not options["fit_head"]:
+            return "options 'epochs' 0 and 'fit_head' false leave nothing to train"
 
 
 @dataclass

@@ -199,7 +199,8 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
                 _text(name, "`model`")
             n = _whole(body, "n", 1, 1, 16)
             params = SamplingParams(float(body.get("temperature", 1.0)), float(body.get("top_p", 1.0)),
-                                    _whole(body, "max_tokens", 128, 1, 2**31 - 1), _whole(body, "seed", 0, 0, 2**63 - 1))
+                                    _whole(body, "max_tokens", 128, 1, 2**31 - 1),
+                                    _whole(body, "seed", 0, 0, 2**63 - 1))
             logprobs = body.get("logprobs")  # chat sends true, completions a number (0 included)
             logprobs = logprobs is not None and logprobs is not False
             name, sampler = models.get(name)

@@ -26,13 +26,14 @@ from .models import (
     RewardModel,
     assistant_labels,
     batch_of,
-    encode_conversation,
+    encode_for_reward,
     encode_prompt,
     load_policy,
     load_tokenizer,
     pad,
     pick_device,
     position_ids,
+    reward_batch,
     truncate_left,
 )
 from .training import MetricsLog, begin_run, mark_finished
@@ -48,12 +49,11 @@ class RewardScorer:
     @torch.no_grad()
     def __call__(self, prompts, texts, response_ids=None):
         device = next(self.model.parameters()).device
-        sequences = [truncate_left(encode_conversation(self.tokenizer, p, t), self.max_length)
-                     for p, t in zip(prompts, texts)]
+        encoded = [encode_for_reward(self.tokenizer, p, t, self.max_length) for p, t in zip(prompts, texts)]
         scores = []
-        for start in range(0, len(sequences), self.batch_size):
-            input_ids, attention_mask = batch_of(sequences[start:start + self.batch_size], self.tokenizer.pad_token_id)
-            scores.append(self.model(input_ids.to(device), attention_mask.to(device)))
+        for start in range(0, len(encoded), self.batch_size):
+            batch = reward_batch(encoded[start:start + self.batch_size], self.tokenizer.pad_token_id)
+            scores.append(self.model(*(t.to(device) for t in batch)))
         return torch.cat(scores)
 
 

@@ -2,7 +2,9 @@
 
 A batch element is one prompt's ranking: its K completions go through the model once and all
 C(K,2) comparisons are formed from those K scores (ties give none), rather than two forwards per
-pair. After training, a bias makes the labelers' demonstrations score a mean of 0.
+pair. Before the first step the head is fitted to the frozen model's features (a linear probe, then
+fine-tuning: LP-FT, Kumar et al. 2022), which with few rankings does better than training a head
+from random. After training, a bias makes the labelers' demonstrations score a mean of 0.
 """
 
 import json
@@ -13,26 +15,79 @@ import torch
 from tqdm import tqdm
 
 from . import distributed
+from .config import RewardConfig
 from .data import load_demonstrations, load_rankings
 from .losses import ranking_loss
-from .models import RewardModel, batch_of, encode_conversation, load_tokenizer, pick_device, truncate_left
+from .models import RewardModel, encode_conversation, encode_for_reward, load_tokenizer, pick_device, reward_batch
 from .training import Trainer
+
+STRENGTHS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 def encode_ranking(tokenizer, ranking, max_length):
-    """(sequences cut to max_length, groups, each completion's length in tokens before the cut)."""
-    full = [encode_conversation(tokenizer, ranking.prompt, c) for c in ranking.completions]
-    return [truncate_left(seq, max_length) for seq in full], ranking.groups, [len(seq) for seq in full]
+    """(`encode_for_reward` pairs, groups, each completion's length in tokens before the cut)."""
+    encoded = [encode_for_reward(tokenizer, ranking.prompt, c, max_length) for c in ranking.completions]
+    full = [len(encode_conversation(tokenizer, ranking.prompt, c)) for c in ranking.completions]
+    return encoded, ranking.groups, full
 
 
-def score(reward_model, tokenizer, sequences, batch_size, device, progress=False):
-    """Rewards of token sequences, batch_size at a time, in order."""
-    scores = []
-    starts = range(0, len(sequences), batch_size)
-    for start in tqdm(starts, desc="score", unit="batch", disable=not progress, leave=False):
-        input_ids, attention_mask = batch_of(sequences[start:start + batch_size], tokenizer.pad_token_id)
-        scores.extend(reward_model(input_ids.to(device), attention_mask.to(device)).tolist())
-    return scores
+def _batches(tokenizer, encoded, batch_size, device, progress, what):
+    starts = range(0, len(encoded), batch_size)
+    for start in tqdm(starts, desc=what, unit="batch", disable=not progress, leave=False):
+        batch = reward_batch(encoded[start:start + batch_size], tokenizer.pad_token_id)
+        yield [tensor.to(device) for tensor in batch]
+
+
+def score(reward_model, tokenizer, encoded, batch_size, device, progress=False):
+    """Rewards of `encode_for_reward` pairs, batch_size at a time, in order."""
+    return [value for batch in _batches(tokenizer, encoded, batch_size, device, progress, "score")
+            for value in reward_model(*batch).tolist()]
+
+
+def fit_linear_reward(features, groups, strengths=STRENGTHS, folds=5):
+    """(w, strength, cross-validated accuracy or None) of the linear reward w·x that best orders each ranking.
+
+    `features` holds one [K, width] tensor per ranking and `groups` its ranking. The fit is L2-regularised
+    logistic regression on the differences of every ranked pair (Bradley-Terry) over standardised
+    features; the strength is chosen by cross-validation over the rankings that order a pair (none with
+    fewer than two: strength 1).
+    """
+    scale = torch.cat(features).double().std(0).nan_to_num(1.0).clamp(min=1e-6)
+    diffs, owners = [], []
+    for n, (x, ranks) in enumerate(zip(features, groups)):
+        for i, j, _ in ranked_pairs(ranks):
+            diffs.append((x[i] - x[j]).double() / scale)
+            owners.append(n)
+    if not diffs:
+        raise ValueError("The rankings order no pair of completions (all ties): nothing to fit a reward to.")
+    x, owners = torch.stack(diffs), torch.tensor(owners).unique(return_inverse=True)[1]  # rankings with pairs
+
+    def fit(rows, strength):
+        w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = torch.nn.functional.softplus(-x[rows] @ w).mean() + strength * w.square().sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return w.detach()
+
+    folds = min(folds, int(owners.max()) + 1)
+    if folds < 2:
+        strength, accuracy = 1.0, None
+    else:
+        fold = owners % folds
+
+        def held_out_accuracy(strength):
+            right = sum(((x[fold == k] @ fit(fold != k, strength)) > 0).sum().item() for k in range(folds))
+            return right / len(x)
+
+        accuracy, strength = max((held_out_accuracy(s), -s) for s in strengths)
+        strength = -strength  # of equal accuracies, the strongest regularisation
+    return fit(torch.ones(len(x), dtype=torch.bool), strength) / scale, strength, accuracy
 
 
 def ranked_pairs(groups):
@@ -90,10 +145,25 @@ class RewardTrainer(Trainer):
     def encode(self, ranking):
         return encode_ranking(self.tokenizer, ranking, self.config.max_length)
 
+    def start(self):
+        """Fit the head to the frozen model's pooled features of the training rankings (`fit_head`)."""
+        if not self.config.fit_head:
+            return {}
+        encoded = [seq for seqs, *_ in self.train for seq in seqs]
+        self.model.eval()
+        with torch.no_grad():
+            flat = torch.cat([self.model.features(*batch).float().cpu() for batch in _batches(
+                self.tokenizer, encoded, self.config.batch_size * 4, self.context.device,
+                self.context.is_main, "fit head")])
+        features = list(flat.split([len(seqs) for seqs, *_ in self.train]))
+        w, strength, accuracy = fit_linear_reward(features, [groups for _, groups, _ in self.train])
+        self.model.head.weight.data.copy_(w.to(self.model.head.weight)[None])
+        return {"head_strength": strength, "head_cv_accuracy": accuracy}
+
     def loss(self, model, batch):
-        sequences = [seq for seqs, *_ in batch for seq in seqs]
-        input_ids, attention_mask = batch_of(sequences, self.tokenizer.pad_token_id)
-        rewards = model(input_ids.to(self.context.device), attention_mask.to(self.context.device))
+        encoded = [seq for seqs, *_ in batch for seq in seqs]
+        tensors = reward_batch(encoded, self.tokenizer.pad_token_id)
+        rewards = model(*(t.to(self.context.device) for t in tensors))
         loss, accuracy = ranking_loss(rewards, [groups for _, groups, _ in batch], self.config.margin)
         return loss, {"accuracy": accuracy, "reward_mean": rewards.mean().item()}
 
@@ -106,8 +176,7 @@ class RewardTrainer(Trainer):
         """Centre the labelers' demonstrations at 0, as InstructGPT did before RL."""
         if not self.demonstrations:
             return {}
-        sequences = [truncate_left(encode_conversation(self.tokenizer, None, m), self.config.max_length)
-                     for m in self.demonstrations]
+        sequences = [encode_for_reward(self.tokenizer, None, m, self.config.max_length) for m in self.demonstrations]
         self.model.eval()
         with torch.no_grad():
             mean = statistics.fmean(score(self.model, self.tokenizer, sequences, self.config.batch_size,
@@ -132,6 +201,8 @@ def evaluate_encoded(model, tokenizer, items, batch_size, device, progress=False
 
 
 def train_reward(config):
+    if problem := RewardConfig.problem(vars(config)):
+        raise ValueError(problem)
     rankings = load_rankings(config.data)
     valid = load_rankings(config.valid_data) if config.valid_data else []
     demonstrations = load_demonstrations(config.demonstrations) if config.demonstrations else []
@@ -139,6 +210,7 @@ def train_reward(config):
     try:
         tokenizer = load_tokenizer(config.model)
         model = RewardModel.from_pretrained(config.model, dtype=getattr(torch, config.dtype))
+        model.pooling = config.pooling
         model.train_top_layers(config.train_top_layers)
         trainer = RewardTrainer(config, model, tokenizer, rankings, valid, context, demonstrations=demonstrations)
         return trainer.fit()

@@ -99,6 +99,10 @@ class Trainer(ABC):
     def save_model(self, folder):
         """Write the trained model (and its tokenizer) to a folder."""
 
+    def start(self):
+        """Work before the first step of a new run (every process); returns metrics for the summary."""
+        return {}
+
     def finish(self):
         """Work after the last step and before the final save (rank 0 only); returns metrics."""
         return {}
@@ -123,6 +127,7 @@ class Trainer(ABC):
         scheduler = cosine_schedule(optimizer, config.warmup_steps, self.total_steps, config.min_lr_ratio)
         step, samples_seen = self.resume_or_record(optimizer, scheduler)
         log = MetricsLog(self.output / "metrics.jsonl", context.is_main, step if config.resume else None)
+        started_with = self.start() if not config.resume else {}
         model = context.wrap(self.model)
         bar = tqdm(total=self.total_steps, initial=step, desc=self.name, unit="step", disable=not context.is_main,
                    dynamic_ncols=True)
@@ -150,11 +155,13 @@ class Trainer(ABC):
             if config.save_every and step % config.save_every == 0 and step < self.total_steps:
                 self.checkpoint(optimizer, scheduler, step, samples_seen)
         bar.close()
+        if self.valid and not self.total_steps:  # nothing but `start` trained: validate that
+            self.validate(log, 0, 0)
         log.close()
         summary = {}
         if context.is_main:
             summary = {"steps": step, "samples_seen": samples_seen, "output": str(self.output / "model"),
-                       "valid": getattr(self, "last_validation", None), **self.finish()}
+                       "valid": getattr(self, "last_validation", None), **started_with, **self.finish()}
             self.save_model(self.output / "model")
             mark_finished(self.output, summary)
         context.barrier()

@@ -83,10 +83,12 @@ def training_options(*, kind, options=None):
     An unknown option, or a value of the wrong type or range, is a ValidationError naming it.
     """
     found = {}
-    for source, values in ((f"TRAINING_OPTIONS[{kind!r}]", settings.TRAINING_OPTIONS.get(kind, {})),
-                           ("Options", {} if options is None else options)):
+    for source, values, reserved in ((f"TRAINING_OPTIONS[{kind!r}]", settings.TRAINING_OPTIONS.get(kind, {}),
+                                      SITE_OPTIONS),
+                                     ("Options", {} if options is None else options, SITE_OPTIONS),
+                                     (f"Options with TRAINING_OPTIONS[{kind!r}]", found, ())):  # both together
         try:
-            found.update(rlhf_config.check_options(OPTIONS[kind], values, reserved=SITE_OPTIONS))
+            found.update(rlhf_config.check_options(OPTIONS[kind], values, reserved=reserved))
         except rlhf_config.OptionError as exc:
             raise ValidationError(f"{source}: {exc}", code="options") from None
     return found

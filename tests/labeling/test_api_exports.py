@@ -149,15 +149,26 @@ def test_a_researchers_token_cannot_reach_labeler_endpoints(researcher, no_role_
     assert getattr(APIClient(), method)(url, {}, format="json").status_code == 401
 
 
-@pytest.mark.parametrize("options, detail", [
-    ({"epoch": 2}, "Options: unknown option 'epoch'; did you mean 'epochs'?"),
-    ({"lr": "fast"}, "Options: option 'lr' must be a number, not 'fast'"),
-    ({"model": "/etc"}, "Options: option 'model' is set for each run and cannot be given"),
-    ({"batch_size": 0}, "Options: option 'batch_size' must be at least 1, not 0"),
+@pytest.mark.parametrize("kind, options, detail", [
+    ("sft", {"epoch": 2}, "Options: unknown option 'epoch'; did you mean 'epochs'?"),
+    ("sft", {"lr": "fast"}, "Options: option 'lr' must be a number, not 'fast'"),
+    ("sft", {"model": "/etc"}, "Options: option 'model' is set for each run and cannot be given"),
+    ("sft", {"batch_size": 0}, "Options: option 'batch_size' must be at least 1, not 0"),
+    ("reward", {"pooling": "max"}, "Options: option 'pooling' must be one of mean, last, not 'max'"),
+    ("reward", {"epochs": 0, "fit_head": False},
+     "Options: options 'epochs' 0 and 'fit_head' false leave nothing to train"),
 ])
-def test_a_training_run_with_a_bad_option_is_a_400_naming_it(api, options, detail):
-    response = api.post("/api/training-runs/", {"kind": "sft", "options": options}, format="json")
+def test_a_training_run_with_a_bad_option_is_a_400_naming_it(api, kind, options, detail):
+    response = api.post("/api/training-runs/", {"kind": kind, "options": options}, format="json")
     assert (response.status_code, response.json()) == (400, {"detail": detail})
+    assert not TrainingRun.objects.exists()
+
+
+def test_options_that_clash_with_the_settings_are_refused_when_the_run_is_asked_for(api, settings):
+    settings.TRAINING_OPTIONS = {"reward": {"epochs": 0}}
+    response = api.post("/api/training-runs/", {"kind": "reward", "options": {"fit_head": False}}, format="json")
+    assert response.status_code == 400 and response.json()["detail"] == (
+        "Options with TRAINING_OPTIONS['reward']: options 'epochs' 0 and 'fit_head' false leave nothing to train")
     assert not TrainingRun.objects.exists()
 
 

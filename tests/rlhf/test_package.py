@@ -58,7 +58,8 @@ def test_an_unknown_yaml_option_or_a_missing_required_one_stops_with_its_name(tm
     ({"epochs": "2"}, "option 'epochs' must be a whole number, not '2'"),
     ({"epochs": 2.5}, "option 'epochs' must be a whole number, not 2.5"),
     ({"epochs": True}, "option 'epochs' must be a whole number, not True"),
-    ({"epochs": 0}, "option 'epochs' must be at least 1, not 0"),
+    ({"epochs": -1}, "option 'epochs' must be at least 0, not -1"),
+    ({"epochs": 0, "fit_head": False}, "options 'epochs' 0 and 'fit_head' false leave nothing to train"),
     ({"lr": -1e-5}, "option 'lr' must be at least 0, not -1e-05"),
     ({"lr": float("nan")}, "option 'lr' must be a finite number, not nan"),
     ({"lr": None}, "option 'lr' must be a number, not None"),
@@ -89,7 +90,9 @@ def test_an_ill_typed_yaml_option_stops_with_its_name(tmp_path):
     with pytest.raises(SystemExit, match="option 'batch_size' must be a whole number, not 'many'"):
         parse(["--config", str(yaml_file)], configs.RewardConfig)
     with pytest.raises(SystemExit, match="option 'epochs' must be at least 1, not 0"):
-        parse(["--data", "x", "--output", "y", "--epochs", "0"], configs.RewardConfig)
+        parse(["--data", "x", "--output", "y", "--epochs", "0"], configs.SFTConfig)
+    with pytest.raises(SystemExit, match="options 'epochs' 0 and 'fit_head' false leave nothing to train"):
+        parse(["--data", "x", "--output", "y", "--epochs", "0", "--no-fit-head"], configs.RewardConfig)
 
 
 def test_every_option_is_explained_in_help():
