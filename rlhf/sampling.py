@@ -1,19 +1,24 @@
-"""K completions per prompt from a policy, for labelers to rank.
+"""K completions per prompt from a policy, for labelers to rank, and one reply streamed as it is written.
 
-Two backends behind one interface, `sampler.sample(prompts, k, params) -> [[Sample] * k]`:
-`HFSampler` generates with transformers in this process (batched, left padding, the chat
-template applied); `OpenAISampler` asks an OpenAI-compatible server (vLLM, TGI, or
-`python -m rlhf serve`) at scale.
+Two backends behind one interface, `sampler.sample(prompts, k, params) -> [[Sample] * k]` and
+`sampler.stream(prompt, params, should_stop)`, which yields the reply's text in pieces and then the
+whole reply as a `Sample`: `HFSampler` generates with transformers in this process (batched, left
+padding, the chat template applied); `OpenAISampler` asks an OpenAI-compatible server (vLLM, TGI,
+or `python -m rlhf serve`) at scale, streaming with server-sent events as the OpenAI API does.
 """
 
+import contextlib
+import http.client
 import json
 import os
+import threading
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from .models import encode_prompt, load_policy, load_tokenizer, pad, pick_device, prompt_messages
 
@@ -34,7 +39,7 @@ class SamplingParams:
 class Sample:
     text: str
     token_count: int | None
-    finish_reason: str  # "stop": the model ended its turn; "length": cut at max_new_tokens
+    finish_reason: str  # "stop": the model ended its turn; "length": cut at max_new_tokens; "abort": stopped
     model_version: str
     tokens: list[str] | None = None  # with logprobs=True: each generated token and its log-probability
     logprobs: list[float] | None = None
@@ -73,8 +78,46 @@ class HFSampler:
             results.extend(self._generate(chunk, k, params, generator_seed, logprobs))
         return results
 
-    @torch.no_grad()
-    def _generate(self, prompts, k, params, seed, logprobs):
+    def stream(self, prompt, params=SamplingParams(), should_stop=lambda: False):
+        """One reply to `prompt` as it is generated: pieces of text, then the whole reply as a Sample.
+
+        `should_stop` is asked after every token; once it answers true the reply ends there ("abort"),
+        as it does when the caller closes this generator. The same prompt and params give the same
+        reply as `sample` does with k 1.
+        """
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        left, outcome = threading.Event(), {}
+
+        class Asked(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                outcome["aborted"] = outcome.get("aborted") or left.is_set() or bool(should_stop())
+                return torch.full((input_ids.shape[0],), outcome["aborted"], dtype=torch.bool,
+                                  device=input_ids.device)
+
+        def generate():
+            try:
+                outcome["out"] = self._generate([prompt], 1, params, params.seed, False, streamer=streamer,
+                                                stopping_criteria=StoppingCriteriaList([Asked()]))
+            except BaseException as exc:  # handed to the caller's thread below
+                outcome["error"] = exc
+                streamer.end()
+
+        worker = threading.Thread(target=generate, name="rlhf-stream", daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            left.set()  # a caller that stops reading stops the generation at its next token
+            worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        sample = outcome["out"][0][0]
+        cut = outcome.get("aborted") and sample.finish_reason == "length"  # stopped, not out of tokens
+        yield replace(sample, finish_reason="abort") if cut else sample
+
+    def _encoded(self, prompts, params):
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         if self.context:  # a prompt longer than the model's context keeps its end, with room for the reply
             keep = self.context - params.max_new_tokens
@@ -82,6 +125,11 @@ class HFSampler:
                 raise ValueError(f"max_new_tokens {params.max_new_tokens} leaves no room for the prompt in the "
                                  f"model's context of {self.context} tokens.")
             encoded = [e[-keep:] for e in encoded]
+        return encoded
+
+    @torch.no_grad()
+    def _generate(self, prompts, k, params, seed, logprobs, **generate_options):
+        encoded = self._encoded(prompts, params)
         input_ids = pad(encoded, self.tokenizer.pad_token_id, side="left").to(self.device)
         attention_mask = pad([[1] * len(e) for e in encoded], 0, side="left").to(self.device)
         torch.manual_seed(seed)
@@ -90,7 +138,7 @@ class HFSampler:
         out = self.model.generate(
             input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=params.max_new_tokens,
             num_return_sequences=k, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.stop_ids),
-            output_scores=logprobs, return_dict_in_generate=True, **sampling,
+            output_scores=logprobs, return_dict_in_generate=True, **sampling, **generate_options,
         )
         new_tokens = out.sequences[:, input_ids.shape[1]:].tolist()
         scores = (self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).tolist()
@@ -140,20 +188,65 @@ class OpenAISampler:
         """The model names the server serves now."""
         return [model["id"] for model in self.request("GET", "/models").get("data", [])]
 
-    def _one(self, prompt, k, params):
+    def stream(self, prompt, params=SamplingParams(), should_stop=lambda: False):
+        """One reply, streamed by the server (`"stream": true`): pieces of text, then the whole reply as a Sample.
+
+        `should_stop` is asked after every piece; once it answers true the connection is closed, which
+        makes vLLM (and `rlhf serve`) stop generating, and the reply ends there ("abort").
+        """
+        body = self._body(prompt, 1, params) | {"stream": True, "stream_options": {"include_usage": True}}
+        pieces, finish, tokens, served = [], None, None, self.model
+        with contextlib.closing(self._open("POST", self._path(), body)) as response:
+            try:
+                for line in response:
+                    if not line.startswith(b"data:"):
+                        continue  # blank lines between events, comments, keep-alives
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise ServerError(f"{self.base_url}{self._path()} failed while streaming: {chunk['error']}")
+                    served = chunk.get("model") or served
+                    tokens = (chunk.get("usage") or {}).get("completion_tokens", tokens)
+                    for choice in chunk.get("choices") or []:
+                        piece = (choice.get("delta") or {}).get("content") if self.endpoint == "chat" else choice.get(
+                            "text")
+                        finish = choice.get("finish_reason") or finish
+                        if piece:
+                            pieces.append(piece)
+                            yield piece
+                    if should_stop():
+                        finish = "abort"
+                        break
+            except (OSError, http.client.HTTPException) as exc:
+                raise ServerError(f"{self.base_url}{self._path()} broke off while streaming: {exc}") from None
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise ServerError(f"{self.base_url}{self._path()} streamed something that is not an OpenAI "
+                                  f"completion: {exc}") from None
+        yield Sample(text="".join(pieces).strip(), token_count=tokens, finish_reason=finish or "stop",
+                     model_version=self._version(served))
+
+    def _body(self, prompt, k, params):
         body = {"model": self.model, "n": k, "temperature": params.temperature, "top_p": params.top_p,
                 "max_tokens": params.max_new_tokens, "seed": params.seed}
         if self.endpoint == "chat":
-            body |= {"messages": prompt_messages(prompt), "logprobs": True}
-        else:
-            if not isinstance(prompt, str):
-                raise ValueError("The completions endpoint takes text prompts; use the chat endpoint for messages.")
-            body |= {"prompt": prompt, "logprobs": 0}
-        reply = self.request("POST", f"/{'chat/completions' if self.endpoint == 'chat' else 'completions'}", body)
+            return body | {"messages": prompt_messages(prompt), "logprobs": True}
+        if not isinstance(prompt, str):
+            raise ValueError("The completions endpoint takes text prompts; use the chat endpoint for messages.")
+        return body | {"prompt": prompt, "logprobs": 0}
+
+    def _path(self):
+        return "/chat/completions" if self.endpoint == "chat" else "/completions"
+
+    def _version(self, served):
+        return self.model_version if served == self.model else served
+
+    def _one(self, prompt, k, params):
+        reply = self.request("POST", self._path(), self._body(prompt, k, params))
         try:
             choices = sorted(reply["choices"], key=lambda c: c["index"])
-            served = reply.get("model") or self.model
-            version = self.model_version if served == self.model else served
+            version = self._version(reply.get("model") or self.model)
             return [Sample(text=self._text(c).strip(), token_count=self._token_count(c),
                            finish_reason=c.get("finish_reason") or "stop", model_version=version)
                     for c in choices]
@@ -170,19 +263,26 @@ class OpenAISampler:
 
     def request(self, method, path, body=None):
         """The server's JSON reply to `method` `path` (under the base URL); ServerError if there is none."""
+        with self._open(method, path, body) as response:
+            try:
+                return json.load(response)
+            except ValueError as exc:
+                raise ServerError(f"{self.base_url}{path} answered something that is not JSON: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise ServerError(f"{self.base_url}{path} broke off its answer: {exc}") from None
+
+    def _open(self, method, path, body=None):
+        """The open response to `method` `path`; ServerError if the server cannot be reached or answers an error."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base_url + path, data=data, headers=self.headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.load(response)
+            return urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]
             raise ServerError(f"{self.base_url}{path} answered {exc.code}: {detail}", exc.code) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ServerError(f"{self.base_url}{path} could not be reached: {reason}") from None
-        except ValueError as exc:
-            raise ServerError(f"{self.base_url}{path} answered something that is not JSON: {exc}") from None
 
 
 def sampler_for(config):

@@ -5,10 +5,13 @@ samplers elsewhere. It holds up to `max_models` models by name; with `models_dir
 `POST /v1/load_model {"model": name, "path": folder}` loads another folder from under that
 directory while it runs (and `POST /v1/unload_model {"model": name}` drops one), which is how the
 site makes it serve a newly activated version. A request names the model it wants; one that is not
-loaded is a 404, as vLLM answers. One request generates at a time; vLLM or TGI are the choice at scale.
+loaded is a 404, as vLLM answers. `"stream": true` sends the reply as server-sent events while it is
+generated. One request generates at a time; vLLM or TGI are the choice at scale.
 """
 
+import contextlib
 import hmac
+import itertools
 import json
 import os
 import sys
@@ -20,7 +23,7 @@ from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from .sampling import HFSampler, SamplingParams
+from .sampling import HFSampler, Sample, SamplingParams
 
 
 class RequestError(ValueError):
@@ -130,6 +133,9 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
             try:
                 self.authorize()
                 payload = work()
+                if callable(payload):  # a stream: checked, and now answered as it is generated
+                    model = payload()
+                    return
                 model = payload.get("model", "") if isinstance(payload, dict) else ""
             except RequestError as exc:
                 status, payload = exc.status, {"error": {"message": str(exc), "type": exc.kind, "code": exc.status}}
@@ -140,10 +146,11 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
                 traceback.print_exc()
                 status, payload = 500, {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "server_error",
                                                   "code": 500}}
+            finally:
+                if log:
+                    print(f"{self.command} {self.path} {status} {model} {time.perf_counter() - started:.2f}s",
+                          file=log, flush=True)
             self.reply(status, payload)
-            if log:
-                print(f"{self.command} {self.path} {status} {model} {time.perf_counter() - started:.2f}s",
-                      file=log, flush=True)
 
         def authorize(self):
             given = self.headers.get("Authorization", "")
@@ -204,6 +211,10 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
             logprobs = body.get("logprobs")  # chat sends true, completions a number (0 included)
             logprobs = logprobs is not None and logprobs is not False
             name, sampler = models.get(name)
+            if body.get("stream", False) is not False:
+                if body["stream"] is not True or n != 1:
+                    raise RequestError(400, "`stream` must be true or false, and a stream holds one reply (`n` 1).")
+                return lambda: self.stream(kind, name, sampler, prompt, params)
             with generating:
                 samples = sampler.sample([prompt], n, params, logprobs=logprobs)[0]
             choices = [self.choice(kind, index, sample, logprobs) for index, sample in enumerate(samples)]
@@ -225,6 +236,49 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
                 if logprobs:
                     choice["logprobs"] = {"tokens": sample.tokens, "token_logprobs": sample.logprobs}
             return choice
+
+        def stream(self, kind, name, sampler, prompt, params):
+            """The reply as server-sent events, a chunk per piece of text, as the OpenAI API streams.
+
+            An error before the first piece (a prompt too long, say) is answered as any error; a client that
+            goes away stops the generation at its next token. Returns the model's name.
+            """
+            head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk" if kind == "chat" else
+                    "text_completion", "created": int(time.time()), "model": name}
+
+            def chunk(text="", finish=None):
+                content = {"delta": {"role": "assistant", "content": text}} if kind == "chat" else {"text": text}
+                return head | {"choices": [{"index": 0, "finish_reason": finish, **content}]}
+
+            def send(payload):
+                self.wfile.write(b"data: " + (payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+                                 + b"\n\n")
+                self.wfile.flush()
+
+            with generating, contextlib.closing(sampler.stream(prompt, params)) as pieces:
+                first = next(pieces)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")  # the stream's end is the connection's
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    for item in itertools.chain([first], pieces):
+                        if isinstance(item, Sample):
+                            send(chunk(finish=item.finish_reason))
+                            send(head | {"choices": [], "usage": {"completion_tokens": item.token_count}})
+                        else:
+                            send(chunk(item))
+                    send(b"[DONE]")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # closing `pieces` stops the generation
+                except Exception as exc:  # the status is sent: the error goes in the stream, as vLLM does
+                    traceback.print_exc()
+                    with contextlib.suppress(OSError):
+                        send({"error": {"message": f"{type(exc).__name__}: {exc}", "type": "server_error",
+                                        "code": 500}})
+            return name
 
         def reply(self, status, payload):
             data = json.dumps(payload).encode()

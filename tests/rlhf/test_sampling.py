@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 
 from rlhf.config import SampleConfig
-from rlhf.sampling import HFSampler, OpenAISampler, SamplingParams, ServerError, sample_file
+from rlhf.sampling import HFSampler, OpenAISampler, Sample, SamplingParams, ServerError, sample_file
 from rlhf.serve import make_server
 from tests.conftest import free_port
 from tests.rlhf.conftest import write_jsonl
@@ -170,7 +170,49 @@ def post_raw(url, path, raw):
         return exc.code, json.load(exc)
 
 
+def test_a_streamed_reply_arrives_in_pieces_and_is_the_reply_that_sample_gives(sampler):
+    params = SamplingParams(max_new_tokens=16, seed=3)
+    *pieces, whole = sampler.stream(PROMPTS[1], params)
+    assert len(pieces) > 1 and all(isinstance(piece, str) for piece in pieces)
+    assert "".join(pieces).strip() == whole.text
+    assert whole == sampler.sample([PROMPTS[1]], 1, params)[0][0]
+
+
+def test_a_stream_stops_when_asked_and_when_its_reader_goes_away(sampler):
+    asked = []
+    *_, whole = sampler.stream("Name a colour.", SamplingParams(max_new_tokens=64, seed=3),
+                               should_stop=lambda: asked.append(1) or len(asked) >= 3)
+    assert (whole.finish_reason, whole.token_count) == ("abort", 3)
+    reading = sampler.stream("Name a colour.", SamplingParams(max_new_tokens=64, seed=3))
+    next(reading)
+    reading.close()  # the generation thread ends with it
+    assert not [t for t in threading.enumerate() if t.name == "rlhf-stream"]
+
+
+@pytest.mark.parametrize("endpoint, prompt", [("chat", PROMPTS[1]), ("completions", "Tell me about item 1.")])
+def test_the_server_streams_a_reply_as_server_sent_events(server, endpoint, prompt):
+    remote = OpenAISampler(server, "tiny-served", endpoint=endpoint)
+    params = SamplingParams(max_new_tokens=16, seed=5)
+    *pieces, whole = remote.stream(prompt, params)
+    assert len(pieces) > 1 and "".join(pieces).strip() == whole.text
+    (expected,) = remote.sample([prompt], 1, params)[0]
+    assert whole == Sample(expected.text, expected.token_count, expected.finish_reason, "tiny-served")
+
+
+def test_a_client_that_stops_reading_a_stream_frees_the_server(server):
+    remote = OpenAISampler(server, "tiny-served", timeout=30)
+    *pieces, whole = remote.stream("Name a colour.", SamplingParams(max_new_tokens=400, seed=1),
+                                   should_stop=lambda: True)
+    assert len(pieces) == 1 and whole.finish_reason == "abort"
+    assert remote.sample(["Name a colour."], 1, SamplingParams(max_new_tokens=4))[0][0].token_count <= 4
+
+
 @pytest.mark.parametrize("path, raw, status, message", [
+    ("/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}], "stream": true, "n": 2}', 400,
+     "a stream holds one reply"),
+    ("/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', 400,
+     "`stream` must be true or false"),
+    ("/completions", b'{"prompt": "Hi", "stream": true, "max_tokens": 100000}', 400, "leaves no room for the prompt"),
     ("/chat/completions", b'{"messages": [{"role": "user", "content": "\\ud800 hi"}]}', 400, "lone surrogate"),
     ("/chat/completions", b'{"messages": [{"content": "no role"}]}', 400, "Message 1 must be an object with a role"),
     ("/chat/completions", b'{"messages": [1, 2]}', 400, "Message 1 must be an object"),
