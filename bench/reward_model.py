@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/reward_model.py throughput        # K-way vs every pair expanded, K = 4 and 9
     .venv/bin/python bench/reward_model.py trl               # the same data through TRL's RewardTrainer
-    .venv/bin/python bench/reward_model.py hh --minutes 20 --save artifacts/bench/rm-hh   # accuracy on HH-RLHF
+    .venv/bin/python bench/reward_model.py hh --epochs 0 --max-length 128 --save artifacts/bench/rm-hh  # HH-RLHF
 
 All three use SmolLM2-135M-Instruct (prepared under artifacts/ on first use) on the CPU unless
 --model names another folder.
@@ -114,9 +114,11 @@ def trl_side_by_side(args):
         ours = {}
         for epochs in (1, 2):  # K-way takes C(K,2)/(K/2) times fewer steps per epoch: also compare at equal steps
             start = time.perf_counter()
+            # The head read and trained as TRL's is: the last token, from random.
             summary = train_reward(RewardConfig(data=str(tmp / "train.jsonl"), model=str(folder),
                                                 output=str(tmp / f"ours-{epochs}"), epochs=epochs, lr=args.lr,
-                                                batch_size=args.sequences // 4, device="cpu"))
+                                                batch_size=args.sequences // 4, device="cpu", pooling="last",
+                                                fit_head=False))
             seconds = time.perf_counter() - start
             accuracy = eval_reward(EvalRewardConfig(model=summary["output"], data=str(tmp / "held_out.jsonl")))
             ours[epochs] = (seconds, summary["steps"], accuracy["accuracy"])
@@ -180,8 +182,8 @@ def hh_accuracy(args):
                                         "rejected": hh_messages(r.completions[1])}) + "\n")
         options = dict(batch_size=args.batch_size, max_length=args.max_length, device="cpu", epochs=args.epochs,
                        train_top_layers=args.train_top_layers, pooling=args.pooling, fit_head=args.fit_head)
-        if args.pairs:
-            steps = args.pairs // args.batch_size
+        if args.pairs or not args.epochs:  # the head alone: one forward pass, every pair by default
+            steps = (args.pairs or len(train)) // args.batch_size
         else:  # fit the budget: time two steps, then train on as many pairs as the minutes allow
             probe = RewardConfig(data=str(tmp / "train.jsonl"), model=str(folder), output=str(tmp / "probe"),
                                  **{**options, "max_steps": 2, "fit_head": False, "epochs": 1})
@@ -219,13 +221,13 @@ def main():
     parser.add_argument("--sequences", type=int, default=36, help="Sequences per forward pass (divisible by 4 and 9).")
     parser.add_argument("--prompts", type=int, default=48, help="trl: training rankings (K=4).")
     parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--minutes", type=float, default=20, help="hh: CPU time budget for training.")
+    parser.add_argument("--minutes", type=float, default=20, help="hh: CPU time budget for fine-tuning steps.")
     parser.add_argument("--pairs", type=int, help="hh: train on this many pairs instead of fitting --minutes.")
     parser.add_argument("--test", type=int, default=500, help="hh: pairs held out for testing.")
     parser.add_argument("--batch-size", type=int, default=8, help="hh: pairs per step.")
     parser.add_argument("--max-length", type=int, default=256, help="hh: token limit per conversation.")
     parser.add_argument("--train-top-layers", type=int, default=0, help="hh: train only the top N blocks (0: all).")
-    parser.add_argument("--epochs", type=int, default=1, help="hh: passes after the head is fitted (0: the head only).")
+    parser.add_argument("--epochs", type=int, default=0, help="hh: passes after the head is fitted (0: the head alone).")
     parser.add_argument("--pooling", choices=["mean", "last"], default="mean", help="hh: what the head reads.")
     parser.add_argument("--fit-head", action=argparse.BooleanOptionalAction, default=True,
                         help="hh: fit the head to the frozen model's features first.")

@@ -144,7 +144,8 @@ class RewardConfig(TrainConfig):
 
     lr: float = option(9e-6, "Peak learning rate (InstructGPT's reward-model rate).")
     batch_size: int = option(8, "Prompts (rankings) per optimizer step on each process.", minimum=1)
-    epochs: int = option(1, "Passes over the rankings after the head is fitted; 0: the fitted head only.")
+    epochs: int = option(0, "Passes over the rankings after the head is fitted; 0: the fitted head alone (which "
+                            "measured best on a few thousand pairs; more data may want LP-FT's 1).")
     margin: float = option(0.0, "Margin m in -log sigmoid(r_better - r_worse - m).")
     pooling: str = option("mean", "What the head reads: `mean` over the completion's tokens and the model's layers, "
                                   "or the final layer at the `last` token.", choices=("mean", "last"))

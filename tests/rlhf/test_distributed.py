@@ -14,7 +14,7 @@ def test_two_processes_under_torchrun_train_and_only_rank_0_writes(tmp_path, tin
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "rlhf", "train-rm", "--data", str(data),
-         "--model", str(tiny_model), "--output", str(output), "--batch-size", "4", "--device", "cpu",
+         "--model", str(tiny_model), "--output", str(output), "--batch-size", "4", "--epochs", "1", "--device", "cpu",
          "--save-every", "2"],
         capture_output=True, text=True, env=env, timeout=300,
     )
