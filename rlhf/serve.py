@@ -211,7 +211,7 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
             logprobs = body.get("logprobs")  # chat sends true, completions a number (0 included)
             logprobs = logprobs is not None and logprobs is not False
             name, sampler = models.get(name)
-            if body.get("stream", False) is not False:
+            if body.get("stream") is not None and body["stream"] is not False:  # null is false, as OpenAI's API
                 if body["stream"] is not True or n != 1:
                     raise RequestError(400, "`stream` must be true or false, and a stream holds one reply (`n` 1).")
                 return lambda: self.stream(kind, name, sampler, prompt, params)

@@ -199,6 +199,12 @@ def test_the_server_streams_a_reply_as_server_sent_events(server, endpoint, prom
     assert whole == Sample(expected.text, expected.token_count, expected.finish_reason, "tiny-served")
 
 
+def test_a_stream_of_null_or_false_is_one_json_reply(server):
+    for stream in (b"null", b"false"):
+        status, body = post_raw(server, "/completions", b'{"prompt": "Hi", "max_tokens": 4, "stream": ' + stream + b"}")
+        assert status == 200 and body["object"] == "text_completion" and len(body["choices"]) == 1
+
+
 def test_a_client_that_stops_reading_a_stream_frees_the_server(server):
     remote = OpenAISampler(server, "tiny-served", timeout=30)
     *pieces, whole = remote.stream("Name a colour.", SamplingParams(max_new_tokens=400, seed=1),
