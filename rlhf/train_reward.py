@@ -48,27 +48,36 @@ def fit_linear_reward(features, groups, strengths=STRENGTHS, folds=5):
     """(w, strength, cross-validated accuracy or None) of the linear reward w·x that best orders each ranking.
 
     `features` holds one [K, width] tensor per ranking and `groups` its ranking. The fit is L2-regularised
-    logistic regression on the differences of every ranked pair (Bradley-Terry) over standardised
-    features; the strength is chosen by cross-validation over the rankings that order a pair (none with
-    fewer than two: strength 1).
+    logistic regression on every ranked pair (Bradley-Terry) over standardised features; the strength is
+    chosen by cross-validation over the rankings that order a pair (none with fewer than two: strength 1).
+    Pairs are indices into the rows, so memory grows with the completions, not with their pairs.
     """
-    scale = torch.cat(features).double().std(0).nan_to_num(1.0).clamp(min=1e-6)
-    diffs, owners = [], []
+    rows = torch.cat(features).float()
+    scale = rows.std(0).nan_to_num(1.0).clamp(min=1e-6)
+    rows = rows / scale
+    better, worse, owners, offset = [], [], [], 0
     for n, (x, ranks) in enumerate(zip(features, groups)):
         for i, j, _ in ranked_pairs(ranks):
-            diffs.append((x[i] - x[j]).double() / scale)
+            better.append(offset + i)
+            worse.append(offset + j)
             owners.append(n)
-    if not diffs:
+        offset += len(x)
+    if not better:
         raise ValueError("The rankings order no pair of completions (all ties): nothing to fit a reward to.")
-    x, owners = torch.stack(diffs), torch.tensor(owners).unique(return_inverse=True)[1]  # rankings with pairs
+    better, worse = torch.tensor(better), torch.tensor(worse)
+    owners = torch.tensor(owners).unique(return_inverse=True)[1]  # numbered among the rankings with pairs
 
-    def fit(rows, strength):
-        w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    def margins(w, pairs):
+        scores = rows @ w
+        return scores[better[pairs]] - scores[worse[pairs]]
+
+    def fit(pairs, strength):
+        w = torch.zeros(rows.shape[1], requires_grad=True)
         optimizer = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
 
         def closure():
             optimizer.zero_grad()
-            loss = torch.nn.functional.softplus(-x[rows] @ w).mean() + strength * w.square().sum()
+            loss = torch.nn.functional.softplus(-margins(w, pairs)).mean() + strength * w.square().sum()
             loss.backward()
             return loss
 
@@ -82,12 +91,12 @@ def fit_linear_reward(features, groups, strengths=STRENGTHS, folds=5):
         fold = owners % folds
 
         def held_out_accuracy(strength):
-            right = sum(((x[fold == k] @ fit(fold != k, strength)) > 0).sum().item() for k in range(folds))
-            return right / len(x)
+            right = sum((margins(fit(fold != k, strength), fold == k) > 0).sum().item() for k in range(folds))
+            return right / len(better)
 
         accuracy, strength = max((held_out_accuracy(s), -s) for s in strengths)
         strength = -strength  # of equal accuracies, the strongest regularisation
-    return fit(torch.ones(len(x), dtype=torch.bool), strength) / scale, strength, accuracy
+    return fit(torch.ones(len(better), dtype=torch.bool), strength) / scale, strength, accuracy
 
 
 def ranked_pairs(groups):
