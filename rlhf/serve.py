@@ -108,6 +108,7 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = 120  # seconds a socket may wait: a client that stops reading a stream frees the model
 
         def log_message(self, format, *args):  # one line per request, from `answer` below
             pass
@@ -271,8 +272,8 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
                         else:
                             send(chunk(item))
                     send(b"[DONE]")
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # closing `pieces` stops the generation
+                except OSError:
+                    pass  # the client left or stopped reading: closing `pieces` stops the generation
                 except Exception as exc:  # the status is sent: the error goes in the stream, as vLLM does
                     traceback.print_exc()
                     with contextlib.suppress(OSError):
