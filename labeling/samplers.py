@@ -29,7 +29,8 @@ class SamplerUnavailable(Exception):
 
 
 def sampler_for(version):
-    """An object with `sample(prompts, k, params)` for `version`, whose samples name the version that made them."""
+    """An object with `sample(prompts, k, params)` and `stream(prompt, params, should_stop)` (rlhf.sampling's) for
+    `version`, whose samples name the version that made them."""
     return _Endpoint(version) if settings.SAMPLER_URL else _InProcess(version)
 
 
@@ -54,6 +55,16 @@ class _InProcess:
             raise SamplerUnavailable(message) from None
         _record(ok=True, message=f"Sampled {self.version.served_name}.")
         return done
+
+    def stream(self, prompt, params, should_stop=lambda: False):
+        try:
+            yield from _in_process(self.version).stream(prompt, params, should_stop)
+        except Exception as exc:
+            logger.exception("Streaming %s failed", self.version.served_name)
+            message = f"{self.version.served_name} could not answer: {type(exc).__name__}: {exc}"
+            _record(ok=False, message=message)
+            raise SamplerUnavailable(message) from None
+        _record(ok=True, message=f"Answered with {self.version.served_name}.")
 
 
 def sampler_release():
@@ -93,6 +104,20 @@ class _Endpoint:
                 raise SamplerUnavailable(str(exc), done) from None
         _record(ok=True, message=f"Sampled {self.version.served_name}.")
         return done
+
+    def stream(self, prompt, params, should_stop=lambda: False):
+        from rlhf.sampling import ServerError
+
+        for first_try in (True, False):
+            try:
+                yield from self.client.stream(prompt, params, should_stop)
+                break
+            except ServerError as exc:  # a 404 comes before any piece: the version is loaded and asked for again
+                if not (first_try and exc.status == 404 and settings.SAMPLER_SERVER != "fixed"):
+                    _record(ok=False, message=str(exc))
+                    raise SamplerUnavailable(str(exc)) from None
+            sampler_serve(self.version)
+        _record(ok=True, message=f"Answered with {self.version.served_name}.")
 
     def _one(self, prompt, k, params):
         from rlhf.sampling import ServerError

@@ -150,3 +150,36 @@ def test_an_in_process_model_that_cannot_load_is_a_sampler_failure(settings, tmp
     with pytest.raises(samplers.SamplerUnavailable, match="policy-ppo-2 could not sample"):
         services.completions_sample(prompt_ids=[prompt.pk])
     assert samplers.sampler_state()["backend"] == "in-process" and Prompt.objects.get().needs_completions
+
+
+def test_a_reply_streams_from_the_endpoint_loading_its_version_when_missing(endpoint, settings, tiny_model):
+    from rlhf.sampling import Sample, SamplingParams
+
+    version = trained_version(settings, tiny_model, "ppo-7")  # not served yet: the first ask is a 404
+    *pieces, whole = samplers.sampler_for(version).stream("Tell me about rivers.", SamplingParams(max_new_tokens=12))
+    assert len(pieces) > 1 and isinstance(whole, Sample) and "".join(pieces).strip() == whole.text
+    assert whole.model_version == "policy-ppo-7" and "policy-ppo-7" in served(endpoint)
+    assert samplers.sampler_state()["ok"] is True
+
+
+def test_a_stream_from_a_server_that_is_down_says_so(endpoint):
+    from rlhf.sampling import SamplingParams
+
+    endpoint.stop()
+    base = services.model_version_active("policy")
+    with pytest.raises(samplers.SamplerUnavailable, match="could not be reached"):
+        list(samplers.sampler_for(base).stream("Hi", SamplingParams(max_new_tokens=4)))
+    assert samplers.sampler_state()["failures"] == 1
+
+
+def test_a_reply_streams_in_process(settings, tiny_model):
+    from rlhf.sampling import SamplingParams
+
+    settings.SAMPLER_URL = ""
+    samplers.sampler_release()  # what earlier tests left loaded, under ids this test's versions may reuse
+    version = ModelVersion.objects.create(kind="policy", name="base", status="active", artifact_path=str(tiny_model))
+    *pieces, whole = samplers.sampler_for(version).stream("Hi", SamplingParams(max_new_tokens=12, seed=2))
+    assert "".join(pieces).strip() == whole.text and whole.model_version == "policy-base"
+    missing = ModelVersion.objects.create(kind="policy", name="gone", status="ready", artifact_path="/nonexistent")
+    with pytest.raises(samplers.SamplerUnavailable, match="policy-gone could not answer"):
+        list(samplers.sampler_for(missing).stream("Hi", SamplingParams(max_new_tokens=4)))
