@@ -139,6 +139,7 @@ def test_the_train_command_queues_lists_and_cancels_runs(db):
     ("epoch=2", "Options: unknown option 'epoch'; did you mean 'epochs'?"),
     ("epochs=two", "Options: option 'epochs' must be a whole number, not 'two'"),
     ("output=/tmp/x", "Options: option 'output' is set for each run and cannot be given"),
+    ("pooling=max", "Options: option 'pooling' must be one of mean, last, not 'max'"),
 ])
 def test_the_train_command_refuses_a_bad_option_naming_it(db, option, message):
     with pytest.raises(CommandError) as caught:

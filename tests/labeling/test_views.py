@@ -254,6 +254,9 @@ def test_a_researcher_starts_a_run_on_the_page_and_cancels_it(as_researcher, dja
     ("[2]", "Line 1 is not name: value, such as epochs: 2."),
     ('{"epochs": 2', "The options are not a JSON object: Expecting &#x27;,&#x27; delimiter at character 12."),
     ('{"betas": [0.8, 1.2]}', "option &#x27;betas&#x27; must be two numbers from 0 up to (not including) 1"),
+    ("pooling: max", "option &#x27;pooling&#x27; must be one of mean, last, not &#x27;max&#x27;"),
+    ("epochs: 0\nfit_head: false",
+     "options &#x27;epochs&#x27; 0 and &#x27;fit_head&#x27; false leave nothing to train"),
 ])
 def test_a_run_with_bad_options_is_refused_on_the_page_naming_them(as_researcher, options, error):
     response = as_researcher.post(reverse("training-runs"), {"kind": "reward", "options": options})
