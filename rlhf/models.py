@@ -165,7 +165,11 @@ class RewardModel(nn.Module):
         model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1, dtype=dtype)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = load_tokenizer(folder).pad_token_id
-        return cls(model)
+        reward_model = cls(model)
+        if reward_model.pooling not in cls.POOLINGS:
+            raise ValueError(f"{folder}: reward_pooling must be one of {', '.join(cls.POOLINGS)}, not "
+                             f"{reward_model.pooling!r}.")
+        return reward_model
 
     @property
     def bias(self):

@@ -200,3 +200,6 @@ def test_a_reward_model_saved_before_pooling_was_an_option_reads_the_last_token(
     config_file.write_text(json.dumps({k: v for k, v in json.loads(config_file.read_text()).items()
                                        if k != "reward_pooling"}))
     assert RewardModel.from_pretrained(tmp_path / "old").pooling == "last"
+    config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"reward_pooling": "max"}))
+    with pytest.raises(ValueError, match="reward_pooling must be one of last, mean, not 'max'"):
+        RewardModel.from_pretrained(tmp_path / "old")
