@@ -166,9 +166,7 @@ class RewardModel(nn.Module):
         if model.config.pad_token_id is None:
             model.config.pad_token_id = load_tokenizer(folder).pad_token_id
         reward_model = cls(model)
-        if reward_model.pooling not in cls.POOLINGS:
-            raise ValueError(f"{folder}: reward_pooling must be one of {', '.join(cls.POOLINGS)}, not "
-                             f"{reward_model.pooling!r}.")
+        reward_model.pooling = reward_model.pooling  # a config naming another is refused here, not read as `last`
         return reward_model
 
     @property
@@ -182,7 +180,7 @@ class RewardModel(nn.Module):
     @pooling.setter
     def pooling(self, value):
         if value not in self.POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(self.POOLINGS)}, not {value!r}.")
+            raise ValueError(f"reward_pooling must be one of {', '.join(self.POOLINGS)}, not {value!r}.")
         self.model.config.reward_pooling = value
 
     @property
