@@ -308,6 +308,14 @@ SAMPLER_TIMEOUT_SECONDS = env_float("SAMPLER_TIMEOUT_SECONDS", 300.0, minimum=1)
 # A sampler that is down or answers errors: the task tries again after this, doubling each time up to the maximum.
 SAMPLER_RETRY_SECONDS = env_float("SAMPLER_RETRY_SECONDS", 5.0, minimum=0.1)
 SAMPLER_RETRY_MAX_SECONDS = env_float("SAMPLER_RETRY_MAX_SECONDS", 300.0, minimum=0.1)
+# Chats with the model (the `chat` queue): a labeler's turns per conversation, a reply's length, and K, the
+# outputs ranked for one message of an ended chat (its original and K - 1 alternatives from the same context).
+CHAT_MAX_TURNS = env_int("CHAT_MAX_TURNS", 10, minimum=1)
+CHAT_MAX_NEW_TOKENS = env_int("CHAT_MAX_NEW_TOKENS", 256, minimum=1)
+CHAT_TEMPERATURE = env_float("CHAT_TEMPERATURE", 0.7, minimum=0)
+CHAT_RANK_K = env_int("CHAT_RANK_K", SAMPLE_K, minimum=4, maximum=9)
+# A streamed reply's connection is closed after this long (the page reconnects where it left off).
+CHAT_STREAM_SECONDS = env_float("CHAT_STREAM_SECONDS", 300.0, minimum=1)
 TRAIN_RM_AFTER_COMPARISONS = env_int("TRAIN_RM_AFTER_COMPARISONS", 500, minimum=1)
 TRAIN_SFT_AFTER_DEMONSTRATIONS = env_int("TRAIN_SFT_AFTER_DEMONSTRATIONS", 100, minimum=1)
 # rlhf options per kind, e.g. {"reward": {"epochs": 2}, "ppo": {"steps": 20}}; the gate evaluates with the same.

@@ -17,8 +17,10 @@ from django.utils import timezone
 from . import quality, samplers
 from .models import (
     Assignment,
+    ChatMessage,
     Completion,
     CompletionRating,
+    Conversation,
     Export,
     Guidelines,
     ImportJob,
@@ -222,6 +224,22 @@ def assignment_of(labeler, pk):
     return get_object_or_404(
         Assignment.objects.select_related("task__prompt"), pk=pk, labeler=labeler
     )
+
+
+def conversation_of(labeler, pk):
+    """One of the labeler's own chats; anyone else's is a 404."""
+    return get_object_or_404(Conversation.objects.select_related("assignment__task"), pk=pk, labeler=labeler)
+
+
+def chat_message_of(labeler, pk):
+    """A message of one of the labeler's own chats; anyone else's is a 404."""
+    return get_object_or_404(ChatMessage.objects.select_related("conversation", "model_version"), pk=pk,
+                             conversation__labeler=labeler)
+
+
+def chat_messages(conversation):
+    """The conversation's turns as they stand, without the replies regenerated since."""
+    return list(conversation.messages.filter(superseded=False).select_related("model_version"))
 
 
 def work_of(labeler):

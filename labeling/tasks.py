@@ -42,6 +42,12 @@ def sample_completions(self, prompt_ids):
 
 
 @shared_task(acks_late=True)
+def chat_reply(message_id):
+    message = services.chat_reply_write(message_id=message_id)
+    return {"message": message_id, "state": message.state if message else "taken"}
+
+
+@shared_task(acks_late=True)
 def train(run_id):
     run = services.training_run_execute(run_id=run_id)
     return {"run": run.pk, "state": run.state, "gate": run.gate}

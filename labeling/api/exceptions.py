@@ -28,7 +28,11 @@ def exception_handler(exc, context):
     Django's form limits, raised while DRF parses a body, become a 400 or 413; anything unexpected
     is logged under an error id that the 500 answer returns."""
     if isinstance(exc, DjangoValidationError):
-        return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_400_BAD_REQUEST)
+        # A refusal because the thing moved on (another tab sent a turn first) is a conflict, not a bad request.
+        errors = getattr(exc, "error_list", None) or []
+        conflict = bool(errors) and all(error.code == "conflict" for error in errors)
+        return Response({"detail": " ".join(exc.messages)},
+                        status=status.HTTP_409_CONFLICT if conflict else status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, FORM_LIMITS):
         exc = form_limits_error(exc)
     response = drf_exception_handler(exc, context)

@@ -1,5 +1,6 @@
 """The labeler's flow over the API: next task, submit, skip, my work. Every endpoint is scoped to the caller."""
 
+from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.decorators import api_view, permission_classes
@@ -35,6 +36,7 @@ class AssignmentSerializer(serializers.Serializer):
     skip_reason = serializers.ChoiceField(choices=Assignment.SkipReason.choices, allow_blank=True)
     time_spent_seconds = serializers.IntegerField()
     suggestion = serializers.SerializerMethodField()
+    conversation = serializers.SerializerMethodField()
 
     def get_prompt(self, assignment) -> dict | None:
         prompt = assignment.task.prompt
@@ -56,6 +58,15 @@ class AssignmentSerializer(serializers.Serializer):
         if suggestion is None:
             return None
         return {"text": suggestion.text, "model_version": suggestion.model_version.name}
+
+
+    def get_conversation(self, assignment) -> int | None:
+        """For chats: the conversation's id once started (POST .../chat/ starts it; POST /api/work/chats/<id>/end/
+        ends and submits it)."""
+        if assignment.task.kind != Task.Kind.CHAT:
+            return None
+        conversation = getattr(assignment, "conversation", None)
+        return conversation.pk if conversation else None
 
 
 class SubmitSerializer(serializers.Serializer):
@@ -124,6 +135,8 @@ def assignment_submit(request, pk):
     assignment = selectors.assignment_of(request.user, pk)
     body = SubmitSerializer(data=request.data)
     body.is_valid(raise_exception=True)
+    if assignment.task.kind == Task.Kind.CHAT:
+        raise ValidationError("A chat is submitted by ending it: POST /api/work/chats/<conversation id>/end/.")
     submit, required, optional = SUBMITTERS[assignment.task.kind]
     missing = [name for name in required if name not in body.validated_data]
     if missing:

@@ -1,3 +1,4 @@
+from .chat import ChatMessage, Conversation
 from .intake import ImportJob
 from .people import Guidelines, Invitation, LabelerProfile, Role, ScreeningAttempt, ScreeningItem, StatusChange
 from .prompts import Completion, ModelVersion, Prompt, UseCase
@@ -7,8 +8,10 @@ from .training import Export, TrainingRun
 
 __all__ = [
     "Assignment",
+    "ChatMessage",
     "Completion",
     "CompletionRating",
+    "Conversation",
     "Demonstration",
     "Export",
     "Guidelines",

@@ -25,6 +25,7 @@ class Prompt(models.Model):
         USER_BASED = "user_based", "Labeler-written: user-based"
         CUSTOMER = "customer", "Customer"
         IMPORTED = "imported", "Imported"
+        CHAT = "chat", "A labeler's chat with the model"
 
     class Split(models.TextChoices):
         TRAIN = "train"

@@ -10,6 +10,7 @@ class Task(models.Model):
         WRITE_DEMONSTRATION = "write_demonstration", "Write a demonstration"
         RANK_COMPLETIONS = "rank_completions", "Rank completions"
         ANNOTATE_PROMPT = "annotate_prompt", "Annotate a prompt"
+        CHAT = "chat", "Chat with the model"
 
     class State(models.TextChoices):
         OPEN = "open"
@@ -20,7 +21,8 @@ class Task(models.Model):
     prompt = models.ForeignKey("Prompt", null=True, blank=True, on_delete=models.CASCADE, related_name="tasks")
     completions = models.ManyToManyField("Completion", blank=True, related_name="tasks")
     params = models.JSONField(
-        default=dict, blank=True, help_text="Kind-specific instructions, e.g. the prompt style to write."
+        default=dict, blank=True,
+        help_text='Kind-specific instructions: the prompt style to write; a chat\'s {"system_prompt": "..."}.'
     )
     required_annotations = models.PositiveSmallIntegerField(default=1)
     priority = models.SmallIntegerField(default=0, help_text="Higher first.")
@@ -51,7 +53,8 @@ class Task(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(required_annotations__gte=1), name="task_needs_an_annotation"),
             models.CheckConstraint(
-                condition=Q(kind="write_prompt") | Q(prompt__isnull=False), name="task_has_prompt_unless_writing_one"
+                condition=Q(kind__in=["write_prompt", "chat"]) | Q(prompt__isnull=False),
+                name="task_has_prompt_unless_writing_one_or_chatting",
             ),
             models.CheckConstraint(
                 condition=Q(is_gold=False) | Q(gold_answer__isnull=False), name="gold_task_has_answer"

@@ -1,6 +1,17 @@
 """Writes. Every function here is keyword-only, atomic, and raises ValidationError
 with a message a person can act on."""
 
+from .chat import (
+    chat_end,
+    chat_regenerate,
+    chat_reply_write,
+    chat_rewrite,
+    chat_send,
+    chat_start,
+    chat_stop,
+    chat_task_create,
+    message_choose,
+)
 from .exports import export_create, export_run
 from .people import token_rotate, user_set_role
 from .prompts import (
@@ -55,11 +66,20 @@ from .work import (
 __all__ = [
     "SAMPLING_QUEUED",
     "account_create",
+    "chat_end",
+    "chat_regenerate",
+    "chat_reply_write",
+    "chat_rewrite",
+    "chat_send",
+    "chat_start",
+    "chat_stop",
+    "chat_task_create",
     "cutoffs",
     "guidelines_acknowledge",
     "invitation_check",
     "invitation_create",
     "labeler_set_status",
+    "message_choose",
     "onboarding_advance",
     "screening_decide",
     "screening_grade",

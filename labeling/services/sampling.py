@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from ..models import Completion, ModelVersion, Prompt, Task
@@ -56,7 +57,8 @@ def prompts_needing_completions(limit):
 
 
 def completions_sample(*, prompt_ids):
-    """K completions per prompt from the active policy (a share from older versions), then a ranking task.
+    """K completions per prompt from the active policy (a share from older versions), then a ranking task. A chat's
+    prompt holds the reply chosen from it already, and gets CHAT_RANK_K - 1 alternatives from the active policy.
 
     Sampling runs outside any transaction; each prompt is then stored under its row lock and only if
     it still needs completions, so a retried or concurrent task stores nothing twice. A sampler that
@@ -66,44 +68,51 @@ def completions_sample(*, prompt_ids):
     active = model_version_active(ModelVersion.Kind.POLICY)
     older = list(ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, status=ModelVersion.Status.RETIRED)
                  .exclude(pk=active.pk).exclude(artifact_path=""))
-    k = settings.SAMPLE_K
-    k_older = round(k * settings.SAMPLE_OLDER_SHARE) if older else 0
-    prompts = {p.pk: p for p in Prompt.objects.filter(pk__in=prompt_ids, needs_completions=True)}
+    prompts = {p.pk: p for p in Prompt.objects.filter(pk__in=prompt_ids, needs_completions=True)
+               .annotate(stored=Count("completions"))}
     if not prompts:
         return 0
     ordered = sorted(prompts)
-    plan = {pk: [(active, k - k_older)] for pk in ordered}
+    # A chat's prompt holds its original reply already: its alternatives all come from the active version.
+    wanted = {pk: _k_of(prompts[pk]) - prompts[pk].stored for pk in ordered}
+    plan = {pk: [(active, wanted[pk])] for pk in ordered}
+    k_older = round(settings.SAMPLE_K * settings.SAMPLE_OLDER_SHARE) if older else 0
     if k_older:
         rng = random.Random(sum(ordered))
         for pk in ordered:
-            plan[pk].append((rng.choice(older), k_older))
+            if not prompts[pk].stored:
+                plan[pk] = [(active, wanted[pk] - k_older), (rng.choice(older), k_older)]
     samples = {pk: [] for pk in ordered}
     failure = None
+    batches = {}  # prompts drawn together: the same version, count and sampling settings
+    for pk in ordered:
+        for version, n in plan[pk]:
+            batches.setdefault((version, n, _settings_of(prompts[pk])), []).append(pk)
     try:
-        for version in {v for parts in plan.values() for v, _ in parts}:
-            for n in {n for parts in plan.values() for v, n in parts if v == version}:
-                found = {pk: [] for pk in ordered if (version, n) in plan[pk]}
-                try:
-                    _draw(sampler_for(version), [prompts[pk] for pk in found], n, version, found)
-                finally:
-                    for pk, drawn in found.items():
-                        samples[pk].extend(drawn)
+        for (version, n, (temperature, max_new_tokens)), batch in batches.items():
+            found = {pk: [] for pk in batch}
+            try:
+                _draw(sampler_for(version), [prompts[pk] for pk in batch], n, version, found,
+                      lambda seed: _params(seed, temperature, max_new_tokens))
+            finally:
+                for pk, drawn in found.items():
+                    samples[pk].extend(drawn)
     except SamplerUnavailable as exc:
         failure = exc
-    opened = sum(_store(pk, samples[pk]) for pk in ordered if len(samples[pk]) == k)
+    opened = sum(_store(pk, samples[pk]) for pk in ordered if len(samples[pk]) == wanted[pk])
     if failure:
         raise failure
     return opened
 
 
-def _draw(sampler, prompts, n, version, found, attempts=3):
+def _draw(sampler, prompts, n, version, found, params_for, attempts=3):
     """Fill `found`, {prompt id: samples}, with n non-empty samples per prompt: an empty completion is drawn again
     with another seed, a few times; a prompt still short waits for the next round."""
     for attempt in range(attempts):
         short = [p for p in prompts if len(found[p.pk]) < n]
         if not short:
             break
-        params = _params(seed=version.pk * 1_000_003 + short[0].pk + 7919 * attempt)
+        params = params_for(version.pk * 1_000_003 + short[0].pk + 7919 * attempt)
         try:
             drawn = sampler.sample([p.turns or p.text for p in short], _k(n), params)
         except SamplerUnavailable as exc:
@@ -114,13 +123,13 @@ def _draw(sampler, prompts, n, version, found, attempts=3):
 
 def _keep(found, prompts, drawn, n, version, params):
     for prompt, results in zip(prompts, drawn, strict=True):
-        producer = _producer(results[0].model_version, version) if results else version  # one reply, one model
+        made_by = producer(results[0].model_version, version) if results else version  # one reply, one model
         cleaned = [replace(r, text=r.text.replace("\x00", "")) for r in results]  # PostgreSQL refuses NUL
-        kept = [(producer, params, r) for r in cleaned if r.text.strip()]
+        kept = [(made_by, params, r) for r in cleaned if r.text.strip()]
         found[prompt.pk].extend(kept[: n - len(found[prompt.pk])])
 
 
-def _producer(name, asked):
+def producer(name, asked):
     """The version a sample names as its producer: the one asked for, or the one the server says answered."""
     if name == asked.served_name:
         return asked
@@ -131,15 +140,25 @@ def _producer(name, asked):
     return actual
 
 
+def _k_of(prompt):
+    return settings.CHAT_RANK_K if prompt.source == Prompt.Source.CHAT else settings.SAMPLE_K
+
+
+def _settings_of(prompt):
+    """(temperature, max_new_tokens): a chat's alternatives are drawn as its replies were, so none stands out."""
+    if prompt.source == Prompt.Source.CHAT:
+        return settings.CHAT_TEMPERATURE, settings.CHAT_MAX_NEW_TOKENS
+    return settings.SAMPLE_TEMPERATURE, settings.SAMPLE_MAX_NEW_TOKENS
+
+
 def _k(n):
     return max(n, 4)  # the sampler draws 4 to 9 per prompt; an older version's share keeps what it needs
 
 
-def _params(seed):
+def _params(seed, temperature, max_new_tokens):
     from rlhf.sampling import SamplingParams
 
-    return SamplingParams(temperature=settings.SAMPLE_TEMPERATURE, max_new_tokens=settings.SAMPLE_MAX_NEW_TOKENS,
-                          seed=seed)
+    return SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
 
 
 def _store(prompt_id, samples):
@@ -147,7 +166,8 @@ def _store(prompt_id, samples):
         prompt = Prompt.objects.select_for_update().filter(pk=prompt_id, needs_completions=True).first()
         if prompt is None:
             return 0
-        completions = Completion.objects.bulk_create([
+        stored = list(prompt.completions.all())
+        completions = stored + Completion.objects.bulk_create([
             Completion(prompt=prompt, text=sample.text, model_version=version, seed=params.seed,
                        token_count=sample.token_count, finish_reason=sample.finish_reason,
                        sampling_params={"temperature": params.temperature, "top_p": params.top_p,

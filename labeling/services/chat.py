@@ -1,0 +1,337 @@
+"""Chats with the model: the labeler plays the user, the active policy answers, and an ended chat gives a
+comparison, as ChatGPT's data was collected.
+
+A reply is written by a worker on the `chat` queue (`chat_reply_write`), never by a web process: it
+streams from the sampler into the cache (labeling/streams.py) and is stored when it ends. Every
+change to a conversation locks its row, and a turn names the last message its sender saw, so two
+tabs on one chat never interleave turns.
+
+When the labeler ends the chat, one model-written reply is chosen at random with a recorded seed;
+the conversation before it becomes a prompt (source "chat", written by the labeler, so never theirs
+to rank) holding that reply as its first completion, and the sampling round adds CHAT_RANK_K - 1
+alternatives from the active policy and opens the ranking task.
+"""
+
+import random
+import secrets
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from .. import answers, intake, streams
+from ..models import Assignment, ChatMessage, Completion, Conversation, LabelerProfile, ModelVersion, Prompt, Task
+from ..samplers import SamplerUnavailable, sampler_for
+from .sampling import model_version_active, producer
+from .training import sampling_queue
+from .work import _locked, _reclaim_slot, _submit, check_may_work
+
+Message = ChatMessage
+STALE_SECONDS = 60  # a streaming reply whose worker wrote nothing for this long has lost its worker
+CONFLICT = "conflict"  # the code of a refusal because another tab moved the conversation on (HTTP 409)
+
+
+def chat_task_create(*, conversations: int = 1, system_prompt: str = "", language: str = "en", priority: int = 0,
+                     ) -> Task:
+    """A chat task: `conversations` labelers chat with the model under it, one conversation each, after the
+    system prompt (none when empty)."""
+    if type(conversations) is not int or not 1 <= conversations <= 1000:
+        raise ValidationError(f"A chat task holds 1 to 1000 conversations, not {conversations!r}.")
+    if type(priority) is not int or not -1000 <= priority <= 1000:
+        raise ValidationError(f"The priority must be a whole number from -1000 to 1000, not {priority!r}.")
+    if language not in settings.PROMPT_LANGUAGES:
+        raise ValidationError(f"Choose the chat's language from: {', '.join(settings.PROMPT_LANGUAGES)}.")
+    if not isinstance(system_prompt, str):
+        raise ValidationError(f"The system prompt must be text, not {answers.describe(system_prompt)}.")
+    if system_prompt:
+        turn = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "-"}]
+        if problems := answers.conversation_problems(turn, limits=answers.Limits.from_settings(),
+                                                     system_allowed=True, ends_with="user"):
+            raise ValidationError(problems[0].message.replace("Turn 1 (system)", "The system prompt"))
+    return Task.objects.create(kind=Task.Kind.CHAT, required_annotations=conversations, priority=priority,
+                               params={"system_prompt": system_prompt, "language": language})
+
+
+def chat_start(*, assignment: Assignment, labeler) -> Conversation:
+    """The conversation of a chat task's lease: opened on the first call, the same one after."""
+    with transaction.atomic():
+        assignment = _locked(assignment, labeler)
+        if assignment.task.kind != Task.Kind.CHAT:
+            raise ValidationError(f"This task is to {assignment.task.get_kind_display().lower()}, not to chat.")
+        conversation = Conversation.objects.filter(assignment=assignment).first()
+        if conversation is None:
+            _renew(assignment, labeler)
+            conversation = Conversation.objects.create(
+                assignment=assignment, labeler=labeler, system_prompt=assignment.task.params.get("system_prompt", ""))
+    return conversation
+
+
+def chat_send(*, conversation: Conversation, labeler, text: str, after: int | None) -> ChatMessage:
+    """The labeler's next turn, and the model's reply to it, which a worker writes; returns the reply.
+
+    `after` is the id of the last message the sender saw (None before the first turn): a turn sent
+    from a tab that is behind is refused rather than woven in.
+    """
+    with transaction.atomic():
+        conversation, current = _open(conversation, labeler)
+        last = current[-1] if current else None
+        _check_after(last, after)
+        if last is not None:
+            _check_final(last)
+            if not last.text.strip():
+                raise ValidationError("The model's last reply is empty: regenerate it or rewrite it first.")
+        turns = sum(message.role == Message.Role.USER for message in current)
+        if turns >= settings.CHAT_MAX_TURNS:
+            raise ValidationError(f"This chat has reached its {settings.CHAT_MAX_TURNS} turns: end it.")
+        _check_text(conversation, current, text, Message.Role.USER)
+        position = len(current) + 1
+        Message.objects.create(conversation=conversation, position=position, role=Message.Role.USER, text=text)
+        return _reply(conversation, position + 1)
+
+
+def chat_regenerate(*, message: ChatMessage, labeler) -> ChatMessage:
+    """Another reply in place of the last one, which is kept as superseded; returns the new reply."""
+    with transaction.atomic():
+        conversation, current = _open(message.conversation, labeler)
+        message = _last_reply(current, message, "regenerated")
+        _check_final(message)
+        Message.objects.filter(pk=message.pk).update(superseded=True)
+        return _reply(conversation, message.position)
+
+
+def chat_rewrite(*, message: ChatMessage, labeler, text: str) -> ChatMessage:
+    """The labeler's version of the last reply; the model's stays beside it as `original_text`."""
+    with transaction.atomic():
+        conversation, current = _open(message.conversation, labeler)
+        message = _last_reply(current, message, "rewritten")
+        _check_final(message)
+        _check_text(conversation, current[:-1], text, Message.Role.ASSISTANT)
+        if not message.rewritten:
+            message.original_text, message.rewritten = message.text, True
+        message.text = text
+        message.save(update_fields=["text", "original_text", "rewritten"])
+    return message
+
+
+def chat_stop(*, message: ChatMessage, labeler) -> ChatMessage:
+    """Stop a reply where it is: at once if no worker has started it, else at the worker's next token."""
+    with transaction.atomic():
+        _open(message.conversation, labeler)
+        stopped = Message.objects.filter(pk=message.pk, state=Message.State.PENDING).update(
+            state=Message.State.STOPPED, finish_reason="abort")
+        message.refresh_from_db()
+        stream = streams.ReplyStream(message)
+        if stopped:
+            transaction.on_commit(lambda: stream.write("", "stopped", **streams.outcome(message)))
+        elif message.state == Message.State.STREAMING:
+            written = stream.read()
+            if written and time.time() - written["at"] < STALE_SECONDS:
+                stream.ask_stop()
+            else:  # its worker is gone: the reply ends with what it wrote
+                Message.objects.filter(pk=message.pk).update(
+                    state=Message.State.STOPPED, finish_reason="abort", text=written["text"] if written else "")
+                message.refresh_from_db()
+                transaction.on_commit(lambda: stream.write(message.text, "stopped", **streams.outcome(message)))
+    return message
+
+
+def chat_end(*, conversation: Conversation, labeler, time_spent_seconds: int = 0) -> Conversation:
+    """End the chat and submit its task; one model-written reply, chosen at random, goes to be ranked."""
+
+    def save(assignment):
+        locked, current = _open(conversation, labeler)
+        for message in current:
+            _check_final(message)
+        if not current:
+            raise ValidationError("Write at least one turn before you end the chat, or skip the task.")
+        seed = secrets.randbits(62)
+        chosen = message_choose(seed=seed, messages=[m for m in current if _rankable(m, current)])
+        locked.state, locked.ended_at, locked.choice_seed, locked.chosen_message = (
+            Conversation.State.ENDED, timezone.now(), seed, chosen)
+        if chosen is not None:
+            locked.ranking_prompt = _ranking_prompt(locked, chosen, current)
+            transaction.on_commit(sampling_queue)
+        locked.save(update_fields=["state", "ended_at", "choice_seed", "chosen_message", "ranking_prompt"])
+
+    _submit(conversation.assignment, labeler, time_spent_seconds, Task.Kind.CHAT, save)
+    return Conversation.objects.get(pk=conversation.pk)
+
+
+def message_choose(*, seed: int, messages: list) -> ChatMessage | None:
+    """The message whose alternatives are ranked: a uniform choice among `messages`, the same for the same seed."""
+    ordered = sorted(messages, key=lambda message: message.position)
+    return random.Random(seed).choice(ordered) if ordered else None
+
+
+def chat_turns(conversation, messages, *, before=None):
+    """The conversation as chat turns: the system prompt, then the current messages before position `before`."""
+    system = [{"role": "system", "content": conversation.system_prompt}] if conversation.system_prompt else []
+    return system + [{"role": m.role, "content": m.text} for m in messages if before is None or m.position < before]
+
+
+# The worker's side
+
+def chat_reply_write(*, message_id: int) -> ChatMessage | None:
+    """Write a pending reply: stream it from the active policy's sampler into the cache, then store it.
+
+    Safe to run twice: only the run that moves the reply from pending to streaming writes it. A
+    sampler that fails keeps the conversation as it was and says why on the reply, which the
+    labeler can regenerate.
+    """
+    if not Message.objects.filter(pk=message_id, state=Message.State.PENDING).update(state=Message.State.STREAMING):
+        return None
+    message = Message.objects.select_related("conversation", "model_version").get(pk=message_id)
+    current = list(message.conversation.messages.filter(superseded=False, position__lt=message.position))
+    stream = streams.ReplyStream(message)
+    stream.write("")
+    params = _sampling_params(message)
+    pieces, sample, error, written = [], None, "", time.monotonic()
+    try:
+        for item in sampler_for(message.model_version).stream(chat_turns(message.conversation, current), params,
+                                                              stream.stop_asked):
+            if isinstance(item, str):
+                pieces.append(item)
+                if time.monotonic() - written > 0.05:  # readers poll; a write per token would only cost
+                    stream.write("".join(pieces))
+                    written = time.monotonic()
+            else:
+                sample = item
+        version = producer(sample.model_version, message.model_version) if sample else message.model_version
+    except SamplerUnavailable as exc:
+        error = f"The model could not answer: {exc} Regenerate the reply to try again."
+        version = message.model_version
+    text = (sample.text if sample else "".join(pieces)).replace("\x00", "")
+    if sample and sample.finish_reason == "abort":
+        state = Message.State.STOPPED
+    elif error or not text.strip():
+        state, error = Message.State.FAILED, error or "The model's reply was empty; regenerate it."
+    else:
+        state = Message.State.DONE
+    Message.objects.filter(pk=message.pk, state=Message.State.STREAMING).update(
+        text=text, state=state, error=error, finish_reason=sample.finish_reason if sample else "",
+        token_count=sample.token_count if sample else None, model_version=version,
+    )
+    message.refresh_from_db()
+    stream.write(message.text, message.state, **streams.outcome(message))
+    return message
+
+
+# Helpers
+
+def _open(conversation, labeler):
+    """The conversation, locked, if it is the labeler's and still open, with its current messages; its lease
+    is renewed, since the labeler is at work on it."""
+    try:
+        locked = Conversation.objects.select_for_update().select_related("assignment__task").get(
+            pk=conversation.pk, labeler=labeler)
+    except Conversation.DoesNotExist:
+        raise Conversation.DoesNotExist(f"Conversation #{conversation.pk} is not yours.") from None
+    if locked.state == Conversation.State.ENDED:
+        raise ValidationError("This chat has ended; its turns can't change now.", code=CONFLICT)
+    _renew(_locked(locked.assignment, labeler), labeler)
+    current = list(locked.messages.filter(superseded=False).select_related("model_version"))
+    return locked, current
+
+
+def _renew(assignment, labeler):
+    now = timezone.now()
+    if assignment.state == Assignment.State.SKIPPED:
+        raise ValidationError("You skipped this chat, so it can't go on.")
+    if assignment.state == Assignment.State.SUBMITTED:
+        raise ValidationError("This chat has ended; its turns can't change now.", code=CONFLICT)
+    check_may_work(LabelerProfile.objects.filter(user=labeler).first(), assignment.task)
+    if assignment.state == Assignment.State.EXPIRED or assignment.lease_expires_at <= now:
+        _reclaim_slot(assignment, now)
+    assignment.state = Assignment.State.ACTIVE
+    assignment.lease_expires_at = now + timedelta(minutes=settings.LEASE_MINUTES)
+    assignment.save(update_fields=["state", "lease_expires_at"])
+
+
+def _check_after(last, after):
+    seen = last.pk if last else None
+    if after != seen:
+        raise ValidationError(
+            "This chat has moved on since this page loaded (in another tab?): reload it to see the latest turns "
+            f"(the last message is #{seen}, not #{after}).", code=CONFLICT)
+
+
+def _check_final(message):
+    if message.state not in Message.FINAL:
+        raise ValidationError("The model is still writing its reply: wait for it, or stop it, first.", code=CONFLICT)
+
+
+def _last_reply(current, message, done):
+    last = current[-1] if current else None
+    if last is None or last.pk != message.pk:
+        raise ValidationError(f"Only the model's latest reply can be {done}; reload the chat to see it.",
+                              code=CONFLICT)
+    if message.role != Message.Role.ASSISTANT:
+        raise ValidationError(f"Only the model's replies can be {done}.")
+    return last
+
+
+def _check_text(conversation, current, text, role):
+    """The same limits and checks as any conversation; a problem is reported as the new turn's."""
+    if not isinstance(text, str):
+        raise ValidationError(f"The turn must be text, not {answers.describe(text)}.")
+    turns = [*chat_turns(conversation, current), {"role": role, "content": text}]
+    limits = answers.Limits.from_settings()
+    problems = answers.conversation_problems(turns, limits=limits, system_allowed=True, ends_with=role,
+                                             max_turns=limits.turns)
+    if problems:
+        number, first = len(turns), problems[0]
+        message = first.message.replace(f"Turn {number} ({role})", "Your turn").replace(f"Turn {number}:", "Your turn:")
+        raise ValidationError(message, code=first.rule)
+
+
+def _reply(conversation, position):
+    version = model_version_active(ModelVersion.Kind.POLICY)
+    reply = Message.objects.create(
+        conversation=conversation, position=position, role=Message.Role.ASSISTANT, state=Message.State.PENDING,
+        model_version=version, seed=secrets.randbits(31),
+        sampling_params={"temperature": settings.CHAT_TEMPERATURE, "top_p": 1.0,
+                         "max_new_tokens": settings.CHAT_MAX_NEW_TOKENS},
+    )
+    from ..tasks import chat_reply
+
+    transaction.on_commit(lambda: chat_reply.apply_async((reply.pk,), queue="chat"))
+    return reply
+
+
+def _sampling_params(message):
+    from rlhf.sampling import SamplingParams
+
+    return SamplingParams(**message.sampling_params, seed=message.seed)
+
+
+def _rankable(message, current):
+    """A reply the model wrote in full (rewritten or not) whose context makes a prompt within the limits."""
+    if message.role != Message.Role.ASSISTANT or message.state != Message.State.DONE or not message.model_version_id:
+        return False
+    if not message.model_text.strip():
+        return False
+    turns = chat_turns(message.conversation, current, before=message.position)
+    return not answers.prompt_problems(_as_text(turns), turns, limits=answers.Limits.from_settings())
+
+
+def _as_text(turns):
+    return "\n\n".join(f"{turn['role'].capitalize()}: {turn['content']}" for turn in turns)
+
+
+def _ranking_prompt(conversation, chosen, current):
+    turns = chat_turns(conversation, current, before=chosen.position)
+    source_user = f"labeler-{conversation.labeler_id}"
+    prompt = Prompt.objects.create(
+        text=_as_text(turns), turns=turns, source=Prompt.Source.CHAT, source_user_id=source_user,
+        split=intake.split_for(source_user, tuple(settings.PROMPT_SPLIT_RATIOS)),
+        language=conversation.assignment.task.params.get("language", "en"), created_by=conversation.labeler,
+        needs_completions=True, metadata={"conversation": conversation.pk, "message": chosen.pk},
+    )
+    Completion.objects.create(
+        prompt=prompt, text=chosen.model_text, model_version=chosen.model_version, seed=chosen.seed,
+        sampling_params=chosen.sampling_params, token_count=chosen.token_count, finish_reason=chosen.finish_reason,
+    )
+    return prompt
