@@ -17,8 +17,10 @@ from django.utils import timezone
 from . import services
 from .models import (
     Assignment,
+    ChatMessage,
     Completion,
     CompletionRating,
+    Conversation,
     Demonstration,
     Export,
     Guidelines,
@@ -46,6 +48,19 @@ class ViewOnlyAdmin(admin.ModelAdmin):
     export and model stays traceable to what was really submitted."""
 
     def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ViewOnlyInline(admin.TabularInline):
+    extra = 0
+
+    def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
@@ -331,6 +346,22 @@ class AssignmentAdmin(ViewOnlyAdmin):
     search_fields = ["labeler__username", "task__prompt__text"]
 
 
+class ChatMessageInline(ViewOnlyInline):
+    model = ChatMessage
+    fields = ["position", "role", "text", "state", "superseded", "rewritten", "original_text", "model_version",
+              "finish_reason", "error"]
+
+
+@admin.register(Conversation)
+class ConversationAdmin(ViewOnlyAdmin):
+    """Chats are written by labelers and the chat worker, and ended by the chat services."""
+
+    list_display = ["id", "labeler", "state", "created_at", "ended_at", "chosen_message", "ranking_prompt"]
+    list_filter = ["state"]
+    search_fields = ["labeler__username", "messages__text"]
+    inlines = [ChatMessageInline]
+
+
 @admin.register(Demonstration)
 class DemonstrationAdmin(ViewOnlyAdmin):
     list_display = ["id", "prompt_id", "author", "used_model_suggestion", "created_at"]
@@ -338,18 +369,8 @@ class DemonstrationAdmin(ViewOnlyAdmin):
     search_fields = ["prompt__text", "author__username"]
 
 
-class CompletionRatingInline(admin.TabularInline):
+class CompletionRatingInline(ViewOnlyInline):
     model = CompletionRating
-    extra = 0
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Ranking)

@@ -80,7 +80,7 @@ class Candidate:
 TEXT_FIELDS = ("prompt", "text")
 CHAT_FIELDS = ("messages", "turns")
 USER_FIELDS = ("source_user_id", "user_id")
-SOURCES = tuple(Prompt.Source.values)
+SOURCES = tuple(source for source in Prompt.Source.values if source != Prompt.Source.CHAT)  # chats make their own
 USE_CASES = tuple(UseCase.values)
 KNOWN_FIELDS = {*TEXT_FIELDS, *CHAT_FIELDS, *USER_FIELDS, "source", "language", "use_case", "metadata"}
 

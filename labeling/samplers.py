@@ -8,6 +8,7 @@ says how). Every attempt records the sampler's state in the cache, for the Train
 
 import gc
 import logging
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,10 +36,19 @@ def sampler_for(version):
 
 
 @lru_cache(maxsize=2)
-def _in_process(version):
+def _load(version):
     from rlhf.sampling import HFSampler
 
     return HFSampler(version.artifact_path, model_version=version.served_name)
+
+
+_loading = threading.Lock()
+
+
+def _in_process(version):
+    """The version's model, loaded once even when several of a worker's threads (the chat worker's) ask at once."""
+    with _loading:
+        return _load(version)
 
 
 class _InProcess:
@@ -69,8 +79,8 @@ class _InProcess:
 
 def sampler_release():
     """Free the in-process models (and the device memory they hold), so that a training run has the device."""
-    if _in_process.cache_info().currsize:
-        _in_process.cache_clear()
+    if _load.cache_info().currsize:
+        _load.cache_clear()
         gc.collect()
         import torch
 

@@ -351,6 +351,9 @@ def result_of(assignment):
             "ranked_groups": [[letters[cid] for cid in group] for group in ranking.groups] if ranking else [],
             "outputs": [(letters[c.pk], c, ratings.get(c.pk)) for c in completions_in_order(assignment)],
         }
+    if kind == Task.Kind.CHAT:
+        conversation = getattr(assignment, "conversation", None)
+        return {"conversation": conversation, "chat_messages": chat_messages(conversation) if conversation else []}
     return {"annotation": getattr(assignment, "annotation", None)}
 
 

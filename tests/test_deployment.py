@@ -15,7 +15,7 @@ import yaml
 from config.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {"base-model", "vllm", "postgres", "redis", "web", "worker", "gpu-worker", "beat"}
+SERVICES = {"base-model", "vllm", "postgres", "redis", "web", "worker", "chat-worker", "gpu-worker", "beat"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_it_defines_every_service(compose):
 
 
 def test_app_services_use_postgres_and_redis(compose):
-    for name in ["web", "worker", "gpu-worker", "beat"]:
+    for name in ["web", "worker", "chat-worker", "gpu-worker", "beat"]:
         environment = compose["services"][name]["environment"]
         assert environment["DATABASE_URL"].startswith("postgres://")
         assert environment["REDIS_URL"].startswith("redis://redis:")
@@ -46,9 +46,11 @@ def test_the_web_command_points_at_the_wsgi_application(compose):
     module, attribute = target.split(":")
     assert callable(getattr(importlib.import_module(module), attribute))
     assert "manage.py" in inner and (ROOT / "manage.py").exists()
+    # Streamed chat replies hold a connection each: the server serves them from threads, many at once.
+    assert inner[inner.index("--worker-class") + 1] == "gthread" and int(inner[inner.index("--threads") + 1]) >= 16
 
 
-@pytest.mark.parametrize("service, queue", [("worker", "default"), ("gpu-worker", "gpu")])
+@pytest.mark.parametrize("service, queue", [("worker", "default"), ("gpu-worker", "gpu"), ("chat-worker", "chat")])
 def test_workers_consume_queues_the_celery_app_declares(compose, service, queue):
     command = words(compose["services"][service]["command"])
     assert command[:3] == ["celery", "-A", "config"]

@@ -3,9 +3,11 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from .. import selectors, services
+from ..api.chat import ConversationSerializer
 from ..forms import AnnotationForm, DemonstrationForm, RankingForm, SkipForm, WritePromptForm
 from ..models import Assignment, Role, Task
 from ..permissions import role_required
@@ -63,6 +65,8 @@ def assignment(request, pk):
     assignment = selectors.assignment_of(request.user, pk)
     if assignment.state in (Assignment.State.SUBMITTED, Assignment.State.SKIPPED) and request.method == "GET":
         return redirect("my-work-detail", pk=assignment.pk)
+    if assignment.task.kind == Task.Kind.CHAT:
+        return _chat(request, assignment)
     form_class, submit, arguments = TASK_PAGES[assignment.task.kind]
     form = form_class(request.POST or None, **_form_options(assignment))
     if request.method == "POST" and form.is_valid():
@@ -87,6 +91,28 @@ def assignment(request, pk):
         context["suggestion"] = selectors.model_suggestion(assignment.task.prompt)
     status = 400 if form.errors else 200
     return render(request, f"labeling/work/{assignment.task.kind}.html", context, status=status)
+
+
+def _chat(request, assignment):
+    """The chat page: the conversation so far, then turns and replies through the chat API."""
+    try:
+        conversation = services.chat_start(assignment=assignment, labeler=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("labeler-home")
+    chat = {
+        "conversation": ConversationSerializer(conversation).data,
+        "urls": {
+            "detail": reverse("api-chat", args=[conversation.pk]),
+            "send": reverse("api-chat-send", args=[conversation.pk]),
+            "end": reverse("api-chat-end", args=[conversation.pk]),
+            "message": reverse("api-chat-message", args=[0]),
+        },
+    }
+    return render(request, "labeling/work/chat.html", {
+        "assignment": assignment, "task": assignment.task, "conversation": conversation, "chat": chat,
+        "skip_form": SkipForm(), **selectors.workspace_panel(request.user),
+    })
 
 
 def _form_options(assignment):

@@ -5,11 +5,13 @@ The operations come from the OpenAPI schema, so a new endpoint is covered as soo
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from django.apps import apps
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from django.urls import resolve
+from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
 from labeling import services
@@ -74,12 +76,18 @@ class World:
         TaskFactory(kind=Task.Kind.WRITE_DEMONSTRATION)
         self.assignment = services.task_lease_next(labeler=users["labeler"])
         self.run = TrainingRun.objects.create(kind=TrainingRun.Kind.REWARD)
+        chat = Assignment.objects.create(task=services.chat_task_create(), labeler=users["labeler"],
+                                         lease_expires_at=timezone.now() + timedelta(minutes=30))
+        self.conversation = services.chat_start(assignment=chat, labeler=users["labeler"])
+        message = self.conversation.messages.create(position=1, role="user", text="Hello.")
         self.ids = {
             "work/assignments": self.assignment.pk,
             "training-runs": self.run.pk,
             "model-versions": ModelVersionFactory().pk,
             "exports": services.export_create(kind="sft", fmt="jsonl", filters={}, created_by=users["researcher"]).pk,
             "imports": 1,
+            "work/chats": self.conversation.pk,
+            "work/chat-messages": message.pk,
         }
         self.clients = {IsLabeler: api_client_for(users["labeler"]), IsResearcher: api_client_for(users["researcher"])}
 

@@ -366,10 +366,10 @@ def test_the_in_process_sampler_frees_its_model_before_a_training_run(loop_setti
     samplers.sampler_release()  # what earlier tests left loaded
     prompt = PromptFactory(needs_completions=True)
     assert services.completions_sample(prompt_ids=[prompt.pk]) == 1
-    assert samplers._in_process.cache_info().currsize == 1  # kept loaded between sampling tasks
+    assert samplers._load.cache_info().currsize == 1  # kept loaded between sampling tasks
     demonstrations(2, "train", labeler)
     services.training_run_execute(run_id=services.training_run_start(kind="sft").pk)
-    assert launched and samplers._in_process.cache_info().currsize == 0
+    assert launched and samplers._load.cache_info().currsize == 0
 
 
 def test_a_missing_pretraining_corpus_stops_the_policy_run_saying_so(loop_settings, labeler):

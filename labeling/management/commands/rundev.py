@@ -7,8 +7,8 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = ("Run the web server, a Celery worker per queue (default; gpu for sampling and training) and Celery beat "
-            "together; Ctrl-C stops them all.")
+    help = ("Run the web server, a Celery worker per queue (default; gpu for sampling and training; chat for the "
+            "model's replies in chats) and Celery beat together; Ctrl-C stops them all.")
 
     def add_arguments(self, parser):
         parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
@@ -21,6 +21,9 @@ class Command(BaseCommand):
                        "-n", "default@%h", "--loglevel", "INFO"],
             "gpu-worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "gpu", "--concurrency", "1",
                            "-n", "gpu@%h", "--loglevel", "INFO"],
+            # Threads: each chat's reply streams while the others' do, from one copy of the model.
+            "chat-worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "chat", "--pool", "threads",
+                            "--concurrency", "4", "-n", "chat@%h", "--loglevel", "INFO"],
             "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"],
         }
         processes = {name: subprocess.Popen(command) for name, command in commands.items()}

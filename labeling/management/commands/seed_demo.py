@@ -40,6 +40,7 @@ class Command(BaseCommand):
             self._accounts()
             report = self._prompts()
             self._prompt_writing_tasks()
+            self._chat_tasks()
             self._screening_items()
             invitation = services.invitation_create(note="demo applicant")
         self.stdout.write(
@@ -67,6 +68,12 @@ class Command(BaseCommand):
         """Labelers also write prompts, as InstructGPT's did; open one task per style once."""
         if not Task.objects.filter(kind=Task.Kind.WRITE_PROMPT).exists():
             Task.objects.bulk_create(Task(kind=Task.Kind.WRITE_PROMPT, params={"hint": hint}) for hint in WRITING_HINTS)
+
+    def _chat_tasks(self):
+        """Chats with the model, ahead of the other work, so that the demo shows them early."""
+        if not Task.objects.filter(kind=Task.Kind.CHAT).exists():
+            services.chat_task_create(conversations=6, priority=1,
+                                      system_prompt="You are a helpful, honest and harmless assistant.")
 
     def _prompts(self):
         with DEMO_PROMPTS.open("rb") as handle:
