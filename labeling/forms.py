@@ -219,10 +219,11 @@ class ExportForm(forms.Form):
     style = forms.ChoiceField(required=False, choices=[("", "—"), *STYLES.items()])
     margin = forms.BooleanField(required=False, label="Margin column (rank distance)")
     feedme = forms.BooleanField(required=False, label="Add completions rated 7 of 7 (FeedME)")
+    single_turn = forms.BooleanField(required=False, label="Add single-turn demonstrations as dialogues")
     with_identities = forms.BooleanField(required=False, label="Usernames instead of pseudonyms (admins only)")
 
     FILTERS = ["split", "language", "use_case", "since", "until", "model_version", "labeler_status", "include_gold",
-               "overlap", "min_agreement", "style", "margin", "feedme"]
+               "overlap", "min_agreement", "style", "margin", "feedme", "single_turn"]
 
     def filters(self):
         """The filters that were set, as the service takes them."""

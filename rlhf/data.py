@@ -5,7 +5,10 @@ Three shapes:
 - rankings: `prompt`, `completions` (texts, or objects with a `text`), `ranks` as ordered groups
   of ties, best first, holding indices into `completions`; also TRL preference pairs
   (`prompt`/`chosen`/`rejected`, or `chosen`/`rejected` alone), read as rankings of two;
-- demonstrations: `messages`, a list of {"role", "content"} ending with the assistant;
+- demonstrations: `messages`, a list of {"role", "content"} ending with the assistant, where an
+  assistant message with `"weight": 0` is context, not trained on (OpenAI's fine-tuning format);
+  or TRL's prompt-completion form, `prompt` (text or messages) and `completion` (the assistant's
+  message, or its text), trained on the completion alone;
 - prompts: `prompt`, text or messages;
 - pretraining text for PPO-ptx: `text` (or `messages`).
 
@@ -88,7 +91,33 @@ def load_rankings(path):
 
 
 def load_demonstrations(path):
-    return _read(path, lambda row: check_messages(row.get("messages"), "messages", end_with_assistant=True))
+    """Conversations ending with the assistant; a turn marked `"weight": 0` is context only."""
+    return _read(path, parse_demonstration)
+
+
+def parse_demonstration(row):
+    if "messages" in row:
+        messages = check_messages(row["messages"], "messages", end_with_assistant=True)
+        for n, message in enumerate(messages):
+            if message.get("weight", 1) not in (0, 1) or isinstance(message.get("weight"), bool):
+                raise DataError(f"`messages[{n}].weight` must be 0 (context) or 1 (trained on).")
+        if not any(m["role"] == "assistant" and m.get("weight", 1) for m in messages):
+            raise DataError("`messages` has no assistant message to train on: every one has weight 0.")
+        return messages
+    if "prompt" in row and "completion" in row:
+        prompt = check_prompt(row["prompt"])
+        completion = row["completion"]
+        if isinstance(completion, list):
+            completion = check_messages(completion, "completion", end_with_assistant=True)
+            if len(completion) != 1:
+                raise DataError("`completion` must be the assistant's one message.")
+            completion = completion[0]["content"]
+        if not isinstance(completion, str) or not completion.strip():
+            raise DataError("`completion` must be non-empty text or the assistant's message.")
+        context = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return [*({**m, "weight": 0} if m["role"] == "assistant" else m for m in context),
+                {"role": "assistant", "content": completion}]
+    raise DataError("each row needs `messages`, or `prompt` and `completion`.")
 
 
 def load_prompts(path):

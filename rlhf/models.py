@@ -104,12 +104,13 @@ def assistant_labels(tokenizer, messages):
     """(input ids, labels) for a conversation, labels -100 everywhere but the assistant's turns.
 
     Each assistant turn is what the template adds between the conversation so far with a
-    generation prompt and the conversation including that turn.
+    generation prompt and the conversation including that turn. A turn with `"weight": 0` is
+    context only (a reply the model wrote, in a conversation a labeler continued).
     """
     ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
     labels = [-100] * len(ids)
     for n, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
         start = len(tokenizer.apply_chat_template(messages[:n], add_generation_prompt=True, tokenize=True,
                                                   return_dict=False))

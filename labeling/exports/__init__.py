@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from rlhf.data import sha256_of  # the checksum rlhf records of the files it trains on
 
 from ..models import Export
+from .dialogues import Dialogues
 from .filters import FILTERS, OVERLAP_MODES, STYLES, filters_parse
 from .labelers import LabelerStats
 from .sources import Annotations, Demonstrations, PpoPrompts, PreferencePairs, Rankings
@@ -49,6 +50,7 @@ SOURCES = {
     Export.Kind.PPO_PROMPTS: PpoPrompts,
     Export.Kind.ANNOTATIONS: Annotations,
     Export.Kind.OASST: OasstTrees,
+    Export.Kind.DIALOGUES: Dialogues,
     Export.Kind.LABELER_STATS: LabelerStats,
 }
 

@@ -13,7 +13,7 @@ from ..models import Export, LabelerProfile, ModelVersion, Prompt, UseCase
 
 K = Export.Kind
 RANKED = {K.PREFERENCE_PAIRS, K.RANKINGS}
-LABELED = {K.PREFERENCE_PAIRS, K.RANKINGS, K.SFT, K.ANNOTATIONS, K.OASST, K.LABELER_STATS}
+LABELED = {K.PREFERENCE_PAIRS, K.RANKINGS, K.SFT, K.ANNOTATIONS, K.OASST, K.DIALOGUES, K.LABELER_STATS}
 CONTENT = set(K) - {K.LABELER_STATS}
 
 OVERLAP_MODES = {
@@ -135,6 +135,10 @@ FILTERS = {
     "feedme": (
         _flag("feedme"), {K.SFT},
         "add model completions rated 7 of 7 as demonstrations (FeedME): every rating of them a 7, no fault flagged",
+    ),
+    "single_turn": (
+        _flag("single_turn"), {K.DIALOGUES},
+        "add single-turn demonstrations in the same dialogue format (ChatGPT's mix with InstructGPT's data)",
     ),
 }
 

@@ -7,6 +7,10 @@ ranked completions (synthetic, with `model_name` and `rank`: 0 is best, by Tidem
 over every labeler's ranking) and the demonstrations labelers wrote. Labels are shares of the
 labelers who set a flag, with their count; `quality` is the mean 1-7 rating scaled to 0-1.
 
+A chat's tree is the whole conversation: its turns up to the reply chosen for ranking form the
+trunk, the alternatives are that reply's ranked siblings, and the rest of the chat goes on under
+the original reply (or under the labeler's rewrite of it, a sibling of its own).
+
 What breaks today's rules for answers is left out and counted: a prompt's whole tree, or one
 demonstration or ranking within it.
 """
@@ -17,7 +21,16 @@ import pyarrow as pa
 from django.db.models import Exists, OuterRef
 
 from .. import answers, quality
-from ..models import Completion, CompletionRating, Demonstration, Prompt, PromptAnnotation, Ranking
+from ..models import (
+    ChatMessage,
+    Completion,
+    CompletionRating,
+    Conversation,
+    Demonstration,
+    Prompt,
+    PromptAnnotation,
+    Ranking,
+)
 from .sources import BATCH, Source, batched, dated, from_model_versions, labeled, prompt_filter
 
 TREE_STATE = "ready_for_export"
@@ -62,15 +75,17 @@ class OasstTrees(Source):
 
     def rows(self):
         prompts = self.queryset().order_by("id").values_list(
-            "id", "text", "turns", "language", "source", "created_at"
+            "id", "text", "turns", "language", "source", "created_at", "created_by_id"
         ).iterator(chunk_size=BATCH)
         trees = 0
         for batch in batched(prompts, BATCH // 4):
             self.done += len(batch)
             batch = [row for row in batch if self.keeps_prompt(row[1], row[2])]
             replies = self.replies([row[0] for row in batch])
-            for prompt_id, text, turns, language, source, created_at in batch:
-                tree = self.tree(prompt_id, text, turns, language, created_at, replies)
+            self.continue_chats([row[0] for row in batch if row[4] == Prompt.Source.CHAT], replies)
+            for prompt_id, text, turns, language, source, created_at, author in batch:
+                prompter = self.name_of(author) if source == Prompt.Source.CHAT else None
+                tree = self.tree(prompt_id, text, turns, language, created_at, replies, prompter)
                 trees += 1
                 self.count("messages", _size(tree))
                 if self.flat:
@@ -149,13 +164,42 @@ class OasstTrees(Source):
             chain = node
         return chain
 
-    def tree(self, prompt_id, text, turns, language, created_at, replies):
+    def continue_chats(self, prompt_ids, replies):
+        """Hang the rest of each chat under the reply chosen from it: under the original's node, or under the
+        labeler's rewrite of it, added as a sibling."""
+        chats = {c.ranking_prompt_id: c for c in Conversation.objects.filter(
+            ranking_prompt_id__in=prompt_ids).select_related("chosen_message__model_version")}
+        later = defaultdict(list)
+        for message in ChatMessage.objects.filter(conversation__ranking_prompt_id__in=prompt_ids,
+                                                  superseded=False).select_related("model_version").order_by("position"):
+            later[message.conversation_id].append(message)
+        for prompt_id, chat in chats.items():
+            chosen, user = chat.chosen_message, self.name_of(chat.labeler_id)
+            chain = None
+            for message in reversed([m for m in later[chat.pk] if m.position > chosen.position]):
+                chain = self.chat_node(message, user, chat.ended_at, [chain] if chain else [])
+            nodes = replies[prompt_id][0]
+            if chosen.rewritten:
+                nodes.append(self.chat_node(chosen, user, chat.ended_at, [chain] if chain else []))
+            elif chain and (completions := [n for n in nodes if n["message_id"].startswith("completion-")]):
+                # The chosen reply is the prompt's first completion, stored before any alternative.
+                original = min(completions, key=lambda n: int(n["message_id"].removeprefix("completion-")))
+                original["replies"] = [chain]
+
+    def chat_node(self, message, user, created, replies):
+        model = message.role == "assistant" and not message.rewritten
+        return _node(f"chat-message-{message.pk}", None if model else user, message.text, message.role,
+                     created=created, synthetic=model, replies=replies,
+                     model_name=message.model_version.name if model and message.model_version_id else None)
+
+    def tree(self, prompt_id, text, turns, language, created_at, replies, prompter=None):
         nodes, labels = replies[prompt_id]
         trunk = turns or [{"role": "user", "content": text}]
         node = None
         for n, turn in reversed(list(enumerate(trunk))):
             last = n == len(trunk) - 1
-            node = _node(f"prompt-{prompt_id}" + (f"-turn-{n}" if n else ""), None, turn["content"], turn["role"],
+            node = _node(f"prompt-{prompt_id}" + (f"-turn-{n}" if n else ""),
+                         prompter if turn["role"] == "user" else None, turn["content"], turn["role"],
                          created=created_at, replies=nodes if last else [node], labels=labels if not n else {})
         _link(node, None, language)
         return node

@@ -40,6 +40,11 @@ class Conversation(models.Model):
     def __str__(self):
         return f"Conversation #{self.pk} of {self.labeler}"
 
+    def turns(self, messages, *, before=None):
+        """Chat turns: the system prompt, then `messages` (the current ones, in order) before position `before`."""
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return system + [{"role": m.role, "content": m.text} for m in messages if before is None or m.position < before]
+
 
 class ChatMessage(models.Model):
     """One turn of a conversation. A regenerated reply stays, superseded, beside the one that replaced it."""

@@ -17,6 +17,7 @@ class Export(models.Model):
         PPO_PROMPTS = "ppo_prompts", "PPO prompts"
         ANNOTATIONS = "annotations", "Prompt annotations"
         OASST = "oasst", "Open Assistant message trees"
+        DIALOGUES = "dialogues", "Dialogue SFT turns"
         LABELER_STATS = "labeler_stats", "Labeler statistics"
 
     class Format(models.TextChoices):

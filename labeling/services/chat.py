@@ -166,12 +166,6 @@ def message_choose(*, seed: int, messages: list) -> ChatMessage | None:
     return random.Random(seed).choice(ordered) if ordered else None
 
 
-def chat_turns(conversation, messages, *, before=None):
-    """The conversation as chat turns: the system prompt, then the current messages before position `before`."""
-    system = [{"role": "system", "content": conversation.system_prompt}] if conversation.system_prompt else []
-    return system + [{"role": m.role, "content": m.text} for m in messages if before is None or m.position < before]
-
-
 # The worker's side
 
 def chat_reply_write(*, message_id: int) -> ChatMessage | None:
@@ -190,7 +184,7 @@ def chat_reply_write(*, message_id: int) -> ChatMessage | None:
     params = _sampling_params(message)
     pieces, sample, error, written = [], None, "", time.monotonic()
     try:
-        for item in sampler_for(message.model_version).stream(chat_turns(message.conversation, current), params,
+        for item in sampler_for(message.model_version).stream(message.conversation.turns(current), params,
                                                               stream.stop_asked):
             if isinstance(item, str):
                 pieces.append(item)
@@ -277,7 +271,7 @@ def _check_text(conversation, current, text, role):
     """The same limits and checks as any conversation; a problem is reported as the new turn's."""
     if not isinstance(text, str):
         raise ValidationError(f"The turn must be text, not {answers.describe(text)}.")
-    turns = [*chat_turns(conversation, current), {"role": role, "content": text}]
+    turns = [*conversation.turns(current), {"role": role, "content": text}]
     limits = answers.Limits.from_settings()
     problems = answers.conversation_problems(turns, limits=limits, system_allowed=True, ends_with=role,
                                              max_turns=limits.turns)
@@ -313,7 +307,7 @@ def _rankable(message, current):
         return False
     if not message.model_text.strip():
         return False
-    turns = chat_turns(message.conversation, current, before=message.position)
+    turns = message.conversation.turns(current, before=message.position)
     return not answers.prompt_problems(_as_text(turns), turns, limits=answers.Limits.from_settings())
 
 
@@ -322,7 +316,7 @@ def _as_text(turns):
 
 
 def _ranking_prompt(conversation, chosen, current):
-    turns = chat_turns(conversation, current, before=chosen.position)
+    turns = conversation.turns(current, before=chosen.position)
     source_user = f"labeler-{conversation.labeler_id}"
     prompt = Prompt.objects.create(
         text=_as_text(turns), turns=turns, source=Prompt.Source.CHAT, source_user_id=source_user,

@@ -70,6 +70,38 @@ def test_a_demonstration_must_end_with_the_assistant(tmp_path):
         load_demonstrations(path)
 
 
+def test_prompt_completion_demonstrations_keep_the_earlier_replies_as_context(tmp_path, tiny_model):
+    from rlhf.models import assistant_labels, load_tokenizer
+
+    prompt = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+              {"role": "user", "content": "A colour?"}]
+    rows = [{"prompt": prompt, "completion": [{"role": "assistant", "content": "Teal."}]},
+            {"prompt": "Say yes.", "completion": "Yes."},
+            {"messages": [*prompt[:1], {**prompt[1], "weight": 0}, prompt[2], {"role": "assistant", "content": "Red."}]}]
+    first, second, third = load_demonstrations(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert first == [prompt[0], {**prompt[1], "weight": 0}, prompt[2], {"role": "assistant", "content": "Teal."}]
+    assert second == [{"role": "user", "content": "Say yes."}, {"role": "assistant", "content": "Yes."}]
+    tokenizer = load_tokenizer(tiny_model)
+    for conversation, trained, context in ((first, "Teal.", "Hello!"), (third, "Red.", "Hello!")):
+        ids, labels = assistant_labels(tokenizer, conversation)
+        text = tokenizer.decode([token for token, label in zip(ids, labels) if label != -100])
+        assert trained in text and context not in text
+
+
+@pytest.mark.parametrize("row, reason", [
+    ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "a", "weight": 0}]},
+     "no assistant message to train on"),
+    ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "a", "weight": 0.5}]},
+     r"`messages\[1\].weight` must be 0 \(context\) or 1"),
+    ({"prompt": "Hi", "completion": ""}, "`completion` must be non-empty text"),
+    ({"prompt": "Hi", "completion": [{"role": "assistant", "content": "a"}] * 2}, "the assistant's one message"),
+    ({"prompt": "Hi"}, "needs `messages`, or `prompt` and `completion`"),
+])
+def test_a_malformed_demonstration_names_what_is_wrong(tmp_path, row, reason):
+    with pytest.raises(DataError, match=rf"line 1: .*{reason}"):
+        load_demonstrations(write_jsonl(tmp_path / "d.jsonl", [row]))
+
+
 def test_broken_json_is_reported_with_its_line(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps(RANKING) + "\n{not json\n")
