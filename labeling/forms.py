@@ -70,6 +70,8 @@ class DemonstrationForm(TimedForm):
 
     assistant_1 = forms.CharField(widget=forms.Textarea(attrs={"rows": 8}), label="Assistant", strip=False)
     used_suggestion = forms.BooleanField(required=False, widget=forms.HiddenInput)
+    # The ids of the suggestions asked for turn by turn that the labeler put into a reply, comma-separated.
+    suggestions_used = forms.RegexField(regex=r"^\d+(,\d+)*$", required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -104,6 +106,10 @@ class DemonstrationForm(TimedForm):
 
     def turns(self):
         return [{"role": name.partition("_")[0], "content": self.cleaned_data[name]} for name in self.written()]
+
+    def suggestions(self):
+        used = self.cleaned_data.get("suggestions_used")
+        return [int(pk) for pk in used.split(",")] if used else []
 
     def add_answer_error(self, exc):
         """Each problem beside the turn it names: `answer_turn` counts the labeler's turns from 1."""

@@ -33,6 +33,7 @@ from .models import (
     ScreeningAttempt,
     Task,
     TrainingRun,
+    TurnSuggestion,
     UseCase,
 )
 from .permissions import roles_of
@@ -235,6 +236,12 @@ def chat_message_of(labeler, pk):
     """A message of one of the labeler's own chats; anyone else's is a 404."""
     return get_object_or_404(ChatMessage.objects.select_related("conversation", "model_version"), pk=pk,
                              conversation__labeler=labeler)
+
+
+def suggestion_of(labeler, pk):
+    """A suggestion for one of the labeler's own demonstrations; anyone else's is a 404."""
+    return get_object_or_404(TurnSuggestion.objects.select_related("model_version"), pk=pk,
+                             assignment__labeler=labeler)
 
 
 def chat_messages(conversation):

@@ -17,9 +17,11 @@ FINAL = ("done", "stopped", "failed")
 
 
 class ReplyStream:
-    def __init__(self, message):
+    """The stream of a reply the model writes: a chat's message, or a suggestion for a demonstration's turn."""
+
+    def __init__(self, reply):
         # The creation time keeps a key unique when a database reuses ids (a restored backup, a test database).
-        self.key = f"chat-reply:{message.pk}:{message.created_at.timestamp():.6f}"
+        self.key = f"{reply._meta.model_name}:{reply.pk}:{reply.created_at.timestamp():.6f}"
 
     def write(self, text, state="streaming", **outcome):
         cache.set(self.key, {"text": text, "state": state, "at": time.time(), **outcome}, timeout=KEEP_SECONDS)
@@ -34,14 +36,14 @@ class ReplyStream:
         return bool(cache.get(f"{self.key}:stop"))
 
 
-def snapshot(message):
+def snapshot(reply):
     """What the database holds of a reply, in the cache's shape."""
-    return {"text": message.text, "state": message.state, **outcome(message)}
+    return {"text": reply.text, "state": reply.state, **outcome(reply)}
 
 
-def outcome(message):
-    return {"finish_reason": message.finish_reason, "error": message.error,
-            "model_version": message.model_version.name if message.model_version_id else None}
+def outcome(reply):
+    return {"finish_reason": reply.finish_reason, "error": reply.error,
+            "model_version": reply.model_version.name if reply.model_version_id else None}
 
 
 def event(name, data, event_id=None):

@@ -48,6 +48,12 @@ def chat_reply(message_id):
 
 
 @shared_task(acks_late=True)
+def suggest(suggestion_id):
+    suggestion = services.suggestion_write(suggestion_id=suggestion_id)
+    return {"suggestion": suggestion_id, "state": suggestion.state if suggestion else "taken"}
+
+
+@shared_task(acks_late=True)
 def train(run_id):
     run = services.training_run_execute(run_id=run_id)
     return {"run": run.pk, "state": run.state, "gate": run.gate}

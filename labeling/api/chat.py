@@ -4,15 +4,16 @@ rewrite, end. The chat page uses the same endpoints."""
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import renderers, serializers, status
-from rest_framework.decorators import api_view, permission_classes, renderer_classes
+from rest_framework import serializers, status
+from rest_framework.decorators import api_view, content_negotiation_class, permission_classes
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 
 from .. import selectors, services, streams
 from ..models import ChatMessage, Conversation
 from ..permissions import IsLabeler
+from .schema import CONFLICT
 
 
 class ChatMessageSerializer(serializers.Serializer):
@@ -70,14 +71,15 @@ class EndSerializer(serializers.Serializer):
     time_spent_seconds = serializers.IntegerField(min_value=0, required=False, default=0)
 
 
-class EventStreamRenderer(renderers.BaseRenderer):
-    """text/event-stream, for the stream endpoint; an error there is one `error` event holding its JSON."""
+class JsonWhenRefused(BaseContentNegotiation):
+    """A stream answers server-sent events, and JSON when it refuses, whatever the client said it accepts (an
+    EventSource accepts text/event-stream alone)."""
 
-    media_type = "text/event-stream"
-    format = "event-stream"
+    def select_parser(self, request, parsers):
+        return parsers[0]
 
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return streams.event("error", data).encode()
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
 
 
 @extend_schema(request=None, responses={200: ConversationSerializer})
@@ -96,7 +98,7 @@ def chat_detail(request, pk):
     return Response(ConversationSerializer(selectors.conversation_of(request.user, pk)).data)
 
 
-@extend_schema(request=TurnSerializer, responses={201: ChatMessageSerializer})
+@extend_schema(request=TurnSerializer, responses={201: ChatMessageSerializer, **CONFLICT})
 @api_view(["POST"])
 @permission_classes([IsLabeler])
 def chat_send(request, pk):
@@ -108,7 +110,7 @@ def chat_send(request, pk):
     return Response(ChatMessageSerializer(reply).data, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(request=EndSerializer, responses=ConversationSerializer)
+@extend_schema(request=EndSerializer, responses={200: ConversationSerializer, **CONFLICT})
 @api_view(["POST"])
 @permission_classes([IsLabeler])
 def chat_end(request, pk):
@@ -127,27 +129,45 @@ def chat_message_detail(request, pk):
     return Response(ChatMessageSerializer(selectors.chat_message_of(request.user, pk)).data)
 
 
-@extend_schema(
+EVENT = {
+    "type": "object",
+    "description": "One server-sent event.",
+    "properties": {
+        "event": {"type": "string", "enum": ["text", "waiting", "end"]},
+        "data": {"type": "string", "description": "A JSON object: {offset, text} for `text`; {message} for "
+                                                  "`waiting`; {text, state, finish_reason, error, model_version} "
+                                                  "for `end`."},
+        "id": {"type": "string", "description": "The offset in the reply after this event."},
+        "retry": {"type": "integer", "description": "Milliseconds to wait before reconnecting."},
+    },
+}
+STREAM_SCHEMA = extend_schema(
     parameters=[OpenApiParameter("offset", int, description="Start from this character of the reply (default 0); "
                                                           "a Last-Event-ID header does the same.")],
-    responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description=(
+    responses={(200, "text/event-stream"): OpenApiResponse(EVENT, description=(
         "Server-sent events: `text` {offset, text} for each new part (its id is the offset after it), `waiting` "
         "while no worker has taken the reply, and last `end` {text, state, finish_reason, error, model_version} "
         "with the stored reply. The connection closes after CHAT_STREAM_SECONDS; reconnect with the last id."))},
 )
+
+
+@STREAM_SCHEMA
 @api_view(["GET"])
-@renderer_classes([renderers.JSONRenderer, EventStreamRenderer])
+@content_negotiation_class(JsonWhenRefused)
 @permission_classes([IsLabeler])
 def chat_message_stream(request, pk):
     """The reply as the model writes it. The request holds no database connection while it waits."""
-    message = selectors.chat_message_of(request.user, pk)
+    return _event_stream(request, selectors.chat_message_of(request.user, pk))
+
+
+def _event_stream(request, reply):
     offset = request.headers.get("Last-Event-ID") or request.query_params.get("offset") or 0
     try:
         offset = int(offset)
     except ValueError:
         return Response({"detail": f"offset must be a whole number of characters, not {offset!r}."},
                         status=status.HTTP_400_BAD_REQUEST)
-    events = streams.reply_events(streams.ReplyStream(message), streams.snapshot(message), offset,
+    events = streams.reply_events(streams.ReplyStream(reply), streams.snapshot(reply), offset,
                                   seconds=settings.CHAT_STREAM_SECONDS)
     response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -155,7 +175,7 @@ def chat_message_stream(request, pk):
     return response
 
 
-@extend_schema(request=None, responses=ChatMessageSerializer)
+@extend_schema(request=None, responses={200: ChatMessageSerializer, **CONFLICT})
 @api_view(["POST"])
 @permission_classes([IsLabeler])
 def chat_message_stop(request, pk):
@@ -164,7 +184,7 @@ def chat_message_stop(request, pk):
     return Response(ChatMessageSerializer(message).data)
 
 
-@extend_schema(request=None, responses={201: ChatMessageSerializer})
+@extend_schema(request=None, responses={201: ChatMessageSerializer, **CONFLICT})
 @api_view(["POST"])
 @permission_classes([IsLabeler])
 def chat_message_regenerate(request, pk):
@@ -173,7 +193,7 @@ def chat_message_regenerate(request, pk):
     return Response(ChatMessageSerializer(reply).data, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(request=RewriteSerializer, responses=ChatMessageSerializer)
+@extend_schema(request=RewriteSerializer, responses={200: ChatMessageSerializer, **CONFLICT})
 @api_view(["POST"])
 @permission_classes([IsLabeler])
 def chat_message_rewrite(request, pk):
@@ -183,3 +203,54 @@ def chat_message_rewrite(request, pk):
     message = services.chat_rewrite(message=selectors.chat_message_of(request.user, pk), labeler=request.user,
                                     text=body.validated_data["text"])
     return Response(ChatMessageSerializer(message).data)
+
+
+# Suggestions for a demonstration's turns
+
+class SuggestionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    turn = serializers.IntegerField(help_text="The suggested turn's number among your turns, from 1.")
+    text = serializers.CharField(help_text="Empty while pending; the text so far comes from `stream`.")
+    state = serializers.ChoiceField(choices=ChatMessage.State.choices)
+    finish_reason = serializers.CharField()
+    model_version = serializers.CharField(source="model_version.name")
+    error = serializers.CharField()
+    stream = serializers.SerializerMethodField()
+
+    def get_stream(self, suggestion) -> str:
+        return reverse("api-suggestion-stream", args=[suggestion.pk])
+
+
+class SuggestionRequestSerializer(serializers.Serializer):
+    # As sent: the service names the turn that is wrong, as for a submitted demonstration.
+    turns = serializers.JSONField(help_text='Your turns so far, after the prompt\'s, ending with the user\'s (none '
+                                            'for the first reply): [{"role": "assistant", "content": "..."}, ...].')
+
+
+@extend_schema(request=SuggestionRequestSerializer, responses={201: SuggestionSerializer, **CONFLICT})
+@api_view(["POST"])
+@permission_classes([IsLabeler])
+def suggestion_request(request, pk):
+    """A reply the model suggests for the next assistant turn of your demonstration, written by a worker: read it
+    from its `stream`. Send the ids of those you use as `suggestions_used` with the demonstration."""
+    body = SuggestionRequestSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    suggestion = services.suggestion_request(assignment=selectors.assignment_of(request.user, pk),
+                                             labeler=request.user, turns=body.validated_data["turns"])
+    return Response(SuggestionSerializer(suggestion).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(responses=SuggestionSerializer)
+@api_view(["GET"])
+@permission_classes([IsLabeler])
+def suggestion_detail(request, pk):
+    return Response(SuggestionSerializer(selectors.suggestion_of(request.user, pk)).data)
+
+
+@STREAM_SCHEMA
+@api_view(["GET"])
+@content_negotiation_class(JsonWhenRefused)
+@permission_classes([IsLabeler])
+def suggestion_stream(request, pk):
+    """The suggestion as the model writes it."""
+    return _event_stream(request, selectors.suggestion_of(request.user, pk))

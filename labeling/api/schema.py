@@ -1,13 +1,15 @@
 """The OpenAPI schema documents the errors every operation can answer, in one place.
 
 Any operation may answer 400 (a malformed request; see labeling/api/middleware.py), 401, 403, 404
-and 429; one that takes a body also 413 and 415. Each is an `Error` object. Where a serializer
+and 429; one that takes a body also 413 and 415; one that declares a 409 (`CONFLICT`) that too. Each
+is an `Error` object. Where a serializer
 validates the input, a 400 may instead name each wrong field: `<Serializer>Errors`.
 """
 
 from drf_spectacular import openapi
 from drf_spectacular.plumbing import ResolvedComponent, build_array_type, build_basic_type, force_instance
 from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 ERROR = {
@@ -33,6 +35,9 @@ BODY_ERRORS = {
     "415": "The body is of a media type this operation does not read.",
 }
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+# For operations on what another tab or client may change at the same time (a chat): extend_schema(responses=...).
+CONFLICT = {409: OpenApiResponse(description="The object has moved on since the caller last read it (another tab "
+                                             "sent a turn, a reply is still being written): read it again.")}
 
 # Field errors of these are nested by position or key (or are a list of messages for the whole value).
 NESTED = (serializers.BaseSerializer, serializers.ListField, serializers.DictField, serializers.HStoreField)
@@ -42,6 +47,8 @@ class AutoSchema(openapi.AutoSchema):
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         codes = {**ERRORS, **(BODY_ERRORS if self.method in BODY_METHODS else {})}
+        if "409" in responses:
+            codes["409"] = responses["409"]["description"]
         for code, description in codes.items():
             alternatives = self._error_schemas(code)
             if code in responses:

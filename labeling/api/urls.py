@@ -27,5 +27,8 @@ urlpatterns = [
     path("work/chat-messages/<int:pk>/stop/", chat.chat_message_stop, name="api-chat-message-stop"),
     path("work/chat-messages/<int:pk>/regenerate/", chat.chat_message_regenerate, name="api-chat-message-regenerate"),
     path("work/chat-messages/<int:pk>/rewrite/", chat.chat_message_rewrite, name="api-chat-message-rewrite"),
+    path("work/assignments/<int:pk>/suggestions/", chat.suggestion_request, name="api-suggestion-request"),
+    path("work/suggestions/<int:pk>/", chat.suggestion_detail, name="api-suggestion"),
+    path("work/suggestions/<int:pk>/stream/", chat.suggestion_stream, name="api-suggestion-stream"),
     *router.urls,
 ]

@@ -85,6 +85,8 @@ class SubmitSerializer(serializers.Serializer):
                                   help_text='The turns after the prompt, ending with the assistant\'s: '
                                             '[{"role": "assistant", "content": "..."}, ...].')
     used_model_suggestion = serializers.BooleanField(required=False, default=False)
+    suggestions_used = serializers.ListField(child=serializers.IntegerField(), required=False,
+                                             help_text="The ids of the suggestions for your turns that you used.")
     # rank_completions
     groups = serializers.JSONField(required=False, help_text="Completion ids as ordered groups of ties, best first.")
     ratings = serializers.JSONField(required=False, help_text='{"<completion id>": {"rating": 1-7, flag: bool}}')
@@ -97,7 +99,9 @@ class SubmitSerializer(serializers.Serializer):
 # The service for each kind, and the answer fields it takes (the first ones are required).
 SUBMITTERS = {
     Task.Kind.WRITE_PROMPT: (services.prompt_write, ["style", "text"], ["use_case", "language"]),
-    Task.Kind.WRITE_DEMONSTRATION: (services.demonstration_write, ["turns"], ["used_model_suggestion"]),
+    Task.Kind.WRITE_DEMONSTRATION: (
+        services.demonstration_write, ["turns"], ["used_model_suggestion", "suggestions_used"]
+    ),
     Task.Kind.RANK_COMPLETIONS: (services.ranking_submit, ["groups", "ratings"], ["none_acceptable"]),
     Task.Kind.ANNOTATE_PROMPT: (
         services.annotation_submit, ["use_case", "language"], ["flags", "contains_personal_data"]

@@ -4,7 +4,8 @@ One row per labeler-written assistant turn: `prompt` is the conversation before 
 included; earlier replies the model wrote stay as context), `completion` the turn, so that TRL's
 SFTTrainer and `rlhf train-sft` train on the labeler's words alone. The turns come from chats (a
 reply the labeler rewrote, with the model's original in `model_text`) and from demonstrations of
-more than one user turn, where the labeler played both sides. With `single_turn`, single-turn
+more than one user turn, where the labeler played both sides (`suggested_by` names the model that
+suggested a reply for the turn, and `used_suggestion` says whether the labeler took it). With `single_turn`, single-turn
 demonstrations follow in the same format, as ChatGPT's SFT mix took InstructGPT's data.
 """
 
@@ -24,7 +25,8 @@ class Dialogues(Source):
     schema = pa.schema([
         ("prompt", MESSAGES), ("completion", MESSAGES), ("source", pa.string()), ("conversation_id", pa.int64()),
         ("demonstration_id", pa.int64()), ("turn", pa.int32()), ("model_text", pa.string()),
-        ("model_version", pa.string()), ("split", pa.string()), ("language", pa.string()), ("labeler", pa.string()),
+        ("model_version", pa.string()), ("suggested_by", pa.string()), ("used_suggestion", pa.bool_()),
+        ("split", pa.string()), ("language", pa.string()), ("labeler", pa.string()),
         ("created_at", pa.string()),
     ])
 
@@ -81,19 +83,24 @@ class Dialogues(Source):
 
     def demonstration_rows(self):
         found = self.demonstrations().order_by("id").values_list(
-            "messages", "id", "prompt__split", "prompt__language", "author_id", "created_at", "assignment__task__params")
+            "messages", "id", "prompt__split", "prompt__language", "author_id", "created_at", "assignment__task__params",
+            "turn_suggestions")
         kept = 0
-        for messages, pk, split, language, author, at, params in found.iterator(chunk_size=BATCH):
+        for messages, pk, split, language, author, at, params, suggested in found.iterator(chunk_size=BATCH):
             self.done += 1
             if problems := answers.demonstration_problems(messages, limits=self.limits, params=params):
                 self.leave_out("demonstration", problems)
                 continue
             if sum(m["role"] == "user" for m in messages) < 2 and not self.filters.get("single_turn"):
                 continue
-            for n in range(_opening_length(messages), len(messages)):
+            opening = _opening_length(messages)
+            suggestions = {entry["turn"]: entry for entry in suggested}  # numbered among the labeler's turns
+            for n in range(opening, len(messages)):
+                suggestion = suggestions.get(n - opening + 1, {})
                 if messages[n]["role"] == "assistant" and (row := self.row(
                         messages[:n], messages[n]["content"], "demonstration", split=split, language=language,
-                        demonstration_id=pk, turn=n + 1, labeler=author, created_at=at)):
+                        demonstration_id=pk, turn=n + 1, suggested_by=suggestion.get("model_version"),
+                        used_suggestion=suggestion.get("used", False), labeler=author, created_at=at)):
                     kept += 1
                     yield row
         self.counts["demonstration_turns"] = kept

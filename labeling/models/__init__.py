@@ -1,4 +1,4 @@
-from .chat import ChatMessage, Conversation
+from .chat import ChatMessage, Conversation, TurnSuggestion
 from .intake import ImportJob
 from .people import Guidelines, Invitation, LabelerProfile, Role, ScreeningAttempt, ScreeningItem, StatusChange
 from .prompts import Completion, ModelVersion, Prompt, UseCase
@@ -28,5 +28,6 @@ __all__ = [
     "StatusChange",
     "Task",
     "TrainingRun",
+    "TurnSuggestion",
     "UseCase",
 ]

@@ -95,3 +95,37 @@ class ChatMessage(models.Model):
     def model_text(self):
         """What the model wrote, before any rewrite."""
         return self.original_text if self.rewritten else self.text
+
+
+class TurnSuggestion(models.Model):
+    """A reply the model suggests for one assistant turn of a demonstration, where the labeler plays both sides.
+
+    `turns` are the labeler's turns before it (after the prompt's); the chat worker writes it as it
+    writes a chat's reply, and the demonstration records, per turn, which model suggested what and
+    whether the labeler used it.
+    """
+
+    State = ChatMessage.State
+
+    assignment = models.ForeignKey("Assignment", on_delete=models.CASCADE, related_name="suggestions")
+    turns = models.JSONField(default=list, help_text="The labeler's turns before the suggested one.")
+    text = models.TextField(blank=True)
+    state = models.CharField(max_length=9, choices=State.choices, default=State.PENDING)
+    model_version = models.ForeignKey("ModelVersion", on_delete=models.PROTECT, related_name="+")
+    sampling_params = models.JSONField(default=dict, blank=True)
+    seed = models.BigIntegerField(null=True, blank=True)
+    token_count = models.PositiveIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=16, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"Suggestion for turn {self.turn} of {self.assignment}"
+
+    @property
+    def turn(self):
+        """The suggested turn's number among the labeler's turns, from 1."""
+        return len(self.turns) + 1

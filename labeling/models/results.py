@@ -18,6 +18,11 @@ class Demonstration(models.Model):
     suggestion_model_version = models.ForeignKey(
         "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    turn_suggestions = models.JSONField(
+        default=list, blank=True,
+        help_text='Per assistant turn the model suggested a reply for: [{"turn": n, "model_version": "...", '
+                  '"used": bool}], n counting the labeler\'s turns from 1.',
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

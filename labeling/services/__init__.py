@@ -11,6 +11,8 @@ from .chat import (
     chat_stop,
     chat_task_create,
     message_choose,
+    suggestion_request,
+    suggestion_write,
 )
 from .exports import export_create, export_run
 from .people import token_rotate, user_set_role
@@ -86,6 +88,8 @@ __all__ = [
     "screening_items",
     "screening_items_import",
     "screening_submit",
+    "suggestion_request",
+    "suggestion_write",
     "IntakeReport",
     "completions_sample",
     "model_version_activate",

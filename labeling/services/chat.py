@@ -23,7 +23,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import answers, intake, streams
-from ..models import Assignment, ChatMessage, Completion, Conversation, LabelerProfile, ModelVersion, Prompt, Task
+from ..models import (
+    Assignment,
+    ChatMessage,
+    Completion,
+    Conversation,
+    LabelerProfile,
+    ModelVersion,
+    Prompt,
+    Task,
+    TurnSuggestion,
+)
 from ..samplers import SamplerUnavailable, sampler_for
 from .sampling import model_version_active, producer
 from .training import sampling_queue
@@ -169,7 +179,7 @@ def message_choose(*, seed: int, messages: list) -> ChatMessage | None:
 # The worker's side
 
 def chat_reply_write(*, message_id: int) -> ChatMessage | None:
-    """Write a pending reply: stream it from the active policy's sampler into the cache, then store it.
+    """Write a pending reply: stream it from its model version into the cache, then store it.
 
     Safe to run twice: only the run that moves the reply from pending to streaming writes it. A
     sampler that fails keeps the conversation as it was and says why on the reply, which the
@@ -179,13 +189,26 @@ def chat_reply_write(*, message_id: int) -> ChatMessage | None:
         return None
     message = Message.objects.select_related("conversation", "model_version").get(pk=message_id)
     current = list(message.conversation.messages.filter(superseded=False, position__lt=message.position))
-    stream = streams.ReplyStream(message)
+    return _write(message, message.conversation.turns(current))
+
+
+def suggestion_write(*, suggestion_id: int) -> TurnSuggestion | None:
+    """Write a pending suggestion for a demonstration's turn, as a chat's reply is written."""
+    if not TurnSuggestion.objects.filter(pk=suggestion_id, state=Message.State.PENDING).update(
+            state=Message.State.STREAMING):
+        return None
+    suggestion = TurnSuggestion.objects.select_related("assignment__task__prompt", "model_version").get(
+        pk=suggestion_id)
+    return _write(suggestion, [*_opening(suggestion.assignment.task.prompt), *suggestion.turns])
+
+
+def _write(reply, turns):
+    """Stream the reply to `turns` from its model version into the cache, then store how it ended."""
+    stream = streams.ReplyStream(reply)
     stream.write("")
-    params = _sampling_params(message)
     pieces, sample, error, written = [], None, "", time.monotonic()
     try:
-        for item in sampler_for(message.model_version).stream(message.conversation.turns(current), params,
-                                                              stream.stop_asked):
+        for item in sampler_for(reply.model_version).stream(turns, _sampling_params(reply), stream.stop_asked):
             if isinstance(item, str):
                 pieces.append(item)
                 if time.monotonic() - written > 0.05:  # readers poll; a write per token would only cost
@@ -193,10 +216,10 @@ def chat_reply_write(*, message_id: int) -> ChatMessage | None:
                     written = time.monotonic()
             else:
                 sample = item
-        version = producer(sample.model_version, message.model_version) if sample else message.model_version
+        version = producer(sample.model_version, reply.model_version) if sample else reply.model_version
     except SamplerUnavailable as exc:
-        error = f"The model could not answer: {exc} Regenerate the reply to try again."
-        version = message.model_version
+        error = f"The model could not answer: {exc} Try again."
+        version = reply.model_version
     text = (sample.text if sample else "".join(pieces)).replace("\x00", "")
     if sample and sample.finish_reason == "abort":
         state = Message.State.STOPPED
@@ -204,13 +227,46 @@ def chat_reply_write(*, message_id: int) -> ChatMessage | None:
         state, error = Message.State.FAILED, error or "The model's reply was empty; regenerate it."
     else:
         state = Message.State.DONE
-    Message.objects.filter(pk=message.pk, state=Message.State.STREAMING).update(
+    type(reply).objects.filter(pk=reply.pk, state=Message.State.STREAMING).update(
         text=text, state=state, error=error, finish_reason=sample.finish_reason if sample else "",
         token_count=sample.token_count if sample else None, model_version=version,
     )
-    message.refresh_from_db()
-    stream.write(message.text, message.state, **streams.outcome(message))
-    return message
+    reply.refresh_from_db()
+    stream.write(reply.text, reply.state, **streams.outcome(reply))
+    return reply
+
+
+# Suggestions for demonstrations
+
+def suggestion_request(*, assignment: Assignment, labeler, turns: list) -> TurnSuggestion:
+    """Ask the model for a reply to a demonstration's conversation so far: the prompt's turns, then `turns`, the
+    labeler's turns so far, ending with a user turn (or none, for the first reply). A worker writes it."""
+    with transaction.atomic():
+        assignment = _locked(assignment, labeler)
+        task = assignment.task
+        if task.kind != Task.Kind.WRITE_DEMONSTRATION:
+            raise ValidationError(f"This task is to {task.get_kind_display().lower()}; suggestions are for "
+                                  "demonstrations.")
+        if assignment.state != Assignment.State.ACTIVE or assignment.lease_expires_at <= timezone.now():
+            raise ValidationError("This task is no longer yours to work on, so the model suggests nothing for it.")
+        if not isinstance(turns, list):
+            raise ValidationError(f"The turns must be a list of role and content objects, not "
+                                  f"{answers.describe(turns)}.")
+        opening = _opening(task.prompt)
+        limits = answers.Limits.from_settings()
+        if problems := answers.conversation_problems([*opening, *turns], limits=limits, ends_with="user",
+                                                     system_allowed=answers.allows_system_turn(task.params),
+                                                     max_turns=limits.turns - 1):
+            raise answers.as_validation_error(problems, offset=len(opening))
+        if assignment.suggestions.filter(state__in=[Message.State.PENDING, Message.State.STREAMING]).exists():
+            raise ValidationError("The model is still writing a suggestion for this task: wait for it first.",
+                                  code=CONFLICT)
+        suggestion = TurnSuggestion.objects.create(
+            assignment=assignment, turns=turns, **_reply_settings())
+    from ..tasks import suggest
+
+    transaction.on_commit(lambda: suggest.apply_async((suggestion.pk,), queue="chat"))
+    return suggestion
 
 
 # Helpers
@@ -282,17 +338,23 @@ def _check_text(conversation, current, text, role):
 
 
 def _reply(conversation, position):
-    version = model_version_active(ModelVersion.Kind.POLICY)
-    reply = Message.objects.create(
-        conversation=conversation, position=position, role=Message.Role.ASSISTANT, state=Message.State.PENDING,
-        model_version=version, seed=secrets.randbits(31),
-        sampling_params={"temperature": settings.CHAT_TEMPERATURE, "top_p": 1.0,
-                         "max_new_tokens": settings.CHAT_MAX_NEW_TOKENS},
-    )
+    reply = Message.objects.create(conversation=conversation, position=position, role=Message.Role.ASSISTANT,
+                                   state=Message.State.PENDING, **_reply_settings())
     from ..tasks import chat_reply
 
     transaction.on_commit(lambda: chat_reply.apply_async((reply.pk,), queue="chat"))
     return reply
+
+
+def _reply_settings():
+    """Who writes a reply and how: the active policy, with the chat settings and a seed of its own."""
+    return {"model_version": model_version_active(ModelVersion.Kind.POLICY), "seed": secrets.randbits(31),
+            "sampling_params": {"temperature": settings.CHAT_TEMPERATURE, "top_p": 1.0,
+                                "max_new_tokens": settings.CHAT_MAX_NEW_TOKENS}}
+
+
+def _opening(prompt):
+    return prompt.turns or [{"role": "user", "content": prompt.text}]
 
 
 def _sampling_params(message):

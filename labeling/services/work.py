@@ -19,6 +19,7 @@ from django.utils import timezone
 from .. import answers, quality, selectors
 from ..models import (
     Assignment,
+    ChatMessage,
     CompletionRating,
     Demonstration,
     LabelerProfile,
@@ -248,11 +249,14 @@ def prompt_write(*, assignment, labeler, style, text, use_case="", language="en"
     return _submit(assignment, labeler, time_spent_seconds, Task.Kind.WRITE_PROMPT, save)
 
 
-def demonstration_write(*, assignment, labeler, turns, used_model_suggestion=False, time_spent_seconds=0):
+def demonstration_write(*, assignment, labeler, turns, used_model_suggestion=False, suggestions_used=(),
+                        time_spent_seconds=0):
     """The ideal reply to the prompt; `turns` continue the prompt's conversation and end with the assistant.
 
     The whole conversation, the prompt's turns and these, must keep the rules of `answers`; each problem
-    names its turn, numbered through the whole conversation.
+    names its turn, numbered through the whole conversation. `used_model_suggestion` says the first
+    reply started from the prompt's sampled suggestion; `suggestions_used` lists the suggestions asked
+    for turn by turn (services.suggestion_request) that the labeler took.
     """
     if not isinstance(turns, list):
         raise ValidationError(f"The turns must be a list of role and content objects, not {answers.describe(turns)}.")
@@ -264,13 +268,41 @@ def demonstration_write(*, assignment, labeler, turns, used_model_suggestion=Fal
         opening = prompt.turns or [{"role": "user", "content": prompt.text}]
         _check_conversation(opening, turns, task.params)
         suggestion = selectors.model_suggestion(prompt) if used_model_suggestion else None
+        per_turn = _turn_suggestions(assignment=assignment, turns=turns, used=list(suggestions_used))
+        if suggestion and not any(entry["turn"] == 1 and entry["used"] for entry in per_turn):
+            per_turn = [{"turn": 1, "model_version": suggestion.model_version.name, "used": True},
+                        *[entry for entry in per_turn if entry["turn"] != 1]]
         Demonstration.objects.create(
             assignment=assignment, prompt=prompt, author=labeler, messages=[*opening, *turns],
-            used_model_suggestion=suggestion is not None,
-            suggestion_model_version=suggestion.model_version if suggestion else None,
+            used_model_suggestion=suggestion is not None or any(entry["used"] for entry in per_turn),
+            suggestion_model_version=suggestion.model_version if suggestion else None, turn_suggestions=per_turn,
         )
 
     return _submit(assignment, labeler, time_spent_seconds, Task.Kind.WRITE_DEMONSTRATION, save)
+
+
+def _turn_suggestions(*, assignment: Assignment, turns: list, used: list) -> list:
+    """What a demonstration records of the model's suggestions: per turn it suggested a reply for, the model and
+    whether the labeler used it. `used` holds the ids of the suggestions the labeler took; `turns` their turns."""
+    suggestions = {s.pk: s for s in assignment.suggestions.filter(state=ChatMessage.State.DONE).select_related(
+        "model_version")}
+    if not isinstance(used, list) or not all(type(pk) is int for pk in used):
+        raise ValidationError("The suggestions used must be a list of suggestion ids.")
+    unknown = [pk for pk in used if pk not in suggestions]
+    if unknown:
+        raise ValidationError(f"Suggestion #{unknown[0]} is no finished suggestion of this task.")
+    taken = {suggestions[pk].turn: suggestions[pk] for pk in used}
+    for turn in taken:
+        if turn > len(turns) or turns[turn - 1].get("role") != "assistant":
+            raise ValidationError(f"A suggestion was used for turn {turn}, which is not an assistant turn of "
+                                  "this answer.")
+    shown = {}
+    for suggestion in suggestions.values():  # the latest shown per turn, unless the labeler used another
+        if suggestion.turn <= len(turns):
+            shown[suggestion.turn] = suggestion
+    shown.update(taken)
+    return [{"turn": turn, "model_version": s.model_version.name, "used": turn in taken}
+            for turn, s in sorted(shown.items())]
 
 
 def _check_conversation(opening, turns, params):

@@ -44,7 +44,8 @@ TASK_PAGES = {
     ),
     Task.Kind.WRITE_DEMONSTRATION: (
         DemonstrationForm, services.demonstration_write,
-        lambda form: {"turns": form.turns(), "used_model_suggestion": form.cleaned_data["used_suggestion"]},
+        lambda form: {"turns": form.turns(), "used_model_suggestion": form.cleaned_data["used_suggestion"],
+                      "suggestions_used": form.suggestions()},
     ),
     Task.Kind.RANK_COMPLETIONS: (
         RankingForm, services.ranking_submit,

@@ -29,22 +29,7 @@
   const last = () => chat.messages[chat.messages.length - 1];
   const writing = (message) => message && (message.state === "pending" || message.state === "streaming");
 
-  async function call(method, url, body) {
-    const response = await fetch(url, {
-      method,
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    let payload = null;
-    try { payload = await response.json(); } catch (error) { payload = null; }
-    if (!response.ok) {
-      const error = new Error((payload && payload.detail) || `The server answered ${response.status}; try again.`);
-      error.status = response.status;
-      throw error;
-    }
-    return payload;
-  }
+  const call = (method, url, body) => window.replies.call(method, url, body, csrf);
 
   function showError(message) {
     errorBox.textContent = message || "";
@@ -150,32 +135,26 @@
   function follow(message) {
     if (source && source.messageId === message.id) return;
     if (source) source.close();
-    source = new EventSource(`${message.stream}?offset=${message.text.length}`);
-    source.messageId = message.id;
     const node = () => list.querySelector(`[data-id="${message.id}"]`);
     const note = (text) => { if (node()) node().querySelector(".turn-status").textContent = text; };
-    source.addEventListener("waiting", () => note("Waiting for the model…"));
-    source.addEventListener("text", (event) => {
-      const part = JSON.parse(event.data);
-      message.text = message.text.slice(0, part.offset) + part.text;
-      message.state = "streaming";
-      if (node()) node().querySelector(".turn-text").textContent = message.text;
-      note("Writing…");
-    });
-    source.addEventListener("end", (event) => {
-      Object.assign(message, JSON.parse(event.data));
-      source.close();
-      source = null;
-      render();
-    });
-    source.addEventListener("error", () => {
-      if (source && source.readyState === EventSource.CLOSED) {
+    source = window.replies.follow(message.stream, message.text, {
+      onText: (text) => {
+        message.text = text;
+        message.state = "streaming";
+        if (node()) node().querySelector(".turn-text").textContent = text;
+      },
+      onNote: note,
+      onEnd: (stored) => {
+        Object.assign(message, stored);
+        source = null;
+        render();
+      },
+      onLost: () => {
         source = null;
         showError("The connection to the reply was lost; reload the page to pick it up where it is.");
-      } else {
-        note("Reconnecting…");  // the browser reconnects by itself, from the last part it received
-      }
+      },
     });
+    source.messageId = message.id;
   }
 
   form.addEventListener("submit", (event) => {

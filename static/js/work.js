@@ -107,3 +107,69 @@
     });
   });
 })();
+
+// Demonstrations: the model suggests a reply for any assistant turn, from the conversation so far.
+(function () {
+  const section = document.getElementById("demonstration");
+  if (!section) return;
+  const form = document.getElementById("task-form");
+  const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+  const used = form.querySelector("input[name=suggestions_used]");
+  const value = (name) => form.querySelector(`textarea[name=${name}]`).value;
+
+  // The labeler's turns before the assistant field `name`: assistant_1, then user_2, assistant_2, ...
+  function turnsBefore(name) {
+    const n = parseInt(name.split("_")[1], 10);
+    const turns = [];
+    for (let k = 1; k <= n; k += 1) {
+      if (k > 1) turns.push({ role: "user", content: value(`user_${k}`) });
+      if (k < n) turns.push({ role: "assistant", content: value(`assistant_${k}`) });
+    }
+    return turns;
+  }
+
+  section.querySelectorAll(".turn-suggestion").forEach((box) => {
+    const name = box.dataset.for;
+    const ask = box.querySelector("[data-suggest]");
+    const shown = box.querySelector(".suggestion-box");
+    const text = box.querySelector(".turn-text");
+    const status = box.querySelector(".suggestion-status");
+    const use = box.querySelector("[data-use-suggestion]");
+    let suggestion = null;
+    ask.addEventListener("click", async () => {
+      ask.disabled = true;
+      shown.hidden = false;
+      use.hidden = true;
+      text.textContent = "";
+      status.textContent = "Asking the model…";
+      try {
+        suggestion = await window.replies.call("POST", section.dataset.suggestUrl, { turns: turnsBefore(name) }, csrf);
+      } catch (error) {
+        status.textContent = error.message;
+        ask.disabled = false;
+        return;
+      }
+      window.replies.follow(suggestion.stream, "", {
+        onText: (so_far) => { text.textContent = so_far; },
+        onNote: (words) => { status.textContent = words; },
+        onEnd: (stored) => {
+          Object.assign(suggestion, stored);
+          text.textContent = stored.text;
+          status.textContent = stored.state === "done" ? `Suggested by ${stored.model_version}.` : stored.error;
+          use.hidden = stored.state !== "done";
+          ask.disabled = false;
+          ask.textContent = "Suggest another";
+        },
+        onLost: () => { status.textContent = "The connection was lost; ask again."; ask.disabled = false; },
+      });
+    });
+    use.addEventListener("click", () => {
+      const field = form.querySelector(`textarea[name=${name}]`);
+      if (field.value.trim() && !window.confirm("Replace what you have written with the suggestion?")) return;
+      field.value = suggestion.text;
+      const ids = used.value ? used.value.split(",") : [];
+      used.value = [...ids, String(suggestion.id)].join(",");
+      field.focus();
+    });
+  });
+})();

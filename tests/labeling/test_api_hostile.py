@@ -88,6 +88,8 @@ class World:
             "imports": 1,
             "work/chats": self.conversation.pk,
             "work/chat-messages": message.pk,
+            "work/suggestions": services.suggestion_request(assignment=self.assignment, labeler=users["labeler"],
+                                                            turns=[]).pk,
         }
         self.clients = {IsLabeler: api_client_for(users["labeler"]), IsResearcher: api_client_for(users["researcher"])}
 

@@ -5,6 +5,7 @@ calls the application in-process. Each answer must not be a server error, and it
 media type and body must be the ones the schema documents."""
 
 import json
+from datetime import timedelta
 
 import pytest
 import schemathesis
@@ -12,6 +13,7 @@ from django.core import signals
 from django.core.files.base import ContentFile
 from django.db import close_old_connections
 from django.urls import resolve
+from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from hypothesis import HealthCheck, settings
@@ -27,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 
 from config.wsgi import application
 from labeling import services
-from labeling.models import Export, ImportJob, LabelerProfile, Task, TrainingRun
+from labeling.models import Assignment, Export, ImportJob, LabelerProfile, Task, TrainingRun
 from labeling.permissions import IsLabeler
 from tests.factories import ModelVersionFactory, PromptFactory, TaskFactory, ranking_task
 
@@ -56,8 +58,16 @@ class World:
         version = ModelVersionFactory()
         run = TrainingRun.objects.create(kind=TrainingRun.Kind.REWARD)
         job = ImportJob.objects.create(filename="p.csv", format="csv", size_bytes=10, created_by=users["researcher"])
+        lease = {"labeler": users["labeler"], "lease_expires_at": timezone.now() + timedelta(minutes=30)}
+        chat = Assignment.objects.create(task=services.chat_task_create(), **lease)
+        conversation = services.chat_start(assignment=chat, labeler=users["labeler"])
+        conversation.messages.create(position=1, role="user", text="Hello.")
+        reply = conversation.messages.create(position=2, role="assistant", text="Hi!", state="done", model_version=version)
+        demonstration = Assignment.objects.create(task=Task.objects.get(kind=Task.Kind.WRITE_DEMONSTRATION), **lease)
+        suggestion = services.suggestion_request(assignment=demonstration, labeler=users["labeler"], turns=[])
         self.ids = {"work/assignments": assignment.pk, "exports": export.pk, "model-versions": version.pk,
-                    "training-runs": run.pk, "imports": job.pk}
+                    "training-runs": run.pk, "imports": job.pk, "work/chats": conversation.pk,
+                    "work/chat-messages": reply.pk, "work/suggestions": suggestion.pk}
         self.headers = {"anonymous": {}}
         for role in ("labeler", "researcher", "admin"):
             token = Token.objects.create(user=users[role])
@@ -75,6 +85,7 @@ class World:
 def world(users, settings):
     # A private cache, so that earlier runs' request counts cannot throttle this one.
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CHAT_STREAM_SECONDS = 0.2  # a reply no worker writes here streams no longer than this
     # Requests run inside the test's transaction: like Django's test client, keep the connection open between them.
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)

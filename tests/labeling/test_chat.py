@@ -8,8 +8,18 @@ from django.core.cache import cache
 from django.db import connection
 
 from labeling import samplers, services, streams
-from labeling.models import Assignment, ChatMessage, Completion, LabelerProfile, ModelVersion, Prompt, Task
+from labeling.models import (
+    Assignment,
+    ChatMessage,
+    Completion,
+    Demonstration,
+    LabelerProfile,
+    ModelVersion,
+    Prompt,
+    Task,
+)
 from tests.conftest import api_client_for
+from tests.factories import PromptFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -217,7 +227,7 @@ def test_a_sampler_that_is_down_fails_the_reply_and_loses_nothing(alice, setting
     chat = start(alice)
     reply = send(alice, chat, "Hello there!", after=None)
     failed = write(reply)
-    assert failed.state == "failed" and "could not answer" in failed.error and "Regenerate" in failed.error
+    assert failed.state == "failed" and "could not answer" in failed.error and "Try again" in failed.error
     body = b"".join(alice.get(f"/api/work/chat-messages/{reply['id']}/stream/").streaming_content).decode()
     [(name, data)] = events_of(body)
     assert name == "end" and data["state"] == "failed" and "could not answer" in data["error"]
@@ -326,3 +336,75 @@ def test_a_chat_is_submitted_by_ending_it_not_through_submit(alice):
     chat = start(alice)
     response = alice.post(f"/api/work/assignments/{chat['assignment']}/submit/", {}, format="json")
     assert response.status_code == 400 and "ending it" in response.json()["detail"]
+
+
+# Suggestions for a demonstration's turns, where the labeler plays both sides
+
+@pytest.fixture
+def demonstration(alice):
+    TaskFactory(kind=Task.Kind.WRITE_DEMONSTRATION, prompt=PromptFactory(text="Plan a picnic for four."))
+    return alice.post("/api/work/next/").json()
+
+
+def test_the_model_suggests_a_reply_for_any_turn_and_the_demonstration_records_which_were_used(alice, demonstration):
+    first = alice.post(f"/api/work/assignments/{demonstration['id']}/suggestions/", {"turns": []},
+                       format="json").json()
+    assert first["turn"] == 1 and first["state"] == "pending"
+    services.suggestion_write(suggestion_id=first["id"])
+    turns = [{"role": "assistant", "content": "Where will it be?"}, {"role": "user", "content": "In a park."}]
+    third = alice.post(f"/api/work/assignments/{demonstration['id']}/suggestions/", {"turns": turns},
+                       format="json").json()
+    assert third["turn"] == 3
+    written = services.suggestion_write(suggestion_id=third["id"])
+    assert written.state == "done" and written.text and written.model_version.name == "base"
+    # The suggestion saw the prompt and the labeler's turns: the same context and seed give the same text.
+    context = [{"role": "user", "content": "Plan a picnic for four."}, *turns]
+    again = list(samplers.sampler_for(written.model_version).stream(context, services.chat._sampling_params(written)))
+    assert again[-1].text == written.text
+    events = events_of(b"".join(alice.get(f"/api/work/suggestions/{third['id']}/stream/").streaming_content).decode())
+    assert events[-1][0] == "end" and events[-1][1]["text"] == written.text
+    answer = {"turns": [*turns, {"role": "assistant", "content": written.text}], "suggestions_used": [third["id"]]}
+    response = alice.post(f"/api/work/assignments/{demonstration['id']}/submit/", answer, format="json")
+    assert response.status_code == 200, response.json()
+    recorded = Demonstration.objects.get()
+    assert recorded.turn_suggestions == [{"turn": 1, "model_version": "base", "used": False},
+                                         {"turn": 3, "model_version": "base", "used": True}]
+    assert recorded.used_model_suggestion
+
+
+def test_a_suggestion_request_is_checked_like_the_answer(alice, demonstration):
+    url = f"/api/work/assignments/{demonstration['id']}/suggestions/"
+    for turns, said in (
+        ([{"role": "assistant", "content": "Hi"}], "must be the user's"),
+        ([{"role": "assistant", "content": "Hi"}, {"role": "user", "content": "  "}], "content is empty"),
+        ("turns", "must be a list"),
+    ):
+        response = alice.post(url, {"turns": turns}, format="json")
+        assert response.status_code == 400 and said in response.json()["detail"], response.json()
+    assert alice.post(url, {"turns": []}, format="json").status_code == 201
+    busy = alice.post(url, {"turns": []}, format="json")
+    assert busy.status_code == 409 and "still writing" in busy.json()["detail"]
+    alice.post(f"/api/work/assignments/{demonstration['id']}/skip/", {"reason": "unclear_intent"}, format="json")
+    chat = start(alice)
+    wrong = alice.post(f"/api/work/assignments/{chat['assignment']}/suggestions/", {"turns": []}, format="json")
+    assert wrong.status_code == 400 and "suggestions are for demonstrations" in wrong.json()["detail"]
+
+
+def test_a_used_suggestion_must_be_one_of_the_tasks_and_for_an_assistant_turn(alice, bob, demonstration):
+    url = f"/api/work/assignments/{demonstration['id']}/suggestions/"
+    turns = [{"role": "assistant", "content": "Where?"}, {"role": "user", "content": "A park."}]
+    suggestion = alice.post(url, {"turns": turns}, format="json").json()
+    assert bob.get(f"/api/work/suggestions/{suggestion['id']}/").status_code == 404
+    services.suggestion_write(suggestion_id=suggestion["id"])
+    submit = f"/api/work/assignments/{demonstration['id']}/submit/"
+    for answer, used, said in (
+        (turns[:1], [suggestion["id"] + 1000], "no finished suggestion of this task"),
+        (turns[:1], [suggestion["id"]], "turn 3, which is not an assistant turn of this answer"),
+    ):
+        response = alice.post(submit, {"turns": answer, "suggestions_used": used}, format="json")
+        assert response.status_code == 400 and said in response.json()["detail"]
+    assert not Demonstration.objects.exists()
+    answer = [*turns, {"role": "assistant", "content": "Bring sandwiches."}]
+    assert alice.post(submit, {"turns": answer, "suggestions_used": [suggestion["id"]]},
+                      format="json").status_code == 200
+    assert Demonstration.objects.get().turn_suggestions == [{"turn": 3, "model_version": "base", "used": True}]
