@@ -1,13 +1,15 @@
 """Benchmark: replies streamed to chats, in-process and through `python -m rlhf serve`.
 
     .venv/bin/python bench/chat.py --concurrency 1,4,16
+    DATABASE_URL=postgres://... REDIS_URL=redis://... .venv/bin/python bench/chat.py --api --chats 4 --labelers 8
 
 SmolLM2-135M-Instruct on the CPU (prepared under artifacts/ on first use) unless --model names
 another folder. C chats at once, each one streamed reply of at most --max-new-tokens: in-process,
 C threads each streaming from one shared `HFSampler` (generation threads side by side on the one
 model); through the endpoint, C clients streaming from `rlhf serve` in another process (which
 generates one reply at a time). Time to first token is from asking to the first piece of text;
-tokens/s counts every chat's tokens over the wall time of the round.
+tokens/s counts every chat's tokens over the wall time of the round. With --api, the labeler API's
+latency while chats stream through the whole site instead (bench/chat_api.py).
 """
 
 import argparse
@@ -20,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import chat_api  # noqa: E402
 import torch  # noqa: E402
 from sampling import PROMPTS, start_server  # noqa: E402
 
@@ -54,8 +57,18 @@ def main():
     parser.add_argument("--model", help="Model folder (default: SmolLM2-135M-Instruct under artifacts/).")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--concurrency", default="1,4,16", help="Chats at once, comma-separated.")
+    parser.add_argument("--api", action="store_true",
+                        help="Measure the labeler API while chats stream through the site instead (bench/chat_api.py).")
+    parser.add_argument("--chats", type=int, default=4, help="With --api: chats streaming at once.")
+    parser.add_argument("--labelers", type=int, default=8, help="With --api: labelers in closed loop.")
+    parser.add_argument("--seconds", type=float, default=20, help="With --api: the length of each run.")
+    parser.add_argument("--seed-api", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.seed_api:
+        return chat_api.seed(*args.seed_api)
     folder = Path(args.model) if args.model else prepare_smollm2(DEFAULT_MODEL)
+    if args.api:
+        return chat_api.run(folder, args.chats, args.labelers, args.seconds, workers=2, threads=16, tasks=5000)
     params = SamplingParams(temperature=0.7, top_p=0.95, max_new_tokens=args.max_new_tokens, seed=0)
     print(f"model {folder.name}, {torch.get_num_threads()} threads, at most {args.max_new_tokens} new tokens a reply")
     local = HFSampler(str(folder), device="cpu")

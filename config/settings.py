@@ -235,6 +235,8 @@ SPECTACULAR_SETTINGS = {
         "ModelVersionKindEnum": "labeling.models.ModelVersion.Kind",
         "TrainingRunKindEnum": "labeling.models.TrainingRun.Kind",
         "TrainingRunStateEnum": "labeling.models.TrainingRun.State",
+        "ConversationStateEnum": "labeling.models.Conversation.State",
+        "ReplyStateEnum": "labeling.models.ChatMessage.State",
     },
 }
 

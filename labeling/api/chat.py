@@ -207,7 +207,7 @@ def chat_message_rewrite(request, pk):
 
 # Suggestions for a demonstration's turns
 
-class SuggestionSerializer(serializers.Serializer):
+class TurnSuggestionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     turn = serializers.IntegerField(help_text="The suggested turn's number among your turns, from 1.")
     text = serializers.CharField(help_text="Empty while pending; the text so far comes from `stream`.")
@@ -227,7 +227,7 @@ class SuggestionRequestSerializer(serializers.Serializer):
                                             'for the first reply): [{"role": "assistant", "content": "..."}, ...].')
 
 
-@extend_schema(request=SuggestionRequestSerializer, responses={201: SuggestionSerializer, **CONFLICT})
+@extend_schema(request=SuggestionRequestSerializer, responses={201: TurnSuggestionSerializer, **CONFLICT})
 @api_view(["POST"])
 @permission_classes([IsLabeler])
 def suggestion_request(request, pk):
@@ -237,14 +237,14 @@ def suggestion_request(request, pk):
     body.is_valid(raise_exception=True)
     suggestion = services.suggestion_request(assignment=selectors.assignment_of(request.user, pk),
                                              labeler=request.user, turns=body.validated_data["turns"])
-    return Response(SuggestionSerializer(suggestion).data, status=status.HTTP_201_CREATED)
+    return Response(TurnSuggestionSerializer(suggestion).data, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(responses=SuggestionSerializer)
+@extend_schema(responses=TurnSuggestionSerializer)
 @api_view(["GET"])
 @permission_classes([IsLabeler])
 def suggestion_detail(request, pk):
-    return Response(SuggestionSerializer(selectors.suggestion_of(request.user, pk)).data)
+    return Response(TurnSuggestionSerializer(selectors.suggestion_of(request.user, pk)).data)
 
 
 @STREAM_SCHEMA

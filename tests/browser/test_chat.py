@@ -1,5 +1,6 @@
-"""A labeler chats with the model in Chromium while a real worker writes the replies; another labeler ranks
-one of its replies. Screenshots land in var/test-output/screenshots."""
+"""A labeler chats with the model in Chromium while a real worker writes the replies, another labeler ranks one
+of its replies; a labeler writing a demonstration takes the model's suggestion for a later turn. Screenshots land
+in var/test-output/screenshots."""
 
 import shutil
 
@@ -8,9 +9,10 @@ from playwright.sync_api import expect
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from labeling import services
-from labeling.models import ChatMessage, Conversation, Guidelines, LabelerProfile, Ranking, Task
+from labeling.models import ChatMessage, Conversation, Demonstration, Guidelines, LabelerProfile, Ranking, Task
 from tests.browser.conftest import shot, sign_in
 from tests.conftest import wait_for
+from tests.factories import PromptFactory, TaskFactory
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +150,27 @@ def test_a_labeler_chats_stops_regenerates_rewrites_and_another_ranks_a_reply(pa
     expect(bob_page.get_by_text("Nothing is waiting for you right now")).to_be_visible()
     ranking = Ranking.objects.get(labeler=bob)
     assert ranking.task.prompt == conversation.ranking_prompt
+
+
+@pytest.mark.slow
+def test_the_model_suggests_a_later_turn_of_a_demonstration(page, labelers, chat_worker):
+    alice, _ = labelers
+    TaskFactory(kind=Task.Kind.WRITE_DEMONSTRATION, prompt=PromptFactory(text="Help me plan a picnic."))
+    sign_in(page, alice.username)
+    page.get_by_role("button", name="Start labeling").click()
+    page.locator("textarea[name=assistant_1]").fill("Happily! Where will it be?")
+    page.get_by_role("button", name="Add a turn").click()
+    page.locator("textarea[name=user_2]").fill("In a park, for four people.")
+    turn = page.locator(".turn-suggestion[data-for=assistant_2]")
+    turn.get_by_role("button", name="Suggest a reply").click()
+    expect(turn.get_by_role("button", name="Use this suggestion")).to_be_visible(timeout=60_000)
+    expect(turn.locator(".suggestion-status")).to_contain_text("Suggested by base")
+    suggested = turn.locator(".turn-text").text_content()
+    turn.get_by_role("button", name="Use this suggestion").click()
+    expect(page.locator("textarea[name=assistant_2]")).to_have_value(suggested)
+    shot(page, "demonstration_suggestion")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.get_by_text("Nothing is waiting for you right now")).to_be_visible()
+    demonstration = Demonstration.objects.get()
+    assert demonstration.messages[-1] == {"role": "assistant", "content": suggested}
+    assert demonstration.turn_suggestions == [{"turn": 3, "model_version": "base", "used": True}]
