@@ -63,9 +63,12 @@ def main():
     parser.add_argument("--labelers", type=int, default=8, help="With --api: labelers in closed loop.")
     parser.add_argument("--seconds", type=float, default=20, help="With --api: the length of each run.")
     parser.add_argument("--seed-api", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--generate-only", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.seed_api:
         return chat_api.seed(*args.seed_api)
+    if args.generate_only:
+        return chat_api.generate(int(args.generate_only[0]), args.generate_only[1])
     folder = Path(args.model) if args.model else prepare_smollm2(DEFAULT_MODEL)
     if args.api:
         return chat_api.run(folder, args.chats, args.labelers, args.seconds, workers=2, threads=16, tasks=5000)

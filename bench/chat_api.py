@@ -7,8 +7,10 @@ The whole stack, as docker-compose runs it: a scratch PostgreSQL database, gunic
 chat worker (Celery, threads) writing SmolLM2's replies in process, Redis as broker and cache.
 N labelers lease and submit ranking tasks in closed loop (bench/labeling_load.py's), first alone,
 then while C chat clients each send a turn and read its reply's server-sent events until it ends,
-over and over, then alone again (the two runs alone give the noise). Chats: time from sending a
-turn to its reply's first text event, through the site.
+over and over; then while the same model writes as many replies at a time outside the site, in a
+process of its own (the control: what the model's share of the CPU costs by itself); then alone
+again (the two runs alone give the noise). Chats: time from sending a turn to its reply's first
+text event, through the site.
 """
 
 import http.client
@@ -50,6 +52,26 @@ def seed(labelers, chats, tasks):
 
     services.chat_task_create(conversations=chats, priority=10, system_prompt="You are a helpful travel assistant.")
     seed_rankings(labelers + chats, tasks)  # prints the tokens; the chat task, first in the queue, goes to the first
+
+
+def generate(chats, model):
+    """The control: `chats` replies at a time written without the site, one after another, until stopped."""
+    from rlhf.sampling import HFSampler, SamplingParams
+
+    sampler = HFSampler(model, device="cpu")
+    params = SamplingParams(temperature=0.7, max_new_tokens=48)
+    sampler.sample(["Hello!"], 1, params)
+    print("ready", flush=True)
+
+    def loop(n):
+        while True:
+            for _ in sampler.stream([{"role": "user", "content": TURNS[n % len(TURNS)]}], params):
+                pass
+
+    threads = [threading.Thread(target=loop, args=(n,), daemon=True) for n in range(chats)]
+    for thread in threads:
+        thread.start()
+    threads[0].join()
 
 
 class Chat:
@@ -111,7 +133,7 @@ class Chat:
 
 def summary(name, stats, elapsed):
     n, s = stats.latency["next"], stats.latency["submit"]
-    return (f"{name:<22} {stats.cycles / elapsed:>9.1f} {pct(n, 50):>8.1f} {pct(n, 95):>8.1f} {pct(s, 50):>8.1f} "
+    return (f"{name:<26} {stats.cycles / elapsed:>9.1f} {pct(n, 50):>8.1f} {pct(n, 95):>8.1f} {pct(s, 50):>8.1f} "
             f"{pct(s, 95):>8.1f} {len(stats.errors):>6}")
 
 
@@ -161,12 +183,20 @@ def run(model, chats, labelers, seconds, workers, threads, tasks):
             stop.set()
             for thread in streams:
                 thread.join(timeout=300)
+            # The control: the same generation, in a process of its own beside the site, on the same one core.
+            outside = subprocess.Popen([sys.executable, str(ROOT / "bench" / "chat.py"), "--generate-only",
+                                        str(chats), str(model)], cwd=ROOT, env={**env, "OMP_NUM_THREADS": "1"},
+                                       stdout=subprocess.PIPE, text=True)
+            assert outside.stdout.readline().strip() == "ready"
+            rows.append(summary(f"while {chats} generate outside", *run_closed(people, seconds)))
+            outside.terminate()
+            outside.wait(timeout=60)
             rows.append(summary("alone again", *run_closed(people, seconds)))
             firsts = [s for client in clients for s in client.first_text]
             errors = [e for client in clients for e in client.errors]
             print(f"gunicorn --workers {workers} --threads {threads}; {labelers} labelers in closed loop, {seconds:g} s "
                   f"a run; chat worker: {chats} threads, 1 core for the model; latency in ms")
-            print(f"{'labelers':<22} {'cycles/s':>9} {'next p50':>8} {'p95':>8} {'sub p50':>8} {'p95':>8} {'errors':>6}")
+            print(f"{'labelers':<26} {'cycles/s':>9} {'next p50':>8} {'p95':>8} {'sub p50':>8} {'p95':>8} {'errors':>6}")
             for line in rows:
                 print(line)
             print(f"chats: {len(firsts)} replies; turn to first text, median {statistics.median(firsts):.2f} s, "

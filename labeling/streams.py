@@ -14,6 +14,7 @@ from django.db import connections
 
 KEEP_SECONDS = 3600  # a reply's stream outlives any reader; the stored message is the record
 FINAL = ("done", "stopped", "failed")
+ENDED = ("text", "state", "finish_reason", "error", "model_version")  # what the `end` event says
 
 
 class ReplyStream:
@@ -72,7 +73,7 @@ def reply_events(stream, stored, offset=0, *, seconds, poll=0.05, keepalive=15.0
             yield event("text", {"offset": sent, "text": text[sent:]}, len(text))
             sent, beat = len(text), time.monotonic()
         if state["state"] in FINAL:
-            yield event("end", state, len(text))
+            yield event("end", {name: state[name] for name in ENDED}, len(text))
             return
         if state["state"] == "pending" and not waiting:
             waiting = True

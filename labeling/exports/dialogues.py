@@ -83,8 +83,8 @@ class Dialogues(Source):
 
     def demonstration_rows(self):
         found = self.demonstrations().order_by("id").values_list(
-            "messages", "id", "prompt__split", "prompt__language", "author_id", "created_at", "assignment__task__params",
-            "turn_suggestions")
+            "messages", "id", "prompt__split", "prompt__language", "author_id", "created_at",
+            "assignment__task__params", "turn_suggestions")
         kept = 0
         for messages, pk, split, language, author, at, params, suggested in found.iterator(chunk_size=BATCH):
             self.done += 1

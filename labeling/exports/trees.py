@@ -170,8 +170,9 @@ class OasstTrees(Source):
         chats = {c.ranking_prompt_id: c for c in Conversation.objects.filter(
             ranking_prompt_id__in=prompt_ids).select_related("chosen_message__model_version")}
         later = defaultdict(list)
-        for message in ChatMessage.objects.filter(conversation__ranking_prompt_id__in=prompt_ids,
-                                                  superseded=False).select_related("model_version").order_by("position"):
+        for message in ChatMessage.objects.filter(
+            conversation__ranking_prompt_id__in=prompt_ids, superseded=False
+        ).select_related("model_version").order_by("position"):
             later[message.conversation_id].append(message)
         for prompt_id, chat in chats.items():
             chosen, user = chat.chosen_message, self.name_of(chat.labeler_id)

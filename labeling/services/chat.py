@@ -39,7 +39,6 @@ from .sampling import model_version_active, producer
 from .training import sampling_queue
 from .work import _locked, _reclaim_slot, _submit, check_may_work
 
-Message = ChatMessage
 STALE_SECONDS = 60  # a streaming reply whose worker wrote nothing for this long has lost its worker
 CONFLICT = "conflict"  # the code of a refusal because another tab moved the conversation on (HTTP 409)
 
@@ -93,12 +92,13 @@ def chat_send(*, conversation: Conversation, labeler, text: str, after: int | No
             _check_final(last)
             if not last.text.strip():
                 raise ValidationError("The model's last reply is empty: regenerate it or rewrite it first.")
-        turns = sum(message.role == Message.Role.USER for message in current)
+        turns = sum(message.role == ChatMessage.Role.USER for message in current)
         if turns >= settings.CHAT_MAX_TURNS:
             raise ValidationError(f"This chat has reached its {settings.CHAT_MAX_TURNS} turns: end it.")
-        _check_text(conversation, current, text, Message.Role.USER)
+        _check_text(conversation, current, text, ChatMessage.Role.USER)
         position = len(current) + 1
-        Message.objects.create(conversation=conversation, position=position, role=Message.Role.USER, text=text)
+        ChatMessage.objects.create(conversation=conversation, position=position, role=ChatMessage.Role.USER,
+                                   text=text)
         return _reply(conversation, position + 1)
 
 
@@ -108,7 +108,7 @@ def chat_regenerate(*, message: ChatMessage, labeler) -> ChatMessage:
         conversation, current = _open(message.conversation, labeler)
         message = _last_reply(current, message, "regenerated")
         _check_final(message)
-        Message.objects.filter(pk=message.pk).update(superseded=True)
+        ChatMessage.objects.filter(pk=message.pk).update(superseded=True)
         return _reply(conversation, message.position)
 
 
@@ -118,7 +118,7 @@ def chat_rewrite(*, message: ChatMessage, labeler, text: str) -> ChatMessage:
         conversation, current = _open(message.conversation, labeler)
         message = _last_reply(current, message, "rewritten")
         _check_final(message)
-        _check_text(conversation, current[:-1], text, Message.Role.ASSISTANT)
+        _check_text(conversation, current[:-1], text, ChatMessage.Role.ASSISTANT)
         if not message.rewritten:
             message.original_text, message.rewritten = message.text, True
         message.text = text
@@ -130,19 +130,19 @@ def chat_stop(*, message: ChatMessage, labeler) -> ChatMessage:
     """Stop a reply where it is: at once if no worker has started it, else at the worker's next token."""
     with transaction.atomic():
         _open(message.conversation, labeler)
-        stopped = Message.objects.filter(pk=message.pk, state=Message.State.PENDING).update(
-            state=Message.State.STOPPED, finish_reason="abort")
+        stopped = ChatMessage.objects.filter(pk=message.pk, state=ChatMessage.State.PENDING).update(
+            state=ChatMessage.State.STOPPED, finish_reason="abort")
         message.refresh_from_db()
         stream = streams.ReplyStream(message)
         if stopped:
             transaction.on_commit(lambda: stream.write("", "stopped", **streams.outcome(message)))
-        elif message.state == Message.State.STREAMING:
+        elif message.state == ChatMessage.State.STREAMING:
             written = stream.read()
             if written and time.time() - written["at"] < STALE_SECONDS:
                 stream.ask_stop()
             else:  # its worker is gone: the reply ends with what it wrote
-                Message.objects.filter(pk=message.pk).update(
-                    state=Message.State.STOPPED, finish_reason="abort", text=written["text"] if written else "")
+                ChatMessage.objects.filter(pk=message.pk).update(
+                    state=ChatMessage.State.STOPPED, finish_reason="abort", text=written["text"] if written else "")
                 message.refresh_from_db()
                 transaction.on_commit(lambda: stream.write(message.text, "stopped", **streams.outcome(message)))
     return message
@@ -185,17 +185,18 @@ def chat_reply_write(*, message_id: int) -> ChatMessage | None:
     sampler that fails keeps the conversation as it was and says why on the reply, which the
     labeler can regenerate.
     """
-    if not Message.objects.filter(pk=message_id, state=Message.State.PENDING).update(state=Message.State.STREAMING):
+    if not ChatMessage.objects.filter(pk=message_id, state=ChatMessage.State.PENDING).update(
+            state=ChatMessage.State.STREAMING):
         return None
-    message = Message.objects.select_related("conversation", "model_version").get(pk=message_id)
+    message = ChatMessage.objects.select_related("conversation", "model_version").get(pk=message_id)
     current = list(message.conversation.messages.filter(superseded=False, position__lt=message.position))
     return _write(message, message.conversation.turns(current))
 
 
 def suggestion_write(*, suggestion_id: int) -> TurnSuggestion | None:
     """Write a pending suggestion for a demonstration's turn, as a chat's reply is written."""
-    if not TurnSuggestion.objects.filter(pk=suggestion_id, state=Message.State.PENDING).update(
-            state=Message.State.STREAMING):
+    if not TurnSuggestion.objects.filter(pk=suggestion_id, state=ChatMessage.State.PENDING).update(
+            state=ChatMessage.State.STREAMING):
         return None
     suggestion = TurnSuggestion.objects.select_related("assignment__task__prompt", "model_version").get(
         pk=suggestion_id)
@@ -222,12 +223,12 @@ def _write(reply, turns):
         version = reply.model_version
     text = (sample.text if sample else "".join(pieces)).replace("\x00", "")
     if sample and sample.finish_reason == "abort":
-        state = Message.State.STOPPED
+        state = ChatMessage.State.STOPPED
     elif error or not text.strip():
-        state, error = Message.State.FAILED, error or "The model's reply was empty; regenerate it."
+        state, error = ChatMessage.State.FAILED, error or "The model's reply was empty; regenerate it."
     else:
-        state = Message.State.DONE
-    type(reply).objects.filter(pk=reply.pk, state=Message.State.STREAMING).update(
+        state = ChatMessage.State.DONE
+    type(reply).objects.filter(pk=reply.pk, state=ChatMessage.State.STREAMING).update(
         text=text, state=state, error=error, finish_reason=sample.finish_reason if sample else "",
         token_count=sample.token_count if sample else None, model_version=version,
     )
@@ -258,7 +259,9 @@ def suggestion_request(*, assignment: Assignment, labeler, turns: list) -> TurnS
                                                      system_allowed=answers.allows_system_turn(task.params),
                                                      max_turns=limits.turns - 1):
             raise answers.as_validation_error(problems, offset=len(opening))
-        if assignment.suggestions.filter(state__in=[Message.State.PENDING, Message.State.STREAMING]).exists():
+        recent = timezone.now() - timedelta(seconds=STALE_SECONDS)  # an older one has lost its worker
+        if assignment.suggestions.filter(state__in=[ChatMessage.State.PENDING, ChatMessage.State.STREAMING],
+                                         created_at__gt=recent).exists():
             raise ValidationError("The model is still writing a suggestion for this task: wait for it first.",
                                   code=CONFLICT)
         suggestion = TurnSuggestion.objects.create(
@@ -309,7 +312,7 @@ def _check_after(last, after):
 
 
 def _check_final(message):
-    if message.state not in Message.FINAL:
+    if message.state not in ChatMessage.FINAL:
         raise ValidationError("The model is still writing its reply: wait for it, or stop it, first.", code=CONFLICT)
 
 
@@ -318,7 +321,7 @@ def _last_reply(current, message, done):
     if last is None or last.pk != message.pk:
         raise ValidationError(f"Only the model's latest reply can be {done}; reload the chat to see it.",
                               code=CONFLICT)
-    if message.role != Message.Role.ASSISTANT:
+    if message.role != ChatMessage.Role.ASSISTANT:
         raise ValidationError(f"Only the model's replies can be {done}.")
     return last
 
@@ -338,8 +341,8 @@ def _check_text(conversation, current, text, role):
 
 
 def _reply(conversation, position):
-    reply = Message.objects.create(conversation=conversation, position=position, role=Message.Role.ASSISTANT,
-                                   state=Message.State.PENDING, **_reply_settings())
+    reply = ChatMessage.objects.create(conversation=conversation, position=position, role=ChatMessage.Role.ASSISTANT,
+                                   state=ChatMessage.State.PENDING, **_reply_settings())
     from ..tasks import chat_reply
 
     transaction.on_commit(lambda: chat_reply.apply_async((reply.pk,), queue="chat"))
@@ -365,7 +368,8 @@ def _sampling_params(message):
 
 def _rankable(message, current):
     """A reply the model wrote in full (rewritten or not) whose context makes a prompt within the limits."""
-    if message.role != Message.Role.ASSISTANT or message.state != Message.State.DONE or not message.model_version_id:
+    written = message.role == ChatMessage.Role.ASSISTANT and message.model_version_id
+    if not written or message.state != ChatMessage.State.DONE:
         return False
     if not message.model_text.strip():
         return False
