@@ -2,6 +2,8 @@
 of its replies; a labeler writing a demonstration takes the model's suggestion for a later turn. Screenshots land
 in var/test-output/screenshots."""
 
+import json
+import re
 import shutil
 
 import pytest
@@ -9,7 +11,16 @@ from playwright.sync_api import expect
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from labeling import services
-from labeling.models import ChatMessage, Conversation, Demonstration, Guidelines, LabelerProfile, Ranking, Task
+from labeling.models import (
+    ChatMessage,
+    Conversation,
+    Demonstration,
+    Guidelines,
+    LabelerProfile,
+    Ranking,
+    Task,
+    TurnSuggestion,
+)
 from tests.browser.conftest import shot, sign_in
 from tests.conftest import wait_for
 from tests.factories import PromptFactory, TaskFactory
@@ -151,6 +162,17 @@ def test_a_labeler_chats_stops_regenerates_rewrites_and_another_ranks_a_reply(pa
     ranking = Ranking.objects.get(labeler=bob)
     assert ranking.task.prompt == conversation.ranking_prompt
 
+    # The export holds the chat as a tree: its turns, the ranked alternatives beside the chosen reply.
+    export = services.export_create(kind="oasst", fmt="jsonl", filters={}, created_by=bob, queue=False)
+    with open(services.export_run(export_id=export.pk).file.path) as lines:
+        [tree] = [json.loads(line) for line in lines]
+    node, trunk = tree["prompt"], []
+    while len(node["replies"]) == 1:
+        trunk.append(node["text"])
+        node = node["replies"][0]
+    assert trunk[:2] == ["You are a helpful assistant for planning trips.", "I have three days in Lisbon. What should I see?"]
+    assert sorted(reply["rank"] for reply in node["replies"] if reply["rank"] is not None) == [0, 1, 2, 3]
+
 
 @pytest.mark.slow
 def test_the_model_suggests_a_later_turn_of_a_demonstration(page, labelers, chat_worker):
@@ -171,6 +193,9 @@ def test_the_model_suggests_a_later_turn_of_a_demonstration(page, labelers, chat
     shot(page, "demonstration_suggestion")
     page.get_by_role("button", name="Submit").click()
     expect(page.get_by_text("Nothing is waiting for you right now")).to_be_visible()
-    demonstration = Demonstration.objects.get()
-    assert demonstration.messages[-1] == {"role": "assistant", "content": suggested}
+    demonstration, suggestion = Demonstration.objects.get(), TurnSuggestion.objects.get()
+    assert suggestion.text == suggested
+    # What was sent is the suggestion as a text area sends it: line breaks as CR LF.
+    lines = re.compile(r"\r\n|\r|\n")
+    assert lines.sub("\n", demonstration.messages[-1]["content"]) == lines.sub("\n", suggested)
     assert demonstration.turn_suggestions == [{"turn": 3, "model_version": "base", "used": True}]

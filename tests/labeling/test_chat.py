@@ -6,6 +6,7 @@ import json
 import pytest
 from django.core.cache import cache
 from django.db import connection
+from django.utils.html import escape
 
 from labeling import samplers, services, streams
 from labeling.models import (
@@ -113,6 +114,30 @@ def test_the_stream_carries_the_reply_in_parts_and_resumes_from_an_offset(alice)
     end = next(resumed)
     assert end.startswith("id: 13\nevent: end\n") and '"text": "Hello, world."' in end and '"state": "done"' in end
     assert list(resumed) == []
+
+
+def test_a_dropped_stream_resumes_from_the_last_event_id(alice):
+    chat = start(alice)
+    reply = send(alice, chat, "Hello there!", after=None)
+    message = ChatMessage.objects.get(pk=reply["id"])
+    ChatMessage.objects.filter(pk=message.pk).update(state="streaming")
+    streams.ReplyStream(message).write("Hello, wor")
+    response = alice.get(f"/api/work/chat-messages/{reply['id']}/stream/", HTTP_LAST_EVENT_ID="5")
+    events = iter(response.streaming_content)
+    next(events)
+    assert json.loads(next(events).decode().split("data: ")[1]) == {"offset": 5, "text": ", wor"}
+    response.close()
+
+
+def test_my_work_shows_the_chat_read_only(alice, client, labeler):
+    chat = start(alice)
+    written = write(send(alice, chat, "Hello there!", after=None))
+    alice.post(f"/api/work/chat-messages/{written.pk}/rewrite/", {"text": "Hi! <b>How</b> can I help?"}, format="json")
+    alice.post(f"/api/work/chats/{chat['id']}/end/")
+    client.force_login(labeler)
+    page = client.get(f"/work/mine/{chat['assignment']}/").content.decode()
+    assert "Hello there!" in page and "Hi! &lt;b&gt;How&lt;/b&gt; can I help?" in page
+    assert f"the model wrote: {escape(written.text)}" in page
 
 
 def test_the_stream_endpoint_sends_the_stored_reply_once_it_is_written(alice):
