@@ -215,8 +215,10 @@ def tasks_available_to(*, labeler, profile, now):
     )
     if profile.task_kinds:
         tasks = tasks.filter(kind__in=profile.task_kinds)
-    if profile.languages:
-        tasks = tasks.filter(Q(prompt__isnull=True) | Q(prompt__language__in=profile.languages))
+    if profile.languages:  # a chat's language is its task's; a prompt to write has none yet
+        tasks = tasks.filter(Q(prompt__language__in=profile.languages)
+                             | Q(kind=Task.Kind.CHAT, params__language__in=profile.languages)
+                             | Q(kind=Task.Kind.WRITE_PROMPT))
     return tasks.order_by("-priority", "created_at", "pk")
 
 

@@ -115,6 +115,8 @@ def parse_demonstration(row):
         if not isinstance(completion, str) or not completion.strip():
             raise DataError("`completion` must be non-empty text or the assistant's message.")
         context = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        if context[-1]["role"] == "assistant":
+            raise DataError("`prompt` must not end with the assistant's message: the completion is its reply.")
         return [*({**m, "weight": 0} if m["role"] == "assistant" else m for m in context),
                 {"role": "assistant", "content": completion}]
     raise DataError("each row needs `messages`, or `prompt` and `completion`.")

@@ -53,7 +53,8 @@ class Dialogues(Source):
 
     def chat_rows(self):
         ratios = tuple(settings.PROMPT_SPLIT_RATIOS)
-        found = self.chats().select_related("assignment__task").order_by("id").iterator(chunk_size=BATCH)
+        found = self.chats().select_related("assignment__task", "ranking_prompt").order_by("id").iterator(
+            chunk_size=BATCH)
         kept = 0
         for batch in batched(found, BATCH // 4):
             messages = defaultdict(list)
@@ -63,7 +64,8 @@ class Dialogues(Source):
                 messages[message.conversation_id].append(message)
             for conversation in batch:
                 self.done += 1
-                split = str(intake.split_for(f"labeler-{conversation.labeler_id}", ratios))
+                prompt = conversation.ranking_prompt  # the split its ranking went to, if it gave one
+                split = prompt.split if prompt else str(intake.split_for(f"labeler-{conversation.labeler_id}", ratios))
                 language = conversation.assignment.task.params.get("language", "en")
                 if not self.wanted(split, language):
                     continue
@@ -93,13 +95,13 @@ class Dialogues(Source):
                 continue
             if sum(m["role"] == "user" for m in messages) < 2 and not self.filters.get("single_turn"):
                 continue
-            opening = _opening_length(messages)
+            opening, system = _opening_length(messages), int(messages[0]["role"] == "system")
             suggestions = {entry["turn"]: entry for entry in suggested}  # numbered among the labeler's turns
             for n in range(opening, len(messages)):
                 suggestion = suggestions.get(n - opening + 1, {})
                 if messages[n]["role"] == "assistant" and (row := self.row(
                         messages[:n], messages[n]["content"], "demonstration", split=split, language=language,
-                        demonstration_id=pk, turn=n + 1, suggested_by=suggestion.get("model_version"),
+                        demonstration_id=pk, turn=n + 1 - system, suggested_by=suggestion.get("model_version"),
                         used_suggestion=suggestion.get("used", False), labeler=author, created_at=at)):
                     kept += 1
                     yield row

@@ -168,7 +168,7 @@ class OasstTrees(Source):
         """Hang the rest of each chat under the reply chosen from it: under the original's node, or under the
         labeler's rewrite of it, added as a sibling."""
         chats = {c.ranking_prompt_id: c for c in Conversation.objects.filter(
-            ranking_prompt_id__in=prompt_ids).select_related("chosen_message__model_version")}
+            ranking_prompt_id__in=prompt_ids).select_related("chosen_message__model_version", "ranking_prompt")}
         later = defaultdict(list)
         for message in ChatMessage.objects.filter(
             conversation__ranking_prompt_id__in=prompt_ids, superseded=False
@@ -176,16 +176,23 @@ class OasstTrees(Source):
             later[message.conversation_id].append(message)
         for prompt_id, chat in chats.items():
             chosen, user = chat.chosen_message, self.name_of(chat.labeler_id)
-            chain = None
-            for message in reversed([m for m in later[chat.pk] if m.position > chosen.position]):
+            chain, rest = None, []
+            for message in (m for m in later[chat.pk] if m.position > chosen.position):
+                if message.role == "assistant" and message.state != "done" and not message.rewritten:
+                    break  # a reply stopped or failed ends the tree's branch, with the turn it answered
+                rest.append(message)
+            if rest and rest[-1].role == "user":
+                rest.pop()
+            for message in reversed(rest):
                 chain = self.chat_node(message, user, chat.ended_at, [chain] if chain else [])
             nodes = replies[prompt_id][0]
             if chosen.rewritten:
                 nodes.append(self.chat_node(chosen, user, chat.ended_at, [chain] if chain else []))
-            elif chain and (completions := [n for n in nodes if n["message_id"].startswith("completion-")]):
-                # The chosen reply is the prompt's first completion, stored before any alternative.
-                original = min(completions, key=lambda n: int(n["message_id"].removeprefix("completion-")))
-                original["replies"] = [chain]
+            elif chain:
+                original = f"completion-{chat.ranking_prompt.metadata.get('completion')}"
+                for node in nodes:
+                    if node["message_id"] == original:
+                        node["replies"] = [chain]
 
     def chat_node(self, message, user, created, replies):
         model = message.role == "assistant" and not message.rewritten

@@ -12,9 +12,11 @@ to rank) holding that reply as its first completion, and the sampling round adds
 alternatives from the active policy and opens the ranking task.
 """
 
+import logging
 import random
 import secrets
 import time
+from collections import Counter
 from datetime import timedelta
 
 from django.conf import settings
@@ -22,7 +24,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from .. import answers, intake, streams
+from .. import answers, intake, pii, streams
 from ..models import (
     Assignment,
     ChatMessage,
@@ -39,6 +41,7 @@ from .sampling import model_version_active, producer
 from .training import sampling_queue
 from .work import _locked, _reclaim_slot, _submit, check_may_work
 
+logger = logging.getLogger(__name__)
 STALE_SECONDS = 60  # a streaming reply whose worker wrote nothing for this long has lost its worker
 CONFLICT = "conflict"  # the code of a refusal because another tab moved the conversation on (HTTP 409)
 
@@ -140,11 +143,13 @@ def chat_stop(*, message: ChatMessage, labeler) -> ChatMessage:
             written = stream.read()
             if written and time.time() - written["at"] < STALE_SECONDS:
                 stream.ask_stop()
-            else:  # its worker is gone: the reply ends with what it wrote
-                ChatMessage.objects.filter(pk=message.pk).update(
-                    state=ChatMessage.State.STOPPED, finish_reason="abort", text=written["text"] if written else "")
+            else:  # its worker is gone, or has not begun: the reply ends with what it wrote
+                stream.ask_stop()
+                ChatMessage.objects.filter(pk=message.pk, state=ChatMessage.State.STREAMING).update(
+                    state=ChatMessage.State.STOPPED, finish_reason="abort",
+                    text=_storable(written["text"]) if written else "")
                 message.refresh_from_db()
-                transaction.on_commit(lambda: stream.write(message.text, "stopped", **streams.outcome(message)))
+                transaction.on_commit(lambda: stream.write(message.text, message.state, **streams.outcome(message)))
     return message
 
 
@@ -221,7 +226,11 @@ def _write(reply, turns):
     except SamplerUnavailable as exc:
         error = f"The model could not answer: {exc} Try again."
         version = reply.model_version
-    text = (sample.text if sample else "".join(pieces)).replace("\x00", "")
+    except Exception as exc:  # whatever else went wrong, the reply must not stay "streaming"
+        logger.exception("Writing %s #%s failed", type(reply).__name__, reply.pk)
+        error = f"The model could not answer: {type(exc).__name__}: {exc} Try again."
+        version = reply.model_version
+    text = _storable(sample.text if sample else "".join(pieces))
     if sample and sample.finish_reason == "abort":
         state = ChatMessage.State.STOPPED
     elif error or not text.strip():
@@ -276,15 +285,17 @@ def suggestion_request(*, assignment: Assignment, labeler, turns: list) -> TurnS
 
 def _open(conversation, labeler):
     """The conversation, locked, if it is the labeler's and still open, with its current messages; its lease
-    is renewed, since the labeler is at work on it."""
+    is renewed, since the labeler is at work on it. The lease is locked first, as a submit locks it, so that
+    ending a chat and a turn from another tab wait for each other rather than deadlock."""
+    assignment = _locked(Assignment(pk=conversation.assignment_id), labeler)
     try:
-        locked = Conversation.objects.select_for_update().select_related("assignment__task").get(
-            pk=conversation.pk, labeler=labeler)
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk, labeler=labeler)
     except Conversation.DoesNotExist:
         raise Conversation.DoesNotExist(f"Conversation #{conversation.pk} is not yours.") from None
     if locked.state == Conversation.State.ENDED:
         raise ValidationError("This chat has ended; its turns can't change now.", code=CONFLICT)
-    _renew(_locked(locked.assignment, labeler), labeler)
+    _renew(assignment, labeler)
+    locked.assignment = assignment
     current = list(locked.messages.filter(superseded=False).select_related("model_version"))
     return locked, current
 
@@ -349,6 +360,11 @@ def _reply(conversation, position):
     return reply
 
 
+def _storable(text):
+    """Text a database stores: no NUL, no lone surrogate."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
 def _reply_settings():
     """Who writes a reply and how: the active policy, with the chat settings and a seed of its own."""
     return {"model_version": model_version_active(ModelVersion.Kind.POLICY), "seed": secrets.randbits(31),
@@ -382,16 +398,24 @@ def _as_text(turns):
 
 
 def _ranking_prompt(conversation, chosen, current):
-    turns = conversation.turns(current, before=chosen.position)
+    """The conversation before the chosen reply as a prompt for others to rank, with personal data redacted as
+    intake redacts it; the reply is its first completion."""
+    turns, redactions = conversation.turns(current, before=chosen.position), Counter()
+    if settings.PROMPT_REDACT_PII:
+        for turn in turns:
+            turn["content"], found = pii.redact(turn["content"])
+            redactions.update(found)
     source_user = f"labeler-{conversation.labeler_id}"
     prompt = Prompt.objects.create(
         text=_as_text(turns), turns=turns, source=Prompt.Source.CHAT, source_user_id=source_user,
-        split=intake.split_for(source_user, tuple(settings.PROMPT_SPLIT_RATIOS)),
+        split=intake.split_for(source_user, tuple(settings.PROMPT_SPLIT_RATIOS)), redactions=dict(redactions),
         language=conversation.assignment.task.params.get("language", "en"), created_by=conversation.labeler,
-        needs_completions=True, metadata={"conversation": conversation.pk, "message": chosen.pk},
+        needs_completions=True,
     )
-    Completion.objects.create(
+    original = Completion.objects.create(
         prompt=prompt, text=chosen.model_text, model_version=chosen.model_version, seed=chosen.seed,
         sampling_params=chosen.sampling_params, token_count=chosen.token_count, finish_reason=chosen.finish_reason,
     )
+    prompt.metadata = {"conversation": conversation.pk, "message": chosen.pk, "completion": original.pk}
+    prompt.save(update_fields=["metadata"])
     return prompt

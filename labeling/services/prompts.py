@@ -172,8 +172,10 @@ def _stored_matches(candidates, rules):
     # The unique index on dedup_key leaves out empty keys, and the query must say so to use it.
     stored = dict(_select("dedup_key", "id", where=[_in("dedup_key", keys)], also="dedup_key <> ''")) if keys else {}
     near = _NearDuplicates(candidates, rules.near_duplicate_threshold)
+    # A labeler's chats make prompts under their id too; the cap is on the prompts they write.
     per_user = Counter(
-        dict(_select("source_user_id", "COUNT(*)", where=[_in("source_user_id", users)], group_by="source_user_id"))
+        dict(_select("source_user_id", "COUNT(*)", where=[_in("source_user_id", users)],
+                     also=f"source <> '{Prompt.Source.CHAT}'", group_by="source_user_id"))
         if users and rules.cap_per_user
         else {}
     )

@@ -268,14 +268,14 @@ def demonstration_write(*, assignment, labeler, turns, used_model_suggestion=Fal
         opening = prompt.turns or [{"role": "user", "content": prompt.text}]
         _check_conversation(opening, turns, task.params)
         suggestion = selectors.model_suggestion(prompt) if used_model_suggestion else None
-        per_turn = _turn_suggestions(assignment=assignment, turns=turns, used=list(suggestions_used))
+        per_turn, used_version = _turn_suggestions(assignment=assignment, turns=turns, used=list(suggestions_used))
         if suggestion and not any(entry["turn"] == 1 and entry["used"] for entry in per_turn):
             per_turn = [{"turn": 1, "model_version": suggestion.model_version.name, "used": True},
                         *[entry for entry in per_turn if entry["turn"] != 1]]
         Demonstration.objects.create(
             assignment=assignment, prompt=prompt, author=labeler, messages=[*opening, *turns],
-            used_model_suggestion=suggestion is not None or any(entry["used"] for entry in per_turn),
-            suggestion_model_version=suggestion.model_version if suggestion else None, turn_suggestions=per_turn,
+            used_model_suggestion=suggestion is not None or used_version is not None, turn_suggestions=per_turn,
+            suggestion_model_version=suggestion.model_version if suggestion else used_version,
         )
 
     return _submit(assignment, labeler, time_spent_seconds, Task.Kind.WRITE_DEMONSTRATION, save)
@@ -283,7 +283,8 @@ def demonstration_write(*, assignment, labeler, turns, used_model_suggestion=Fal
 
 def _turn_suggestions(*, assignment: Assignment, turns: list, used: list) -> list:
     """What a demonstration records of the model's suggestions: per turn it suggested a reply for, the model and
-    whether the labeler used it. `used` holds the ids of the suggestions the labeler took; `turns` their turns."""
+    whether the labeler used it; and the model of the first one used. `used` holds the ids of the suggestions
+    the labeler took; `turns` their turns."""
     suggestions = {s.pk: s for s in assignment.suggestions.filter(state=ChatMessage.State.DONE).select_related(
         "model_version")}
     if not isinstance(used, list) or not all(type(pk) is int for pk in used):
@@ -301,8 +302,9 @@ def _turn_suggestions(*, assignment: Assignment, turns: list, used: list) -> lis
         if suggestion.turn <= len(turns):
             shown[suggestion.turn] = suggestion
     shown.update(taken)
-    return [{"turn": turn, "model_version": s.model_version.name, "used": turn in taken}
-            for turn, s in sorted(shown.items())]
+    entries = [{"turn": turn, "model_version": s.model_version.name, "used": turn in taken}
+               for turn, s in sorted(shown.items())]
+    return entries, next((taken[turn].model_version for turn in sorted(taken)), None)
 
 
 def _check_conversation(opening, turns, params):

@@ -16,15 +16,6 @@
   let source = null;
   let busy = false;
 
-  // Time on this page, sent when the chat ends.
-  const timer = document.getElementById("timer");
-  const started = Date.now();
-  const seconds = () => Math.floor((Date.now() - started) / 1000);
-  setInterval(() => {
-    const s = seconds();
-    timer.textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
-  }, 1000);
-
   const messageUrl = (id, action) => data.urls.message.replace("/0/", `/${id}/`) + (action ? `${action}/` : "");
   const last = () => chat.messages[chat.messages.length - 1];
   const writing = (message) => message && (message.state === "pending" || message.state === "streaming");
@@ -109,9 +100,20 @@
     editor.rows = 4;
     editor.value = message.text;
     editor.setAttribute("aria-label", "Your version of the reply");
-    const save = button("Save my version", () => act(async () => {
-      Object.assign(message, await call("POST", messageUrl(message.id, "rewrite"), { text: editor.value }));
-    }));
+    // Kept open, with what was typed, until the rewrite is saved.
+    const save = button("Save my version", async () => {
+      showError("");
+      try {
+        Object.assign(message, await call("POST", messageUrl(message.id, "rewrite"), { text: editor.value }));
+        render();
+      } catch (error) {
+        showError(error.message);
+        if (error.status === 409) {
+          await reload();
+          render();
+        }
+      }
+    });
     const cancel = button("Cancel", render);
     node.querySelector(".turn-text").replaceWith(editor);
     node.querySelector(".turn-tools").replaceChildren(save, cancel);
@@ -132,20 +134,22 @@
   }
 
   // A reply as it is written: text events append, the end event brings the stored reply.
-  function follow(message) {
-    if (source && source.messageId === message.id) return;
+  function follow(reply) {
+    if (source && source.messageId === reply.id) return;
     if (source) source.close();
-    const node = () => list.querySelector(`[data-id="${message.id}"]`);
+    const id = reply.id;
+    // The message as the chat holds it now: a reload (after a 409) replaces the objects.
+    const message = () => chat.messages.find((m) => m.id === id) || reply;
+    const node = () => list.querySelector(`[data-id="${id}"]`);
     const note = (text) => { if (node()) node().querySelector(".turn-status").textContent = text; };
-    source = window.replies.follow(message.stream, message.text, {
+    source = window.replies.follow(reply.stream, reply.text, {
       onText: (text) => {
-        message.text = text;
-        message.state = "streaming";
+        Object.assign(message(), { text, state: "streaming" });
         if (node()) node().querySelector(".turn-text").textContent = text;
       },
       onNote: note,
       onEnd: (stored) => {
-        Object.assign(message, stored);
+        Object.assign(message(), stored);
         source = null;
         render();
       },
@@ -154,11 +158,12 @@
         showError("The connection to the reply was lost; reload the page to pick it up where it is.");
       },
     });
-    source.messageId = message.id;
+    source.messageId = id;
   }
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    if (send.disabled) return;  // Ctrl+Enter while a reply is written
     const current = last();
     act(async () => {
       await call("POST", data.urls.send, { text: textArea.value, after: current ? current.id : null });
@@ -173,24 +178,9 @@
   end.addEventListener("click", () => {
     if (!window.confirm("End the chat? It can't be continued afterwards.")) return;
     act(async () => {
-      chat = await call("POST", data.urls.end, { time_spent_seconds: seconds() });
+      chat = await call("POST", data.urls.end, { time_spent_seconds: window.taskSeconds() });
       document.getElementById("next-form").submit();
     });
-  });
-
-  const help = document.getElementById("shortcuts");
-  const toggleHelp = () => { help.hidden = !help.hidden; };
-  document.querySelectorAll("[data-toggle-help]").forEach((b) => b.addEventListener("click", toggleHelp));
-  document.addEventListener("keydown", (event) => {
-    const typing = /^(TEXTAREA|SELECT|INPUT)$/.test(event.target.tagName);
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && event.target === textArea) {
-      event.preventDefault();
-      form.requestSubmit();
-    } else if (event.key === "?" && !typing) {
-      toggleHelp();
-    } else if (event.key === "Escape") {
-      help.hidden = true;
-    }
   });
 
   render();

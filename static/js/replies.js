@@ -19,12 +19,13 @@ window.replies = (function () {
 
   // Follow a reply on from the `text` already shown: onText(text so far), onNote(words), onEnd(stored reply).
   // The browser reconnects by itself after a dropped connection, from the last part it received.
+  // Offsets count characters as the server does (code points), not JavaScript's UTF-16 units.
   function follow(streamUrl, text, { onText, onNote, onEnd, onLost }) {
-    const source = new EventSource(`${streamUrl}?offset=${text.length}`);
+    const source = new EventSource(`${streamUrl}?offset=${Array.from(text).length}`);
     source.addEventListener("waiting", () => onNote("Waiting for the model…"));
     source.addEventListener("text", (event) => {
       const part = JSON.parse(event.data);
-      text = text.slice(0, part.offset) + part.text;
+      text = Array.from(text).slice(0, part.offset).join("") + part.text;
       onText(text, part);
       onNote("Writing…");
     });

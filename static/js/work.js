@@ -1,21 +1,21 @@
 // Task pages: timer, shortcuts, extra chat turns and the ranking board.
-(function () {
-  const form = document.getElementById("task-form");
-  if (!form) return;
 
-  // Timer: seconds on this page, sent with the answer.
+// Every task page: the timer (seconds on the page, sent with the answer, or with a chat when it ends),
+// Ctrl+Enter to submit the page's form (the answer; on a chat, the turn), and the shortcuts behind "?".
+window.taskSeconds = (function () {
   const timer = document.getElementById("timer");
-  const spent = form.querySelector("input[name=time_spent]");
-  const started = Date.now() - 1000 * (parseInt(spent.value, 10) || 0);
+  if (!timer) return null;
+  const spent = document.querySelector("input[name=time_spent]");
+  const started = Date.now() - 1000 * (parseInt(spent && spent.value, 10) || 0);
+  const seconds = () => Math.floor((Date.now() - started) / 1000);
   function tick() {
-    const seconds = Math.floor((Date.now() - started) / 1000);
-    spent.value = seconds;
-    timer.textContent = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+    if (spent) spent.value = seconds();
+    timer.textContent = `${Math.floor(seconds() / 60)}:${String(seconds() % 60).padStart(2, "0")}`;
   }
   tick();
   setInterval(tick, 1000);
 
-  // Shortcuts.
+  const form = document.querySelector("form[data-ctrl-enter]");
   const help = document.getElementById("shortcuts");
   const toggleHelp = () => { help.hidden = !help.hidden; };
   document.querySelectorAll("[data-toggle-help]").forEach((b) => b.addEventListener("click", toggleHelp));
@@ -23,7 +23,9 @@
     const target = event.target;
     const typing = /^(TEXTAREA|SELECT)$/.test(target.tagName)
       || (target.tagName === "INPUT" && !["radio", "checkbox"].includes(target.type));
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    // Not from a text area of its own (a chat's rewrite of a reply): that one is saved with its button.
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && form
+        && (target.tagName !== "TEXTAREA" || form.contains(target))) {
       event.preventDefault();
       form.requestSubmit();
     } else if (event.key === "?" && !typing) {
@@ -32,6 +34,12 @@
       help.hidden = true;
     }
   });
+  return seconds;
+})();
+
+(function () {
+  const form = document.getElementById("task-form");
+  if (!form) return;
 
   // Demonstrations: the model's draft goes into the reply on request, and the answer records it.
   const insert = document.querySelector("[data-insert-suggestion]");
@@ -115,6 +123,8 @@
   const form = document.getElementById("task-form");
   const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
   const used = form.querySelector("input[name=suggestions_used]");
+  const usedBy = {};  // field name -> the suggestion put there, until the labeler clears the field
+  const recordUsed = () => { used.value = Object.values(usedBy).join(","); };
   const value = (name) => form.querySelector(`textarea[name=${name}]`).value;
 
   // The labeler's turns before the assistant field `name`: assistant_1, then user_2, assistant_2, ...
@@ -163,12 +173,18 @@
         onLost: () => { status.textContent = "The connection was lost; ask again."; ask.disabled = false; },
       });
     });
+    const field = form.querySelector(`textarea[name=${name}]`);
+    field.addEventListener("input", () => {
+      if (!field.value.trim() && usedBy[name]) {
+        delete usedBy[name];
+        recordUsed();
+      }
+    });
     use.addEventListener("click", () => {
-      const field = form.querySelector(`textarea[name=${name}]`);
       if (field.value.trim() && !window.confirm("Replace what you have written with the suggestion?")) return;
       field.value = suggestion.text;
-      const ids = used.value ? used.value.split(",") : [];
-      used.value = [...ids, String(suggestion.id)].join(",");
+      usedBy[name] = String(suggestion.id);
+      recordUsed();
       field.focus();
     });
   });

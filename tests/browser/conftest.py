@@ -23,12 +23,25 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, live_server):
-    context = browser.new_context(base_url=live_server.url)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    context.close()
+def open_page(browser, live_server):
+    """`open_page()`: a page in a browser context of its own, as another person's browser; closed after the test
+    (an open one keeps a live-server thread, and its database connection, waiting)."""
+    contexts = []
+
+    def open_page():
+        contexts.append(browser.new_context(base_url=live_server.url))
+        page = contexts[-1].new_page()
+        page.set_default_timeout(20_000)
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(open_page):
+    return open_page()
 
 
 def sign_in(page, username, password="password"):

@@ -73,17 +73,8 @@ def send(page, text):
     page.get_by_label("Your turn").press("Control+Enter")
 
 
-@pytest.fixture
-def bob_page(browser, live_server):
-    context = browser.new_context(base_url=live_server.url)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    context.close()
-
-
 @pytest.mark.slow
-def test_a_labeler_chats_stops_regenerates_rewrites_and_another_ranks_a_reply(page, bob_page, labelers, chat_worker):
+def test_a_labeler_chats_stops_regenerates_rewrites_and_another_ranks_a_reply(page, open_page, labelers, chat_worker):
     alice, bob = labelers
     services.chat_task_create(system_prompt="You are a helpful assistant for planning trips.")
     sign_in(page, alice.username)
@@ -145,6 +136,7 @@ def test_a_labeler_chats_stops_regenerates_rewrites_and_another_ranks_a_reply(pa
 
     # The worker samples the alternatives; bob ranks them, with the conversation before the reply above them.
     assert wait_for(lambda: Task.objects.filter(kind="rank_completions").exists(), timeout=120)
+    bob_page = open_page()
     sign_in(bob_page, bob.username)
     bob_page.get_by_role("button", name="Start labeling").click()
     expect(bob_page.get_by_role("heading", name="Rank completions")).to_be_visible()

@@ -94,6 +94,11 @@ def seed_labeler_work(labeler):
                                                         params={"hint": PLAIN}))
     leased["write_demonstration"] = lease(labeler, TaskFactory(kind=Task.Kind.WRITE_DEMONSTRATION, prompt=chat))
     leased["rank_completions"] = lease(labeler, ranking(policy))
+    leased["chat"] = lease(labeler, services.chat_task_create(system_prompt=PLAIN))
+    conversation = services.chat_start(assignment=leased["chat"], labeler=labeler)
+    conversation.messages.create(position=1, role="user", text=PLAIN)
+    conversation.messages.create(position=2, role="assistant", text=PLAIN, original_text=f"Model: {PLAIN}",
+                                 rewritten=True, state="done", model_version=policy)
     leased["annotate_prompt"] = lease(labeler, TaskFactory(prompt=PromptFactory(text=f"Annotate: {PLAIN}")))
     Guidelines.objects.create(version=2, title=PLAIN, body=MARKDOWN)
     return submitted, leased
@@ -267,6 +272,7 @@ def test_a_labelers_pages_show_stored_script_as_text(watched, live_server, trans
     for assignment in submitted.values():
         check(watched, reverse("my-work-detail", args=[assignment.pk]))
     check(watched, reverse("my-work-detail", args=[leased["rank_completions"].pk]))
+    check(watched, reverse("my-work-detail", args=[leased["chat"].pk]))
 
     watched.get_by_role("button", name="Sign out alice").click()
     sign_in(watched, f"applicant{SHORT}")

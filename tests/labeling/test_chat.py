@@ -433,3 +433,56 @@ def test_a_used_suggestion_must_be_one_of_the_tasks_and_for_an_assistant_turn(al
     assert alice.post(submit, {"turns": answer, "suggestions_used": [suggestion["id"]]},
                       format="json").status_code == 200
     assert Demonstration.objects.get().turn_suggestions == [{"turn": 3, "model_version": "base", "used": True}]
+
+
+def test_a_stop_that_finds_the_worker_gone_ends_the_reply_with_what_it_wrote_and_never_a_finished_one(alice):
+    chat = start(alice)
+    reply = send(alice, chat, "Hello there!", after=None)
+    message = ChatMessage.objects.get(pk=reply["id"])
+    ChatMessage.objects.filter(pk=message.pk).update(state="streaming")  # taken by a worker that then died
+    streams.ReplyStream(message).write("Hello, wor")
+    cache.set(streams.ReplyStream(message).key, {**cache.get(streams.ReplyStream(message).key), "at": 0})
+    stopped = alice.post(f"/api/work/chat-messages/{reply['id']}/stop/").json()
+    assert (stopped["state"], stopped["text"], stopped["finish_reason"]) == ("stopped", "Hello, wor", "abort")
+    # A worker that finishes meanwhile keeps its reply: a stale stop only ends a reply still streaming.
+    again = alice.post(f"/api/work/chat-messages/{reply['id']}/regenerate/").json()
+    written = write(again)
+    cache.set(streams.ReplyStream(written).key, {**cache.get(streams.ReplyStream(written).key), "at": 0})
+    ChatMessage.objects.filter(pk=written.pk).update(state="done")
+    assert alice.post(f"/api/work/chat-messages/{written.pk}/stop/").json()["text"] == written.text
+
+
+def test_a_worker_that_fails_in_any_way_fails_the_reply(alice, monkeypatch):
+    chat = start(alice)
+    reply = send(alice, chat, "Hello there!", after=None)
+
+    def broken(version):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(services.chat, "sampler_for", broken)
+    failed = write(reply)
+    assert failed.state == "failed" and "RuntimeError: out of memory" in failed.error
+    assert streams.ReplyStream(failed).read()["state"] == "failed"
+
+
+def test_a_chat_goes_only_to_labelers_of_its_language(alice, labeler):
+    LabelerProfile.objects.filter(user=labeler).update(languages=["en"])
+    services.chat_task_create(language="fr")
+    assert alice.post("/api/work/next/").status_code == 204
+    LabelerProfile.objects.filter(user=labeler).update(languages=["en", "fr"])
+    assert alice.post("/api/work/next/").json()["kind"] == "chat"
+
+
+def test_the_prompt_to_rank_is_redacted_and_not_counted_against_the_labelers_prompt_cap(alice, labeler, settings):
+    settings.PROMPT_CAP_PER_USER = 1
+    chat = start(alice)
+    write(send(alice, chat, "Mail me at ada@example.org please.", after=None))
+    alice.post(f"/api/work/chats/{chat['id']}/end/")
+    prompt = Prompt.objects.get(source=Prompt.Source.CHAT)
+    assert prompt.turns[1]["content"] == "Mail me at [EMAIL] please." and prompt.redactions == {"email": 1}
+    assert "ada@example.org" not in prompt.text
+    Task.objects.create(kind=Task.Kind.WRITE_PROMPT)
+    lease = alice.post("/api/work/next/").json()
+    written = alice.post(f"/api/work/assignments/{lease['id']}/submit/",
+                         {"style": "plain", "text": "Write a haiku about rain."}, format="json")
+    assert written.status_code == 200, written.json()

@@ -96,6 +96,8 @@ def test_prompt_completion_demonstrations_keep_the_earlier_replies_as_context(tm
     ({"prompt": "Hi", "completion": ""}, "`completion` must be non-empty text"),
     ({"prompt": "Hi", "completion": [{"role": "assistant", "content": "a"}] * 2}, "the assistant's one message"),
     ({"prompt": "Hi"}, "needs `messages`, or `prompt` and `completion`"),
+    ({"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "a"}], "completion": "b"},
+     "must not end with the assistant's message"),
 ])
 def test_a_malformed_demonstration_names_what_is_wrong(tmp_path, row, reason):
     with pytest.raises(DataError, match=rf"line 1: .*{reason}"):
