@@ -31,6 +31,7 @@ app.conf.update(
     beat_schedule={
         "expire-leases": {"task": "labeling.tasks.expire_leases", "schedule": crontab(minute="*")},
         "check-training-due": {"task": "labeling.tasks.check_training_due", "schedule": 60.0},
+        "reap-chat-replies": {"task": "labeling.tasks.reap_chat_replies", "schedule": crontab(minute="*")},
     },
 )
 app.autodiscover_tasks()

@@ -318,6 +318,7 @@ CHAT_TEMPERATURE = env_float("CHAT_TEMPERATURE", 0.7, minimum=0)
 CHAT_RANK_K = env_int("CHAT_RANK_K", SAMPLE_K, minimum=4, maximum=9)
 # A streamed reply's connection is closed after this long (the page reconnects where it left off).
 CHAT_STREAM_SECONDS = env_float("CHAT_STREAM_SECONDS", 300.0, minimum=1)
+CHAT_STREAMS_PER_USER = env_int("CHAT_STREAMS_PER_USER", 6, minimum=1)  # each holds a web thread while open
 TRAIN_RM_AFTER_COMPARISONS = env_int("TRAIN_RM_AFTER_COMPARISONS", 500, minimum=1)
 TRAIN_SFT_AFTER_DEMONSTRATIONS = env_int("TRAIN_SFT_AFTER_DEMONSTRATIONS", 100, minimum=1)
 # rlhf options per kind, e.g. {"reward": {"epochs": 2}, "ppo": {"steps": 20}}; the gate evaluates with the same.

@@ -215,10 +215,10 @@ def tasks_available_to(*, labeler, profile, now):
     )
     if profile.task_kinds:
         tasks = tasks.filter(kind__in=profile.task_kinds)
-    if profile.languages:  # a chat's language is its task's; a prompt to write has none yet
-        tasks = tasks.filter(Q(prompt__language__in=profile.languages)
-                             | Q(kind=Task.Kind.CHAT, params__language__in=profile.languages)
-                             | Q(kind=Task.Kind.WRITE_PROMPT))
+    if profile.languages:  # a chat's language is its task's (any, if it names none); a prompt to write has none
+        chat_language = Q(params__language__in=profile.languages) | ~Q(params__has_key="language")
+        tasks = tasks.filter(Q(prompt__language__in=profile.languages) | Q(kind=Task.Kind.WRITE_PROMPT)
+                             | Q(chat_language, kind=Task.Kind.CHAT))
     return tasks.order_by("-priority", "created_at", "pk")
 
 

@@ -9,6 +9,7 @@ that streams holds no database connection, and any web process can serve any rep
 import json
 import time
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
 
@@ -35,6 +36,30 @@ class ReplyStream:
 
     def stop_asked(self):
         return bool(cache.get(f"{self.key}:stop"))
+
+
+class OpenStreams:
+    """The streams a person has open, counted in the cache, up to CHAT_STREAMS_PER_USER."""
+
+    def __init__(self, user):
+        self.key = f"open-streams:{user.pk}"
+
+    def take(self):
+        cache.add(self.key, 0, timeout=settings.CHAT_STREAM_SECONDS + 60)  # outlives a stream; a leak expires
+        if cache.incr(self.key) > settings.CHAT_STREAMS_PER_USER:
+            cache.decr(self.key)
+            return False
+        return True
+
+    def held_while(self, events):
+        """The events, giving the stream back when they end or the client goes."""
+        try:
+            yield from events
+        finally:
+            try:
+                cache.decr(self.key)
+            except ValueError:  # expired meanwhile
+                pass
 
 
 def snapshot(reply):

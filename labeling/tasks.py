@@ -47,6 +47,11 @@ def chat_reply(message_id):
     return {"message": message_id, "state": message.state if message else "taken"}
 
 
+@shared_task
+def reap_chat_replies():
+    return services.chat_replies_reap()
+
+
 @shared_task(acks_late=True)
 def suggest(suggestion_id):
     suggestion = services.suggestion_write(suggestion_id=suggestion_id)

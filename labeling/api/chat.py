@@ -167,9 +167,14 @@ def _event_stream(request, reply):
     except ValueError:
         return Response({"detail": f"offset must be a whole number of characters, not {offset!r}."},
                         status=status.HTTP_400_BAD_REQUEST)
+    # Each open stream holds a web thread: one person's many tabs (or a script) must not take them all.
+    opened = streams.OpenStreams(request.user)
+    if not opened.take():
+        return Response({"detail": f"You have {settings.CHAT_STREAMS_PER_USER} replies streaming already; close "
+                                   "a tab, or wait for one to end."}, status=status.HTTP_429_TOO_MANY_REQUESTS)
     events = streams.reply_events(streams.ReplyStream(reply), streams.snapshot(reply), offset,
                                   seconds=settings.CHAT_STREAM_SECONDS)
-    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response = StreamingHttpResponse(opened.held_while(events), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx passes each event on at once
     return response

@@ -4,6 +4,7 @@ with a message a person can act on."""
 from .chat import (
     chat_end,
     chat_regenerate,
+    chat_replies_reap,
     chat_reply_write,
     chat_rewrite,
     chat_send,
@@ -70,6 +71,7 @@ __all__ = [
     "account_create",
     "chat_end",
     "chat_regenerate",
+    "chat_replies_reap",
     "chat_reply_write",
     "chat_rewrite",
     "chat_send",

@@ -43,6 +43,7 @@ from .work import _locked, _reclaim_slot, _submit, check_may_work
 
 logger = logging.getLogger(__name__)
 STALE_SECONDS = 60  # a streaming reply whose worker wrote nothing for this long has lost its worker
+REAP_MINUTES = 10  # a reply no worker has finished after this long is failed, unless it is still being written
 CONFLICT = "conflict"  # the code of a refusal because another tab moved the conversation on (HTTP 409)
 
 
@@ -244,6 +245,29 @@ def _write(reply, turns):
     reply.refresh_from_db()
     stream.write(reply.text, reply.state, **streams.outcome(reply))
     return reply
+
+
+def chat_replies_reap(*, now=None) -> int:
+    """Fail the replies and suggestions whose worker is gone: pending for REAP_MINUTES with no worker taking
+    them, or streaming with nothing written for STALE_SECONDS. The labeler regenerates, or asks again."""
+    now = now or timezone.now()
+    reaped = 0
+    for model in (ChatMessage, TurnSuggestion):
+        waiting = model.objects.filter(state__in=[ChatMessage.State.PENDING, ChatMessage.State.STREAMING],
+                                       created_at__lt=now - timedelta(minutes=REAP_MINUTES))
+        for reply in waiting.select_related("model_version"):
+            written = streams.ReplyStream(reply).read()
+            if reply.state == ChatMessage.State.STREAMING and written and time.time() - written["at"] < STALE_SECONDS:
+                continue  # a long reply, still being written
+            error = ("No worker took this reply up; the chat worker may be down. Try again."
+                     if reply.state == ChatMessage.State.PENDING else
+                     "The worker writing this reply was lost. Try again.")
+            if model.objects.filter(pk=reply.pk, state=reply.state).update(
+                    state=ChatMessage.State.FAILED, error=error, text=_storable(written["text"]) if written else ""):
+                reply.refresh_from_db()
+                streams.ReplyStream(reply).write(reply.text, reply.state, **streams.outcome(reply))
+                reaped += 1
+    return reaped
 
 
 # Suggestions for demonstrations

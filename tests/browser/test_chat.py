@@ -158,10 +158,10 @@ def test_a_labeler_chats_stops_regenerates_rewrites_and_another_ranks_a_reply(pa
     export = services.export_create(kind="oasst", fmt="jsonl", filters={}, created_by=bob, queue=False)
     with open(services.export_run(export_id=export.pk).file.path) as lines:
         [tree] = [json.loads(line) for line in lines]
-    node, trunk = tree["prompt"], []
+    node, trunk = tree["prompt"], [tree["prompt"]["text"]]
     while len(node["replies"]) == 1:
-        trunk.append(node["text"])
         node = node["replies"][0]
+        trunk.append(node["text"])
     assert trunk[:2] == ["You are a helpful assistant for planning trips.", "I have three days in Lisbon. What should I see?"]
     assert sorted(reply["rank"] for reply in node["replies"] if reply["rank"] is not None) == [0, 1, 2, 3]
 

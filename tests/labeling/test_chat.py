@@ -2,10 +2,12 @@
 rewrite, and the comparison an ended chat opens. The model is the tiny one, sampled in process."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
 from django.db import connection
+from django.utils import timezone
 from django.utils.html import escape
 
 from labeling import samplers, services, streams
@@ -486,3 +488,41 @@ def test_the_prompt_to_rank_is_redacted_and_not_counted_against_the_labelers_pro
     written = alice.post(f"/api/work/assignments/{lease['id']}/submit/",
                          {"style": "plain", "text": "Write a haiku about rain."}, format="json")
     assert written.status_code == 200, written.json()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_person_holds_a_few_streams_at_once(alice, settings):
+    settings.CHAT_STREAMS_PER_USER = 2
+    chat = start(alice)
+    reply = send(alice, chat, "Hello there!", after=None)
+    url = f"/api/work/chat-messages/{reply['id']}/stream/"
+    first, second = alice.get(url), alice.get(url)
+    for response in (first, second):
+        next(iter(response.streaming_content))  # open: a server starts sending at once
+    third = alice.get(url)
+    assert third.status_code == 429 and "2 replies streaming already" in third.json()["detail"]
+    first.close()  # the client went: its stream is given back
+    fourth = alice.get(url)
+    assert fourth.status_code == 200
+    second.close()
+    fourth.close()
+
+
+def test_replies_whose_worker_is_gone_are_failed_and_can_be_regenerated(alice, labeler):
+    chat = start(alice)
+    reply = send(alice, chat, "Hello there!", after=None)  # no worker ever takes it
+    demonstration = Assignment.objects.create(task=TaskFactory(kind=Task.Kind.WRITE_DEMONSTRATION), labeler=labeler,
+                                              lease_expires_at=timezone.now() + timedelta(minutes=30))
+    suggestion = alice.post(f"/api/work/assignments/{demonstration.pk}/suggestions/", {"turns": []},
+                            format="json").json()
+    later = timezone.now() + timedelta(minutes=11)
+    assert services.chat_replies_reap() == 0  # too soon to tell
+    assert services.chat_replies_reap(now=later) == 2
+    failed = alice.get(f"/api/work/chat-messages/{reply['id']}/").json()
+    assert failed["state"] == "failed" and "No worker took this reply up" in failed["error"]
+    assert alice.get(f"/api/work/suggestions/{suggestion['id']}/").json()["state"] == "failed"
+    events = events_of(b"".join(alice.get(f"/api/work/chat-messages/{reply['id']}/stream/").streaming_content)
+                       .decode())
+    assert events[-1][1]["state"] == "failed"
+    again = write(alice.post(f"/api/work/chat-messages/{reply['id']}/regenerate/").json())
+    assert again.state == "done"
