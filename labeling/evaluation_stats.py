@@ -1,0 +1,106 @@
+"""Statistics of human evaluations: pure functions of judgments.
+
+A judgment orders the outputs of several model versions on one prompt, as a ranking does (groups
+of ties, best first). Between two versions it is a win (1), a tie (0.5) or a loss (0) for the
+first. Judgments of one prompt are not independent (the same prompt is easy or hard for every
+model), so intervals are percentile bootstrap intervals that resample prompts, as InstructGPT's
+and Chatbot Arena's do.
+
+Bradley-Terry strengths come from `choix` (the maximum-likelihood estimate by iterative Luce
+spectral ranking) on the matrix of wins, a tie counting half to each side, with a little
+regularisation so that a version that never won still gets a finite strength. Strengths are
+log-odds: a version `d` above another beats it with probability 1 / (1 + e^-d).
+"""
+
+from dataclasses import dataclass
+
+import choix
+import numpy as np
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+ALPHA = 0.01  # the regularisation of the Bradley-Terry fit: a prior of a hundredth of a tie between every pair
+CHUNK = 250  # resamples drawn at a time, which bounds the memory one bootstrap takes
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    low: float
+    high: float
+    n: int  # observations behind it (judgments, ratings)
+    prompts: int
+
+    def as_dict(self):
+        return {"value": self.value, "low": self.low, "high": self.high, "n": self.n, "prompts": self.prompts}
+
+
+def outcome(groups, first, second):
+    """1 if `first` is ranked above `second` in `groups`, 0.5 for a tie, 0 below; None if either is absent."""
+    place = {member: rank for rank, group in enumerate(groups) for member in group}
+    if first not in place or second not in place:
+        return None
+    return 0.5 if place[first] == place[second] else float(place[first] < place[second])
+
+
+def clustered_mean(clusters, *, confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):
+    """The mean of every value, with a percentile bootstrap interval that resamples the clusters (prompts) whole.
+
+    `clusters` is a list of lists of numbers, one list per prompt; empty lists are left out. None when
+    there are no values at all.
+    """
+    clusters = [cluster for cluster in clusters if len(cluster)]
+    if not clusters:
+        return None
+    sums = np.array([float(np.sum(cluster)) for cluster in clusters])
+    counts = np.array([len(cluster) for cluster in clusters], dtype=float)
+    value = sums.sum() / counts.sum()
+    boot = _resampled(len(clusters), resamples, seed, lambda weights: (weights @ sums) / (weights @ counts))
+    low, high = _percentiles(boot, confidence)
+    return Estimate(float(value), low, high, int(counts.sum()), len(clusters))
+
+
+def bradley_terry(wins, *, alpha=ALPHA):
+    """Log-strengths (mean 0) of the versions from `wins`, where wins[i, j] counts i's wins over j."""
+    strengths = choix.ilsr_pairwise_dense(np.asarray(wins, dtype=float), alpha=alpha)
+    return strengths - strengths.mean()
+
+
+def bradley_terry_intervals(per_prompt, *, alpha=ALPHA, confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):
+    """(strengths, lows, highs) of the versions: the fit on all judgments, and percentile bootstrap intervals
+    that resample prompts. `per_prompt` has one wins matrix per prompt: shape (prompts, versions, versions)."""
+    per_prompt = np.asarray(per_prompt, dtype=float)
+    prompts, versions = per_prompt.shape[0], per_prompt.shape[1]
+    flat = per_prompt.reshape(prompts, versions * versions)
+    strengths = bradley_terry(flat.sum(axis=0).reshape(versions, versions), alpha=alpha)
+
+    def fits(weights):
+        totals = (weights @ flat).reshape(len(weights), versions, versions)
+        return np.stack([bradley_terry(total, alpha=alpha) for total in totals])
+
+    boot = _resampled(prompts, resamples, seed, fits)
+    lows, highs = np.quantile(boot, [(1 - confidence) / 2, 1 - (1 - confidence) / 2], axis=0)
+    return strengths, lows, highs
+
+
+def win_probability(strength_difference):
+    """The chance that a version beats another whose strength is `strength_difference` lower."""
+    return float(1 / (1 + np.exp(-strength_difference)))
+
+
+def _resampled(clusters, resamples, seed, statistic):
+    """`statistic(weights)` for bootstrap draws of the clusters, each row of `weights` counting how often each
+    cluster was drawn; drawn CHUNK resamples at a time, concatenated."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for start in range(0, resamples, CHUNK):
+        draws = rng.integers(0, clusters, size=(min(CHUNK, resamples - start), clusters))
+        weights = np.zeros((len(draws), clusters))
+        np.add.at(weights, (np.arange(len(draws))[:, None], draws), 1.0)
+        parts.append(np.asarray(statistic(weights)))
+    return np.concatenate(parts)
+
+
+def _percentiles(values, confidence):
+    low, high = np.quantile(values, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    return float(low), float(high)
