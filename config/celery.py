@@ -22,6 +22,7 @@ app.conf.update(
     task_queues=[Queue("default"), Queue("gpu"), Queue("chat")],
     task_default_queue="default",
     task_routes={"labeling.tasks.sample_completions": {"queue": "gpu"}, "labeling.tasks.train": {"queue": "gpu"},
+                 "labeling.tasks.sample_evaluation": {"queue": "gpu"},
                  "labeling.tasks.chat_reply": {"queue": "chat"}, "labeling.tasks.suggest": {"queue": "chat"}},
     task_acks_late=True,
     task_reject_on_worker_lost=True,

@@ -319,6 +319,10 @@ CHAT_RANK_K = env_int("CHAT_RANK_K", SAMPLE_K, minimum=4, maximum=9)
 # A streamed reply's connection is closed after this long (the page reconnects where it left off).
 CHAT_STREAM_SECONDS = env_float("CHAT_STREAM_SECONDS", 300.0, minimum=1)
 CHAT_STREAMS_PER_USER = env_int("CHAT_STREAMS_PER_USER", 6, minimum=1)  # each holds a web thread while open
+# Human evaluations: a candidate against baselines on test-split prompts; their tasks come first in the queue.
+EVALUATION_MAX_PROMPTS = env_int("EVALUATION_MAX_PROMPTS", 2000, minimum=1)
+EVALUATION_PRIORITY = env_int("EVALUATION_PRIORITY", 10, minimum=-1000, maximum=1000)
+EVALUATION_TEMPERATURE = env_float("EVALUATION_TEMPERATURE", 0.7, minimum=0)
 TRAIN_RM_AFTER_COMPARISONS = env_int("TRAIN_RM_AFTER_COMPARISONS", 500, minimum=1)
 TRAIN_SFT_AFTER_DEMONSTRATIONS = env_int("TRAIN_SFT_AFTER_DEMONSTRATIONS", 100, minimum=1)
 # rlhf options per kind, e.g. {"reward": {"epochs": 2}, "ppo": {"steps": 20}}; the gate evaluates with the same.

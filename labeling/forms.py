@@ -219,6 +219,7 @@ class ExportForm(forms.Form):
     model_version = forms.ModelMultipleChoiceField(queryset=ModelVersion.objects.all(), required=False)
     labeler_status = forms.MultipleChoiceField(choices=LabelerProfile.Status.choices, required=False)
     include_gold = forms.BooleanField(required=False, label="Include gold tasks")
+    include_evaluations = forms.BooleanField(required=False, label="Include judgments of human evaluations")
     overlap = forms.ChoiceField(required=False, label="Overlap tasks",
                                 choices=[("", "—"), *((k, f"{k}: {v}") for k, v in OVERLAP_MODES.items())])
     min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, label="Minimum agreement (0-1)")
@@ -229,7 +230,7 @@ class ExportForm(forms.Form):
     with_identities = forms.BooleanField(required=False, label="Usernames instead of pseudonyms (admins only)")
 
     FILTERS = ["split", "language", "use_case", "since", "until", "model_version", "labeler_status", "include_gold",
-               "overlap", "min_agreement", "style", "margin", "feedme", "single_turn"]
+               "include_evaluations", "overlap", "min_agreement", "style", "margin", "feedme", "single_turn"]
 
     def filters(self):
         """The filters that were set, as the service takes them."""

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, TruncDate
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -21,6 +21,7 @@ from .models import (
     Completion,
     CompletionRating,
     Conversation,
+    Evaluation,
     Export,
     Guidelines,
     ImportJob,
@@ -215,11 +216,24 @@ def tasks_available_to(*, labeler, profile, now):
     )
     if profile.task_kinds:
         tasks = tasks.filter(kind__in=profile.task_kinds)
+    # Evaluations that ask for held-out labelers: not for one whose data a candidate may have learnt from.
+    held_out = Evaluation.objects.filter(state=Evaluation.State.OPEN, held_out_labelers=True,
+                                         candidate__training_run__isnull=False)
+    if held_out.exists() and (contributed := _first_training_data(labeler)):
+        tasks = tasks.exclude(evaluation__in=held_out.filter(candidate__created_at__gte=contributed))
     if profile.languages:  # a chat's language is its task's (any, if it names none); a prompt to write has none
         chat_language = Q(params__language__in=profile.languages) | ~Q(params__has_key="language")
         tasks = tasks.filter(Q(prompt__language__in=profile.languages) | Q(kind=Task.Kind.WRITE_PROMPT)
                              | Q(chat_language, kind=Task.Kind.CHAT))
     return tasks.order_by("-priority", "created_at", "pk")
+
+
+def _first_training_data(labeler):
+    """When the labeler first submitted training data (a ranking outside evaluations, a demonstration): every
+    model version made since may have learnt from it."""
+    firsts = [labeler.rankings.filter(task__evaluation__isnull=True).aggregate(first=Min("created_at"))["first"],
+              labeler.demonstrations.aggregate(first=Min("created_at"))["first"]]
+    return min((first for first in firsts if first), default=None)
 
 
 def assignment_of(labeler, pk):

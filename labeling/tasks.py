@@ -58,6 +58,15 @@ def suggest(suggestion_id):
     return {"suggestion": suggestion_id, "state": suggestion.state if suggestion else "taken"}
 
 
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def sample_evaluation(self, evaluation_id):
+    try:
+        evaluation = services.evaluation_sample(evaluation_id=evaluation_id)
+    except SamplerUnavailable as exc:  # what was sampled is stored; the rest is tried again later
+        raise self.retry(countdown=sampler_retry_in(self.request.retries), exc=exc) from None
+    return {"evaluation": evaluation.pk, "state": evaluation.state, "tasks": evaluation.tasks.count()}
+
+
 @shared_task(acks_late=True)
 def train(run_id):
     run = services.training_run_execute(run_id=run_id)

@@ -125,6 +125,10 @@ FILTERS = {
         _choices("labeler_status", LabelerProfile.Status.values), LABELED, "only labelers whose status is one of these"
     ),
     "include_gold": (_flag("include_gold"), LABELED - {K.LABELER_STATS}, "include gold tasks (default false)"),
+    "include_evaluations": (
+        _flag("include_evaluations"), RANKED | {K.OASST},
+        "include the judgments of human evaluations of model versions (default false)",
+    ),
     "min_agreement": (
         _share("min_agreement"), RANKED,
         "only overlap tasks whose labelers agree on at least this share of pairs; single-labeler tasks are left out",

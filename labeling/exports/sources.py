@@ -66,12 +66,15 @@ def dated(filters, field="created_at"):
 
 
 def labeled(filters, user_field, task_field):
-    """Q for labeler status and gold tasks on annotations made by `user_field` in `task_field`."""
+    """Q for labeler status, gold tasks and evaluation judgments on annotations made by `user_field` in
+    `task_field`."""
     q = Q()
     if "labeler_status" in filters:
         q &= Q(**{f"{user_field}__labeler_profile__status__in": filters["labeler_status"]})
     if not filters.get("include_gold"):
         q &= Q(**{f"{task_field}__is_gold": False}) | Q(**{f"{task_field}__isnull": True})
+    if not filters.get("include_evaluations"):  # human evaluations judge models; they are no training data
+        q &= Q(**{f"{task_field}__evaluation__isnull": True})
     return q
 
 

@@ -4,7 +4,7 @@ from .people import Guidelines, Invitation, LabelerProfile, Role, ScreeningAttem
 from .prompts import Completion, ModelVersion, Prompt, UseCase
 from .results import CompletionRating, Demonstration, PromptAnnotation, Ranking
 from .tasks import Assignment, Task
-from .training import Export, TrainingRun
+from .training import Evaluation, Export, TrainingRun
 
 __all__ = [
     "Assignment",
@@ -12,6 +12,7 @@ __all__ = [
     "Completion",
     "CompletionRating",
     "Conversation",
+    "Evaluation",
     "Demonstration",
     "Export",
     "Guidelines",

@@ -36,6 +36,10 @@ class Task(models.Model):
                   'with an optional "explanation" shown after practice.',
     )
     state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    evaluation = models.ForeignKey(
+        "Evaluation", null=True, blank=True, on_delete=models.CASCADE, related_name="tasks",
+        help_text="A ranking that judges model versions for an evaluation; never training data unless asked for.",
+    )
     consensus = models.JSONField(
         null=True, blank=True,
         help_text="For a ranking task done by several labelers: their consensus by Tideman's ranked pairs.",

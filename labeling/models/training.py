@@ -166,3 +166,34 @@ class TrainingRun(models.Model):
             return None
         elapsed = (timezone.now() - self.started_at).total_seconds()
         return max(0, elapsed / self.step * (self.total_steps - self.step))
+
+
+class Evaluation(models.Model):
+    """Humans judge a model version against baselines on held-out prompts: one sample per model per prompt, shown
+    blind and shuffled as a ranking task; the judgments give win rates, ratings and flags per model."""
+
+    class State(models.TextChoices):
+        SAMPLING = "sampling", "Sampling the outputs"
+        OPEN = "open", "Open for judgments"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+
+    candidate = models.ForeignKey("ModelVersion", on_delete=models.PROTECT, related_name="evaluations")
+    baselines = models.ManyToManyField("ModelVersion", related_name="+")
+    prompt_ids = models.JSONField(default=list, help_text="The test-split prompts chosen, in order.")
+    held_out_labelers = models.BooleanField(
+        default=False, help_text="Only labelers with no training data in the candidate's snapshot judge it.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.SAMPLING)
+    sampling_params = models.JSONField(default=dict, blank=True)
+    trigger = models.CharField(max_length=100, blank=True, help_text="Who or what started it.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    error = models.TextField(blank=True, help_text="Why sampling is waiting, when it is.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Evaluation #{self.pk} of {self.candidate}"

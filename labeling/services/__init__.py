@@ -15,6 +15,7 @@ from .chat import (
     suggestion_request,
     suggestion_write,
 )
+from .evaluations import evaluation_sample, evaluation_start
 from .exports import export_create, export_run
 from .people import token_rotate, user_set_role
 from .prompts import (
@@ -79,6 +80,8 @@ __all__ = [
     "chat_stop",
     "chat_task_create",
     "cutoffs",
+    "evaluation_sample",
+    "evaluation_start",
     "guidelines_acknowledge",
     "invitation_check",
     "invitation_create",

@@ -92,8 +92,8 @@ def completions_sample(*, prompt_ids):
         for (version, n, (temperature, max_new_tokens)), batch in batches.items():
             found = {pk: [] for pk in batch}
             try:
-                _draw(sampler_for(version), [prompts[pk] for pk in batch], n, version, found,
-                      lambda seed: _params(seed, temperature, max_new_tokens))
+                draw(sampler_for(version), [prompts[pk] for pk in batch], n, version, found,
+                      lambda seed, v=version.pk, t=temperature, m=max_new_tokens: sampling_params(v * 1_000_003 + seed, t, m))
             finally:
                 for pk, drawn in found.items():
                     samples[pk].extend(drawn)
@@ -105,16 +105,17 @@ def completions_sample(*, prompt_ids):
     return opened
 
 
-def _draw(sampler, prompts, n, version, found, params_for, attempts=3):
-    """Fill `found`, {prompt id: samples}, with n non-empty samples per prompt: an empty completion is drawn again
-    with another seed, a few times; a prompt still short waits for the next round."""
+def draw(sampler, prompts, n, version, found, params_for, attempts=3, k=None):
+    """Fill `found`, {prompt id: samples}, with n non-empty samples per prompt, drawing k at a time (by default
+    4 or more): an empty completion is drawn again with another seed, a few times; a prompt still short waits
+    for the next round. `params_for(seed)` gives the sampling parameters of a draw."""
     for attempt in range(attempts):
         short = [p for p in prompts if len(found[p.pk]) < n]
         if not short:
             break
-        params = params_for(version.pk * 1_000_003 + short[0].pk + 7919 * attempt)
+        params = params_for(short[0].pk + 7919 * attempt)
         try:
-            drawn = sampler.sample([p.turns or p.text for p in short], _k(n), params)
+            drawn = sampler.sample([p.turns or p.text for p in short], k or _k(n), params)
         except SamplerUnavailable as exc:
             _keep(found, short[:len(exc.done)], exc.done, n, version, params)
             raise
@@ -155,7 +156,7 @@ def _k(n):
     return max(n, 4)  # the sampler draws 4 to 9 per prompt; an older version's share keeps what it needs
 
 
-def _params(seed, temperature, max_new_tokens):
+def sampling_params(seed, temperature, max_new_tokens):
     from rlhf.sampling import SamplingParams
 
     return SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)

@@ -471,12 +471,14 @@ def training_check_due():
     reward = model_version_active(ModelVersion.Kind.REWARD)
     sft = model_version_active(ModelVersion.Kind.SFT)
     # A reward model after enough new rankings, an SFT model after enough new demonstrations.
+    # Judgments of human evaluations are rankings too, but no training data.
     for kind, results, active, needed, what in [
-        (Run.Kind.REWARD, Ranking, reward, settings.TRAIN_RM_AFTER_COMPARISONS, "rankings"),
-        (Run.Kind.SFT, Demonstration, sft, settings.TRAIN_SFT_AFTER_DEMONSTRATIONS, "demonstrations"),
+        (Run.Kind.REWARD, Ranking.objects.filter(task__evaluation__isnull=True), reward,
+         settings.TRAIN_RM_AFTER_COMPARISONS, "rankings"),
+        (Run.Kind.SFT, Demonstration.objects.all(), sft, settings.TRAIN_SFT_AFTER_DEMONSTRATIONS, "demonstrations"),
     ]:
         since = _snapshot_time(active)
-        new = results.objects.filter(created_at__gt=since) if since else results.objects.all()
+        new = results.filter(created_at__gt=since) if since else results
         if new.count() >= needed:
             report["started"].append(_start_quietly(kind, f"{needed}+ new {what}"))
     # A policy for each pair of active reward and SFT models.

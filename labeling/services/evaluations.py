@@ -1,0 +1,125 @@
+"""Human evaluations of model versions: a candidate against baselines on prompts of the test split.
+
+No training run reads the test split, so the prompts are held out. Each prompt gets one sample per
+model, drawn with the same seed and settings for every model, and becomes a ranking task tied to
+the evaluation: the outputs blind and shuffled, a rating and InstructGPT's flags on each, ties
+allowed. Evaluation tasks come first in the queue (EVALUATION_PRIORITY); their judgments stay out of
+reward-model data unless a researcher asks for them.
+"""
+
+import random
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from .. import answers
+from ..models import Completion, Evaluation, ModelVersion, Prompt, Task
+from ..samplers import SamplerUnavailable, sampler_for
+from .prompts import required_annotations
+from .sampling import draw, sampling_params
+
+GENERATORS = (ModelVersion.Kind.POLICY, ModelVersion.Kind.SFT)
+
+
+def evaluation_start(*, candidate: ModelVersion, baselines: list, prompt_count: int, held_out_labelers: bool = False,
+                     created_by=None, trigger: str = "") -> Evaluation:
+    """Choose the prompts and queue the sampling; the tasks open when every model has answered them."""
+    baselines = list(baselines)
+    _check_models(candidate, baselines)
+    if type(prompt_count) is not int or not 1 <= prompt_count <= settings.EVALUATION_MAX_PROMPTS:
+        raise ValidationError(f"An evaluation takes 1 to {settings.EVALUATION_MAX_PROMPTS:,} prompts, not "
+                              f"{prompt_count!r}.")
+    if not isinstance(held_out_labelers, bool):
+        raise ValidationError("held_out_labelers must be true or false.")
+    limits = answers.Limits.from_settings()
+    test = [pk for pk, text, turns in Prompt.objects.filter(split=Prompt.Split.TEST).order_by("id").values_list(
+        "id", "text", "turns") if not answers.prompt_problems(text, turns, limits=limits)]
+    if not test:
+        raise ValidationError("There are no prompts in the test split to evaluate on; import some first (a share of "
+                              "every import goes to it, by PROMPT_SPLIT_RATIOS).")
+    with transaction.atomic():
+        evaluation = Evaluation.objects.create(
+            candidate=candidate, held_out_labelers=held_out_labelers, created_by=created_by, trigger=trigger,
+            sampling_params={"temperature": settings.EVALUATION_TEMPERATURE, "top_p": 1.0,
+                             "max_new_tokens": settings.SAMPLE_MAX_NEW_TOKENS},
+        )
+        evaluation.baselines.set(baselines)
+        evaluation.prompt_ids = sorted(random.Random(evaluation.pk).sample(test, min(prompt_count, len(test))))
+        evaluation.save(update_fields=["prompt_ids"])
+    from ..tasks import sample_evaluation
+
+    transaction.on_commit(lambda: sample_evaluation.apply_async((evaluation.pk,), queue="gpu"))
+    return evaluation
+
+
+def _check_models(candidate, baselines):
+    if not isinstance(candidate, ModelVersion) or candidate.kind not in GENERATORS:
+        raise ValidationError("The candidate must be a policy or SFT model version.")
+    if not baselines:
+        raise ValidationError("Name at least one baseline to compare the candidate with.")
+    for version in [candidate, *baselines]:
+        if version.kind not in GENERATORS:
+            raise ValidationError(f"{version} writes no replies; evaluate policy and SFT versions.")
+        if not version.artifact_path or version.status in (ModelVersion.Status.TRAINING, ModelVersion.Status.FAILED):
+            raise ValidationError(f"{version} has no model to sample from ({version.get_status_display()}).")
+    if candidate in baselines or len(set(baselines)) != len(baselines):
+        raise ValidationError("The candidate and the baselines must be different model versions.")
+
+
+def evaluation_sample(*, evaluation_id: int) -> Evaluation:
+    """One sample per model per prompt, then a ranking task per prompt. Safe to run twice: a prompt whose task
+    exists is skipped. A sampler that fails leaves the rest for the next try (SamplerUnavailable goes on)."""
+    evaluation = Evaluation.objects.select_related("candidate").get(pk=evaluation_id)
+    if evaluation.state != Evaluation.State.SAMPLING:
+        return evaluation
+    done = set(evaluation.tasks.values_list("prompt_id", flat=True))
+    prompts = [p for p in Prompt.objects.filter(pk__in=evaluation.prompt_ids).order_by("id") if p.pk not in done]
+    models = [evaluation.candidate, *evaluation.baselines.order_by("id")]
+    params = evaluation.sampling_params
+    samples = {prompt.pk: [] for prompt in prompts}
+    try:
+        for version in models:
+            found = {prompt.pk: [] for prompt in prompts}
+            try:
+                # The same seed for every model: the outputs differ by the model alone.
+                draw(sampler_for(version), prompts, 1, version, found,
+                      lambda seed: sampling_params(evaluation.pk * 1_000_003 + seed, params["temperature"],
+                                           params["max_new_tokens"]), k=1)
+            finally:
+                for pk, drawn in found.items():
+                    samples[pk].extend(drawn)
+    except SamplerUnavailable as exc:
+        Evaluation.objects.filter(pk=evaluation.pk).update(error=str(exc)[:500])
+        _open_tasks(evaluation, samples, len(models))
+        raise
+    _open_tasks(evaluation, samples, len(models))
+    with transaction.atomic():
+        evaluation = Evaluation.objects.select_for_update().get(pk=evaluation.pk)
+        if evaluation.state == Evaluation.State.SAMPLING:
+            evaluation.state, evaluation.opened_at, evaluation.error = Evaluation.State.OPEN, timezone.now(), ""
+            evaluation.save(update_fields=["state", "opened_at", "error"])
+    return evaluation
+
+
+def _open_tasks(evaluation, samples, models):
+    """A ranking task for each prompt every model answered, once."""
+    for prompt_id, drawn in samples.items():
+        if len(drawn) != models:
+            continue
+        with transaction.atomic():
+            Evaluation.objects.select_for_update().get(pk=evaluation.pk)  # one task per prompt, however many runs
+            if evaluation.tasks.filter(prompt_id=prompt_id).exists():
+                continue
+            completions = Completion.objects.bulk_create([
+                Completion(prompt_id=prompt_id, text=sample.text, model_version=version, seed=params.seed,
+                           token_count=sample.token_count, finish_reason=sample.finish_reason,
+                           sampling_params={"temperature": params.temperature, "top_p": params.top_p,
+                                            "max_new_tokens": params.max_new_tokens})
+                for version, params, sample in drawn
+            ])
+            task = Task.objects.create(kind=Task.Kind.RANK_COMPLETIONS, prompt_id=prompt_id, evaluation=evaluation,
+                                       priority=settings.EVALUATION_PRIORITY,
+                                       required_annotations=required_annotations(prompt_id))
+            task.completions.set(completions)

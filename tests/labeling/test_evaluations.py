@@ -1,0 +1,141 @@
+"""Human evaluations: a candidate against baselines on test-split prompts, one sample per model, judged as
+ranking tasks that come first, by whom they may, and kept out of training data."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from labeling import services
+from labeling.models import Evaluation, LabelerProfile, ModelVersion, Prompt, Ranking, Task, TrainingRun
+from tests.factories import ModelVersionFactory, PromptFactory, TaskFactory, ranking_task
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def versions(settings, tiny_model):
+    settings.POLICY_MODEL = str(tiny_model)
+    settings.SAMPLE_MAX_NEW_TOKENS = 8
+    settings.OVERLAP_SHARE = 0
+    base = services.model_version_active(ModelVersion.Kind.POLICY)
+    run = TrainingRun.objects.create(kind=TrainingRun.Kind.PPO, state=TrainingRun.State.SUCCEEDED)
+    candidate = ModelVersionFactory(kind=ModelVersion.Kind.POLICY, name="ppo-1", status=ModelVersion.Status.READY,
+                                    artifact_path=str(tiny_model), training_run=run)
+    return candidate, base
+
+
+@pytest.fixture
+def test_prompts(db):
+    return [PromptFactory(split=Prompt.Split.TEST, text=f"Test prompt {n}: name a colour.") for n in range(5)]
+
+
+def start(candidate, baselines, prompt_count=3, **options):
+    return services.evaluation_start(candidate=candidate, baselines=baselines, prompt_count=prompt_count, **options)
+
+
+def test_an_evaluation_samples_each_model_once_per_test_prompt_and_opens_ranking_tasks(versions, test_prompts):
+    candidate, base = versions
+    PromptFactory(split=Prompt.Split.TRAIN)  # never evaluated on
+    evaluation = start(candidate, [base])
+    assert len(evaluation.prompt_ids) == 3 and set(evaluation.prompt_ids) <= {p.pk for p in test_prompts}
+    evaluation = services.evaluation_sample(evaluation_id=evaluation.pk)
+    assert evaluation.state == Evaluation.State.OPEN and evaluation.opened_at
+    tasks = list(evaluation.tasks.order_by("prompt_id"))
+    assert [task.prompt_id for task in tasks] == evaluation.prompt_ids
+    for task in tasks:
+        assert task.kind == Task.Kind.RANK_COMPLETIONS and task.priority == 10
+        completions = list(task.completions.order_by("model_version_id"))
+        assert [c.model_version for c in completions] == [base, candidate]
+        assert completions[0].seed == completions[1].seed  # the same seed and settings: only the model differs
+        assert completions[0].sampling_params == {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 8}
+        assert all(c.text for c in completions)
+    # Sampling again opens nothing more.
+    Evaluation.objects.filter(pk=evaluation.pk).update(state=Evaluation.State.SAMPLING)
+    services.evaluation_sample(evaluation_id=evaluation.pk)
+    assert evaluation.tasks.count() == 3
+
+
+def test_an_evaluation_takes_every_test_prompt_when_asked_for_more(versions, test_prompts):
+    candidate, base = versions
+    assert len(start(candidate, [base], prompt_count=50).prompt_ids) == 5
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"baselines": []}, "at least one baseline"),
+    ({"baselines": ["candidate"]}, "must be different model versions"),
+    ({"prompt_count": 0}, "1 to 2,000 prompts"),
+    ({"prompt_count": "3"}, "1 to 2,000 prompts"),
+    ({"held_out_labelers": "yes"}, "true or false"),
+])
+def test_a_bad_evaluation_is_refused_with_the_reason(versions, test_prompts, change, said):
+    candidate, base = versions
+    options = {"baselines": [base], "prompt_count": 3, **change}
+    options["baselines"] = [candidate if b == "candidate" else b for b in options["baselines"]]
+    with pytest.raises(ValidationError, match=said):
+        services.evaluation_start(candidate=candidate, **options)
+    assert not Evaluation.objects.exists()
+
+
+def test_only_models_that_write_replies_are_evaluated(versions, test_prompts):
+    candidate, base = versions
+    reward = ModelVersionFactory(kind=ModelVersion.Kind.REWARD, artifact_path="x", status="ready")
+    with pytest.raises(ValidationError, match="writes no replies"):
+        start(candidate, [reward])
+    training = ModelVersionFactory(kind=ModelVersion.Kind.POLICY, status="training")
+    with pytest.raises(ValidationError, match="no model to sample from"):
+        start(training, [base])
+
+
+def test_there_must_be_test_prompts(versions):
+    candidate, base = versions
+    with pytest.raises(ValidationError, match="no prompts in the test split"):
+        start(candidate, [base])
+
+
+@pytest.fixture
+def judges(labeler, other_labeler):
+    LabelerProfile.objects.update(status=LabelerProfile.Status.ACTIVE)
+    return labeler, other_labeler
+
+
+def test_evaluation_tasks_come_first_and_never_to_the_prompts_writer(versions, test_prompts, judges):
+    candidate, base = versions
+    alice, bob = judges
+    older = ranking_task(k=4)  # older work in the queue
+    Prompt.objects.filter(split=Prompt.Split.TEST).update(created_by=alice)  # she wrote the test prompts
+    evaluation = services.evaluation_sample(evaluation_id=start(candidate, [base], prompt_count=1).pk)
+    assert services.task_lease_next(labeler=bob).task == evaluation.tasks.get()
+    assert services.task_lease_next(labeler=alice).task == older
+
+
+def test_held_out_labelers_are_those_with_no_training_data_before_the_candidate(versions, test_prompts, judges):
+    candidate, base = versions
+    alice, bob = judges
+    earlier = ranking_task(k=4)
+    ids = list(earlier.completions.values_list("id", flat=True))
+    services.ranking_save(task=earlier, labeler=alice, groups=[ids], ratings={i: {"rating": 4} for i in ids})
+    Task.objects.filter(pk=earlier.pk).update(state=Task.State.COMPLETED)
+    ModelVersion.objects.filter(pk=candidate.pk).update(created_at=candidate.created_at.replace(year=2999))
+    evaluation = services.evaluation_sample(
+        evaluation_id=start(candidate, [base], prompt_count=1, held_out_labelers=True).pk)
+    assert services.task_lease_next(labeler=alice) is None  # her ranking may be in the candidate's data
+    assert services.task_lease_next(labeler=bob).task.evaluation == evaluation
+
+
+def test_judgments_are_no_training_data_unless_asked_for(versions, test_prompts, judges, researcher, settings):
+    candidate, base = versions
+    alice, _ = judges
+    settings.TRAIN_RM_AFTER_COMPARISONS = 1
+    evaluation = services.evaluation_sample(evaluation_id=start(candidate, [base], prompt_count=1).pk)
+    assignment = services.task_lease_next(labeler=alice)
+    ids = list(assignment.task.completions.values_list("id", flat=True))
+    services.ranking_submit(assignment=assignment, labeler=alice, groups=[[ids[0]], [ids[1]]],
+                            ratings={i: {"rating": 5} for i in ids})
+    assert Ranking.objects.filter(task__evaluation=evaluation).count() == 1
+    assert services.training_check_due()["started"] == []  # a judgment is not a new comparison to train on
+
+    def rows(**filters):
+        export = services.export_create(kind="preference_pairs", fmt="jsonl", filters=filters, created_by=researcher,
+                                        queue=False)
+        return services.export_run(export_id=export.pk).row_count
+
+    assert rows() == 0 and rows(include_evaluations=True) == 1
