@@ -1,12 +1,15 @@
 """Human evaluations: a candidate against baselines on test-split prompts, one sample per model, judged as
 ranking tasks that come first, by whom they may, and kept out of training data."""
 
+import math
+
 import pytest
 from django.core.exceptions import ValidationError
 
 from labeling import services
+from labeling.evaluations import evaluation_results, leaderboard
 from labeling.models import Evaluation, LabelerProfile, ModelVersion, Prompt, Ranking, Task, TrainingRun
-from tests.factories import ModelVersionFactory, PromptFactory, TaskFactory, ranking_task
+from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, TaskFactory, ranking_task
 
 pytestmark = pytest.mark.django_db
 
@@ -139,3 +142,63 @@ def test_judgments_are_no_training_data_unless_asked_for(versions, test_prompts,
         return services.export_run(export_id=export.pk).row_count
 
     assert rows() == 0 and rows(include_evaluations=True) == 1
+
+
+def judged(evaluation, prompt, outputs, judgments, labelers):
+    """A task of the evaluation on `prompt` with one output per version, and each labeler's judgment: `outputs`
+    maps a version to its text, a judgment is (groups of versions, {version: rating or (rating, flag)})."""
+    task = TaskFactory(kind=Task.Kind.RANK_COMPLETIONS, prompt=prompt, evaluation=evaluation,
+                       required_annotations=len(judgments))
+    completions = {version: CompletionFactory(prompt=prompt, model_version=version, text=text)
+                   for version, text in outputs.items()}
+    task.completions.set(completions.values())
+    for labeler, (groups, ratings) in zip(labelers, judgments, strict=False):
+        services.ranking_save(
+            task=task, labeler=labeler, groups=[[completions[v].pk for v in group] for group in groups],
+            ratings={completions[v].pk: {"rating": r[0], "hallucination": True} if isinstance(r, tuple)
+                     else {"rating": r} for v, r in ratings.items()})
+    return task
+
+
+def test_results_worked_by_hand(versions, test_prompts, judges):
+    candidate, base = versions
+    alice, bob = judges
+    evaluation = Evaluation.objects.create(candidate=candidate, state=Evaluation.State.OPEN)
+    evaluation.baselines.set([base])
+    first, second = test_prompts[:2]
+    Prompt.objects.filter(pk=second.pk).update(use_case="brainstorming")
+    second.refresh_from_db()
+    judged(evaluation, first, {candidate: "A", base: "B"}, [
+        ([[candidate], [base]], {candidate: 5, base: 2}),
+        ([[base], [candidate]], {candidate: (3, "hallucination"), base: 6}),
+    ], [alice, bob])
+    judged(evaluation, second, {candidate: "C", base: "D"}, [([[candidate, base]], {candidate: 4, base: 4})], [alice])
+    results = evaluation_results(evaluation)
+    assert (results["judgments"], results["prompts_judged"], results["tasks"]) == (3, 2, 2)
+    [win] = results["win_rates"]
+    assert win["baseline"] == "base" and win["value"] == pytest.approx(0.5) and win["prompts"] == 2
+    assert 0 <= win["low"] <= 0.5 <= win["high"] <= 1
+    by_use_case = {row["use_case"]: row["value"] for row in results["by_use_case"]}
+    assert by_use_case == {"unspecified": 0.5, "brainstorming": 0.5}
+    models = {row["version"]: row for row in results["models"]}
+    assert models["ppo-1"]["rating"]["value"] == pytest.approx(4.0) and models["base"]["rating"]["value"] == 4.0
+    assert models["ppo-1"]["flag_rates"]["hallucination"] == pytest.approx(1 / 3)
+    assert models["base"]["flag_rates"]["hallucination"] == 0
+    assert results["agreement"] == {"value": 0.0, "tasks": 1}  # the two judges of the first prompt disagree
+
+
+def test_the_leaderboard_orders_every_judged_version_with_intervals(versions, test_prompts, judges):
+    candidate, base = versions
+    alice, _ = judges
+    weak = ModelVersionFactory(kind=ModelVersion.Kind.POLICY, name="weak", status="ready", artifact_path="x")
+    evaluation = Evaluation.objects.create(candidate=candidate, state=Evaluation.State.OPEN)
+    evaluation.baselines.set([base, weak])
+    for n in range(12):
+        prompt = PromptFactory(split=Prompt.Split.TEST)
+        order = [[candidate], [base], [weak]] if n % 4 else [[base], [candidate], [weak]]
+        judged(evaluation, prompt, {candidate: "a", base: "b", weak: "c"},
+               [(order, {candidate: 4, base: 4, weak: 2})], [alice])
+    board = leaderboard()
+    assert [entry["version"] for entry in board] == ["ppo-1", "base", "weak"]  # weak never won: still ranked
+    assert all(entry["low"] <= entry["strength"] <= entry["high"] for entry in board)
+    assert board[0]["comparisons"] == 24 and all(math.isfinite(entry["low"]) for entry in board)
