@@ -237,6 +237,7 @@ SPECTACULAR_SETTINGS = {
         "TrainingRunStateEnum": "labeling.models.TrainingRun.State",
         "ConversationStateEnum": "labeling.models.Conversation.State",
         "ReplyStateEnum": "labeling.models.ChatMessage.State",
+        "EvaluationStateEnum": "labeling.models.Evaluation.State",
     },
 }
 

@@ -1,13 +1,14 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import chat, views, work
+from . import chat, evaluations, views, work
 
 router = SimpleRouter()
 router.register("imports", views.ImportJobViewSet, basename="api-import")
 router.register("exports", views.ExportViewSet, basename="api-export")
 router.register("model-versions", views.ModelVersionViewSet, basename="api-model-version")
 router.register("training-runs", views.TrainingRunViewSet, basename="api-training-run")
+router.register("evaluations", evaluations.EvaluationViewSet, basename="api-evaluation")
 
 urlpatterns = [
     path("prompts/", views.PromptListCreate.as_view(), name="api-prompts"),

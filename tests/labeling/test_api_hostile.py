@@ -86,6 +86,7 @@ class World:
             "model-versions": ModelVersionFactory().pk,
             "exports": services.export_create(kind="sft", fmt="jsonl", filters={}, created_by=users["researcher"]).pk,
             "imports": 1,
+            "evaluations": 1,
             "work/chats": self.conversation.pk,
             "work/chat-messages": message.pk,
             "work/suggestions": services.suggestion_request(assignment=self.assignment, labeler=users["labeler"],

@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 
 from config.wsgi import application
 from labeling import services
-from labeling.models import Assignment, Export, ImportJob, LabelerProfile, Task, TrainingRun
+from labeling.models import Assignment, Evaluation, Export, ImportJob, LabelerProfile, Task, TrainingRun
 from labeling.permissions import IsLabeler
 from tests.factories import ModelVersionFactory, PromptFactory, TaskFactory, ranking_task
 
@@ -65,7 +65,9 @@ class World:
         reply = conversation.messages.create(position=2, role="assistant", text="Hi!", state="done", model_version=version)
         demonstration = Assignment.objects.create(task=Task.objects.get(kind=Task.Kind.WRITE_DEMONSTRATION), **lease)
         suggestion = services.suggestion_request(assignment=demonstration, labeler=users["labeler"], turns=[])
+        evaluation = Evaluation.objects.create(candidate=version, prompt_ids=[1])
         self.ids = {"work/assignments": assignment.pk, "exports": export.pk, "model-versions": version.pk,
+                    "evaluations": evaluation.pk,
                     "training-runs": run.pk, "imports": job.pk, "work/chats": conversation.pk,
                     "work/chat-messages": reply.pk, "work/suggestions": suggestion.pk}
         self.headers = {"anonymous": {}}

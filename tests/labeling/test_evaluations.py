@@ -2,13 +2,16 @@
 ranking tasks that come first, by whom they may, and kept out of training data."""
 
 import math
+from io import StringIO
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
 
 from labeling import services
 from labeling.evaluations import evaluation_results, leaderboard
 from labeling.models import Evaluation, LabelerProfile, ModelVersion, Prompt, Ranking, Task, TrainingRun
+from tests.conftest import api_client_for
 from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, TaskFactory, ranking_task
 
 pytestmark = pytest.mark.django_db
@@ -202,3 +205,42 @@ def test_the_leaderboard_orders_every_judged_version_with_intervals(versions, te
     assert [entry["version"] for entry in board] == ["ppo-1", "base", "weak"]  # weak never won: still ranked
     assert all(entry["low"] <= entry["strength"] <= entry["high"] for entry in board)
     assert board[0]["comparisons"] == 24 and all(math.isfinite(entry["low"]) for entry in board)
+
+
+def test_a_researcher_starts_an_evaluation_and_reads_its_results_through_the_api(versions, test_prompts, researcher,
+                                                                                 labeler):
+    candidate, base = versions
+    api = api_client_for(researcher)
+    body = {"candidate": candidate.pk, "baselines": [base.pk], "prompts": 2}
+    response = api.post("/api/evaluations/", body, format="json")
+    assert response.status_code == 202, response.json()
+    started = response.json()
+    assert (started["candidate"], started["baselines"], started["prompts"], started["state"]) == (
+        "ppo-1", ["base"], 2, "sampling")
+    services.evaluation_sample(evaluation_id=started["id"])
+    detail = api.get(f"/api/evaluations/{started['id']}/").json()
+    assert detail["state"] == "open" and detail["results"]["tasks"] == 2 and detail["results"]["judgments"] == 0
+    assert detail["results"]["win_rates"] == [{"baseline": "base", "baseline_kind": "policy", "value": None,
+                                               "low": None, "high": None, "n": 0, "prompts": 0}]
+    assert api.get("/api/evaluations/leaderboard/").json() == []
+    # Bad input is a 400 naming it; labelers may not start one.
+    for bad, said in (({**body, "baselines": [candidate.pk]}, "must be different"),
+                      ({**body, "prompts": 0}, "1 to 2,000 prompts"),
+                      ({**body, "candidate": 99999}, "candidate")):
+        refused = api.post("/api/evaluations/", bad, format="json")
+        assert refused.status_code == 400 and said in str(refused.json())
+    assert api_client_for(labeler).post("/api/evaluations/", body, format="json").status_code == 403
+
+
+def test_the_evaluate_command_starts_one_and_shows_its_results(versions, test_prompts):
+    candidate, base = versions
+    out = StringIO()
+    call_command("evaluate", "ppo-1", "--against", "base", "--prompts", "2", stdout=out)
+    evaluation = Evaluation.objects.get()
+    assert f"Evaluation #{evaluation.pk}: 2 prompts queued" in out.getvalue()
+    call_command("evaluate", "--show", str(evaluation.pk), stdout=out)
+    assert "against base: wins no judgments yet" in out.getvalue()
+    with pytest.raises(CommandError, match="no policy or SFT version named 'nope'"):
+        call_command("evaluate", "ppo-1", "--against", "nope")
+    with pytest.raises(CommandError, match="must be different"):
+        call_command("evaluate", "ppo-1", "--against", "ppo-1")
