@@ -324,6 +324,13 @@ CHAT_STREAMS_PER_USER = env_int("CHAT_STREAMS_PER_USER", 6, minimum=1)  # each h
 EVALUATION_MAX_PROMPTS = env_int("EVALUATION_MAX_PROMPTS", 2000, minimum=1)
 EVALUATION_PRIORITY = env_int("EVALUATION_PRIORITY", 10, minimum=-1000, maximum=1000)
 EVALUATION_TEMPERATURE = env_float("EVALUATION_TEMPERATURE", 0.7, minimum=0)
+# The human gate: a policy that passed the reward-model gate waits for humans to judge it against the active one
+# (HUMAN_GATE_PROMPTS test prompts); after HUMAN_GATE_MIN_JUDGMENTS judgments it is activated when the low end of
+# its win rate's 95% interval reaches HUMAN_GATE_MIN_WIN_RATE, and refused when the high end is below it.
+HUMAN_GATE = env_bool("HUMAN_GATE", False)
+HUMAN_GATE_PROMPTS = env_int("HUMAN_GATE_PROMPTS", 50, minimum=1)
+HUMAN_GATE_MIN_JUDGMENTS = env_int("HUMAN_GATE_MIN_JUDGMENTS", 30, minimum=1)
+HUMAN_GATE_MIN_WIN_RATE = env_float("HUMAN_GATE_MIN_WIN_RATE", 0.5, minimum=0, maximum=1)
 TRAIN_RM_AFTER_COMPARISONS = env_int("TRAIN_RM_AFTER_COMPARISONS", 500, minimum=1)
 TRAIN_SFT_AFTER_DEMONSTRATIONS = env_int("TRAIN_SFT_AFTER_DEMONSTRATIONS", 100, minimum=1)
 # rlhf options per kind, e.g. {"reward": {"epochs": 2}, "ppo": {"steps": 20}}; the gate evaluates with the same.

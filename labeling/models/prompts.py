@@ -93,6 +93,7 @@ class ModelVersion(models.Model):
         ACTIVE = "active"
         RETIRED = "retired"
         REJECTED = "rejected", "Rejected by the gate"
+        AWAITING = "awaiting", "Awaiting human evaluation"
         FAILED = "failed"
 
     kind = models.CharField(max_length=8, choices=Kind.choices)

@@ -183,6 +183,8 @@ class Evaluation(models.Model):
     prompt_ids = models.JSONField(default=list, help_text="The test-split prompts chosen, in order.")
     held_out_labelers = models.BooleanField(
         default=False, help_text="Only labelers with no training data in the candidate's snapshot judge it.")
+    gates = models.BooleanField(
+        default=False, help_text="The human gate: its verdict activates the candidate or refuses it.")
     state = models.CharField(max_length=10, choices=State.choices, default=State.SAMPLING)
     sampling_params = models.JSONField(default=dict, blank=True)
     trigger = models.CharField(max_length=100, blank=True, help_text="Who or what started it.")

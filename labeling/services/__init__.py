@@ -15,7 +15,7 @@ from .chat import (
     suggestion_request,
     suggestion_write,
 )
-from .evaluations import evaluation_sample, evaluation_start
+from .evaluations import evaluation_sample, evaluation_start, human_gate_decide, human_gate_start, human_gates_decide
 from .exports import export_create, export_run
 from .people import token_rotate, user_set_role
 from .prompts import (
@@ -83,6 +83,9 @@ __all__ = [
     "evaluation_sample",
     "evaluation_start",
     "guidelines_acknowledge",
+    "human_gate_decide",
+    "human_gate_start",
+    "human_gates_decide",
     "invitation_check",
     "invitation_create",
     "labeler_set_status",

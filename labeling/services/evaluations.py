@@ -15,16 +15,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import answers
+from ..evaluations import evaluation_results
 from ..models import Completion, Evaluation, ModelVersion, Prompt, Task
 from ..samplers import SamplerUnavailable, sampler_for
 from .prompts import required_annotations
-from .sampling import draw, sampling_params
+from .sampling import draw, model_version_activate, model_version_active, sampling_params
 
 GENERATORS = (ModelVersion.Kind.POLICY, ModelVersion.Kind.SFT)
 
 
 def evaluation_start(*, candidate: ModelVersion, baselines: list, prompt_count: int, held_out_labelers: bool = False,
-                     created_by=None, trigger: str = "") -> Evaluation:
+                     created_by=None, trigger: str = "", gates: bool = False) -> Evaluation:
     """Choose the prompts and queue the sampling; the tasks open when every model has answered them."""
     baselines = list(baselines)
     _check_models(candidate, baselines)
@@ -41,7 +42,7 @@ def evaluation_start(*, candidate: ModelVersion, baselines: list, prompt_count: 
                               "every import goes to it, by PROMPT_SPLIT_RATIOS).")
     with transaction.atomic():
         evaluation = Evaluation.objects.create(
-            candidate=candidate, held_out_labelers=held_out_labelers, created_by=created_by, trigger=trigger,
+            candidate=candidate, held_out_labelers=held_out_labelers, created_by=created_by, trigger=trigger, gates=gates,
             sampling_params={"temperature": settings.EVALUATION_TEMPERATURE, "top_p": 1.0,
                              "max_new_tokens": settings.SAMPLE_MAX_NEW_TOKENS},
         )
@@ -123,3 +124,67 @@ def _open_tasks(evaluation, samples, models):
                                        priority=settings.EVALUATION_PRIORITY,
                                        required_annotations=required_annotations(prompt_id))
             task.completions.set(completions)
+
+
+# The human gate
+
+def human_gate_start(*, version: ModelVersion, reason: str) -> Evaluation | None:
+    """Hold a policy that passed the reward-model gate for humans to judge against the active one; None, with the
+    version refused, when no evaluation can start."""
+    active = model_version_active(ModelVersion.Kind.POLICY)
+    try:
+        evaluation = evaluation_start(candidate=version, baselines=[active], prompt_count=settings.HUMAN_GATE_PROMPTS,
+                                      trigger="the human gate", gates=True)
+    except ValidationError as exc:
+        ModelVersion.objects.filter(pk=version.pk).update(
+            status=ModelVersion.Status.REJECTED,
+            status_reason=f"{reason} The human gate could not start an evaluation: {' '.join(exc.messages)}")
+        return None
+    ModelVersion.objects.filter(pk=version.pk).update(
+        status=ModelVersion.Status.AWAITING,
+        status_reason=f"{reason} Awaiting human evaluation #{evaluation.pk} against {active.name}.")
+    return evaluation
+
+
+def human_gates_decide() -> list:
+    """Decide the human gates that can be decided: (version name, verdict) for each; beat asks every minute."""
+    decided = []
+    for evaluation in Evaluation.objects.filter(gates=True, state=Evaluation.State.OPEN,
+                                                candidate__status=ModelVersion.Status.AWAITING):
+        if verdict := human_gate_decide(evaluation=evaluation):
+            decided.append((evaluation.candidate.name, verdict))
+    return decided
+
+
+def human_gate_decide(*, evaluation: Evaluation) -> str | None:
+    """Activate the candidate when, after HUMAN_GATE_MIN_JUDGMENTS judgments, the low end of its win rate's
+    interval reaches HUMAN_GATE_MIN_WIN_RATE; refuse it when the high end is below, or when every task is done
+    without a verdict. None while it waits."""
+    results = evaluation_results(evaluation)
+    [win] = results["win_rates"]
+    threshold, needed = settings.HUMAN_GATE_MIN_WIN_RATE, settings.HUMAN_GATE_MIN_JUDGMENTS
+    enough = win["n"] >= needed
+    if enough and win["low"] >= threshold:
+        verdict = "activated"
+    elif enough and win["high"] < threshold:
+        verdict = "refused"
+    elif results["tasks_open"] == 0 and results["tasks"]:
+        verdict = "refused"
+    else:
+        return None
+    shown = (f"{win['value']:.0%} [{win['low']:.0%}, {win['high']:.0%}] over {win['n']} judgments on "
+             f"{win['prompts']} prompts" if win["n"] else "no judgments")
+    reason = (f"Human evaluation #{evaluation.pk}: win rate against {win['baseline']} {shown}; the gate needs the "
+              f"interval's low end at {threshold:.0%} or above after {needed} judgments.")
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=evaluation.candidate_id)
+        if version.status != ModelVersion.Status.AWAITING:
+            return None
+        if verdict == "activated":
+            model_version_activate(version=version, reason=reason)
+        else:
+            ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.REJECTED,
+                                                              status_reason=reason)
+        evaluation.tasks.filter(state=Task.State.OPEN).update(state=Task.State.CANCELLED)
+        Evaluation.objects.filter(pk=evaluation.pk).update(state=Evaluation.State.COMPLETED)
+    return verdict

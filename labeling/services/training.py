@@ -27,6 +27,7 @@ from rlhf import config as rlhf_config
 
 from ..models import Demonstration, ModelVersion, Ranking, TrainingRun
 from ..samplers import sampler_release
+from .evaluations import human_gate_start, human_gates_decide
 from .exports import export_create, export_run
 from .sampling import model_version_activate, model_version_active, prompts_needing_completions
 
@@ -385,7 +386,9 @@ def _judge(run, plan, version):
     version.metrics = {**version.metrics, **metrics}
     version.save(update_fields=["metrics"])
     with transaction.atomic():
-        if passed:
+        if passed and kind == Run.Kind.PPO and settings.HUMAN_GATE:
+            human_gate_start(version=version, reason=reason)  # activated, or not, by the humans' verdict
+        elif passed:
             model_version_activate(version=version, reason=reason)
         else:
             ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.REJECTED,
@@ -486,6 +489,7 @@ def training_check_due():
         report["started"].append(_start_quietly(Run.Kind.PPO, f"reward model {reward.name} and SFT model "
                                                               f"{sft.name} are active"))
     report["started"] = [run.pk for run in report["started"] if run]
+    report["human_gates"] = human_gates_decide()
     report["sampling"] = sampling_queue()
     return report
 

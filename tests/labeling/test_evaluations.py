@@ -244,3 +244,96 @@ def test_the_evaluate_command_starts_one_and_shows_its_results(versions, test_pr
         call_command("evaluate", "ppo-1", "--against", "nope")
     with pytest.raises(CommandError, match="must be different"):
         call_command("evaluate", "ppo-1", "--against", "ppo-1")
+
+
+@pytest.fixture
+def gated(versions, test_prompts, settings):
+    """A policy that passed the reward-model gate, held for humans to judge against the active one."""
+    settings.HUMAN_GATE_MIN_JUDGMENTS = 4
+    settings.HUMAN_GATE_PROMPTS = 5
+    settings.OVERLAP_SHARE, settings.OVERLAP_ANNOTATIONS = 1, 2  # each output judged twice
+    candidate, base = versions
+    evaluation = services.human_gate_start(version=candidate, reason="Win rate 60% under reward-1.")
+    candidate.refresh_from_db()
+    assert candidate.status == ModelVersion.Status.AWAITING and "Awaiting human evaluation" in candidate.status_reason
+    assert evaluation.gates and list(evaluation.baselines.all()) == [base]
+    return services.evaluation_sample(evaluation_id=evaluation.pk)
+
+
+def judge_all(evaluation, labelers, candidate_wins):
+    """Each labeler judges each open task of the evaluation: the candidate first when `candidate_wins`."""
+    for labeler in labelers:
+        while (assignment := services.task_lease_next(labeler=labeler)) is not None:
+            completions = {c.model_version_id: c.pk for c in assignment.task.completions.all()}
+            mine = completions.pop(evaluation.candidate_id)
+            groups = [[mine], list(completions.values())] if candidate_wins else [list(completions.values()), [mine]]
+            services.ranking_submit(assignment=assignment, labeler=labeler, groups=groups,
+                                    ratings={pk: {"rating": 4} for pk in [mine, *completions.values()]})
+
+
+def test_the_human_gate_waits_for_enough_judgments_then_activates_a_clear_win(gated, judges, settings):
+    settings.HUMAN_GATE_MIN_JUDGMENTS = 6
+    alice, bob = judges
+    judge_all(gated, [alice], candidate_wins=True)  # five judgments, the tasks still open: not enough yet
+    assert services.human_gates_decide() == []
+    assert ModelVersion.objects.get(pk=gated.candidate_id).status == ModelVersion.Status.AWAITING
+    settings.HUMAN_GATE_MIN_JUDGMENTS = 5
+    assert services.training_check_due()["human_gates"] == [("ppo-1", "activated")]
+    candidate = ModelVersion.objects.get(pk=gated.candidate_id)
+    assert candidate.status == ModelVersion.Status.ACTIVE and "win rate against base 100%" in candidate.status_reason
+    gated.refresh_from_db()
+    assert gated.state == Evaluation.State.COMPLETED
+
+
+def test_the_human_gate_refuses_a_clear_loss_and_says_why(gated, judges):
+    alice, _ = judges
+    judge_all(gated, [alice], candidate_wins=False)
+    assert services.human_gate_decide(evaluation=gated) == "refused"
+    candidate = ModelVersion.objects.get(pk=gated.candidate_id)
+    assert candidate.status == ModelVersion.Status.REJECTED
+    assert "win rate against base 0% [0%, 0%] over 5 judgments" in candidate.status_reason
+    assert ModelVersion.objects.get(kind="policy", status="active").name == "base"
+
+
+def test_a_policy_that_passes_the_reward_model_gate_waits_for_humans_when_the_gate_is_on(versions, settings):
+    candidate, _ = versions
+    settings.HUMAN_GATE = True
+    refused = services.human_gate_start(version=candidate, reason="Win rate 60%.")  # no test prompts to judge on
+    candidate.refresh_from_db()
+    assert refused is None and candidate.status == ModelVersion.Status.REJECTED
+    assert "could not start an evaluation: There are no prompts in the test split" in candidate.status_reason
+
+
+def test_a_gate_whose_tasks_are_all_judged_without_a_clear_verdict_refuses(gated, judges, settings):
+    settings.HUMAN_GATE_MIN_JUDGMENTS = 100
+    alice, bob = judges
+    judge_all(gated, [alice], candidate_wins=True)
+    judge_all(gated, [bob], candidate_wins=False)
+    assert services.human_gate_decide(evaluation=gated) == "refused"
+    assert "win rate against base 50%" in ModelVersion.objects.get(pk=gated.candidate_id).status_reason
+
+
+def test_with_the_gate_on_a_policy_that_passes_the_reward_model_gate_waits_for_humans(
+        versions, test_prompts, settings, monkeypatch, researcher):
+    from labeling.services import training
+
+    settings.HUMAN_GATE = True
+    candidate, base = versions
+    run = candidate.training_run
+    run.reward_model = ModelVersionFactory(kind=ModelVersion.Kind.REWARD, name="reward-1", artifact_path="x")
+    run.valid_export = services.export_create(kind="ppo_prompts", fmt="jsonl", filters={}, created_by=researcher,
+                                              queue=False)
+    run.save()
+    services.export_run(export_id=run.valid_export.pk)
+    run.valid_export.refresh_from_db()
+    monkeypatch.setattr(training, "_evaluate", lambda *args: {"win_rate": 0.7, "kl": 1.0, "reward_policy": 0.4,
+                                                              "reward_reference": 0.1})
+    training._judge(run, {"note": ""}, candidate)
+    candidate.refresh_from_db()
+    assert candidate.status == ModelVersion.Status.AWAITING
+    assert "Win rate 70.0% over the active base" in candidate.status_reason
+    evaluation = Evaluation.objects.get(candidate=candidate)
+    assert evaluation.gates and list(evaluation.baselines.all()) == [base] and len(evaluation.prompt_ids) == 5
+    assert ModelVersion.objects.get(kind="policy", status="active") == base
+    run.refresh_from_db()
+    assert run.gate["passed"]
