@@ -86,8 +86,8 @@ def evaluation_sample(*, evaluation_id: int) -> Evaluation:
             try:
                 # The same seed for every model: the outputs differ by the model alone.
                 draw(sampler_for(version), prompts, 1, version, found,
-                      lambda seed: sampling_params(evaluation.pk * 1_000_003 + seed, params["temperature"],
-                                           params["max_new_tokens"]), k=1)
+                     lambda seed: sampling_params(evaluation.pk * 1_000_003 + seed, params["temperature"],
+                                                  params["max_new_tokens"]), k=1)
             finally:
                 for pk, drawn in found.items():
                     samples[pk].extend(drawn)

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from ..models import Completion, ModelVersion, Prompt, Task
@@ -68,8 +68,9 @@ def completions_sample(*, prompt_ids):
     active = model_version_active(ModelVersion.Kind.POLICY)
     older = list(ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, status=ModelVersion.Status.RETIRED)
                  .exclude(pk=active.pk).exclude(artifact_path=""))
+    # Completions already stored and in no task yet (a chat's chosen reply) count toward K; an evaluation's do not.
     prompts = {p.pk: p for p in Prompt.objects.filter(pk__in=prompt_ids, needs_completions=True)
-               .annotate(stored=Count("completions"))}
+               .annotate(stored=Count("completions", filter=Q(completions__tasks__isnull=True)))}
     if not prompts:
         return 0
     ordered = sorted(prompts)
@@ -167,7 +168,7 @@ def _store(prompt_id, samples):
         prompt = Prompt.objects.select_for_update().filter(pk=prompt_id, needs_completions=True).first()
         if prompt is None:
             return 0
-        stored = list(prompt.completions.all())
+        stored = list(prompt.completions.filter(tasks__isnull=True))
         completions = stored + Completion.objects.bulk_create([
             Completion(prompt=prompt, text=sample.text, model_version=version, seed=params.seed,
                        token_count=sample.token_count, finish_reason=sample.finish_reason,

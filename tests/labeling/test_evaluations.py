@@ -337,3 +337,15 @@ def test_with_the_gate_on_a_policy_that_passes_the_reward_model_gate_waits_for_h
     assert ModelVersion.objects.get(kind="policy", status="active") == base
     run.refresh_from_db()
     assert run.gate["passed"]
+
+
+def test_an_evaluations_outputs_never_join_the_prompts_ranking_task(versions, test_prompts, settings):
+    candidate, base = versions
+    settings.SAMPLE_K = 4
+    evaluation = services.evaluation_sample(evaluation_id=start(candidate, [base], prompt_count=5).pk)
+    prompt = test_prompts[0]
+    Prompt.objects.filter(pk=prompt.pk).update(needs_completions=True)  # it waits for a ranking task too
+    assert services.completions_sample(prompt_ids=[prompt.pk]) == 1
+    ranking = Task.objects.get(prompt=prompt, evaluation__isnull=True)
+    assert ranking.completions.count() == 4 and not ranking.completions.filter(
+        pk__in=evaluation.tasks.get(prompt=prompt).completions.all()).exists()
