@@ -161,7 +161,7 @@ def test_dialogues_load_in_datasets_train_trl_for_a_step_and_rlhf_trains_on_the_
     chat_row = next(c for c in conversations if c[0]["role"] == "system")
     tokenizer = load_tokenizer(tiny_model)
     ids, labels = assistant_labels(tokenizer, chat_row)
-    trained = tokenizer.decode([t for t, label in zip(ids, labels) if label != -100])
+    trained = tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label != -100])
     assert "Teal, the blue-green of a duck." in trained
     assert chat_row[2]["weight"] == 0 and chat_row[2]["content"] not in trained  # the model's first reply: context
 

@@ -84,7 +84,7 @@ def test_prompt_completion_demonstrations_keep_the_earlier_replies_as_context(tm
     tokenizer = load_tokenizer(tiny_model)
     for conversation, trained, context in ((first, "Teal.", "Hello!"), (third, "Red.", "Hello!")):
         ids, labels = assistant_labels(tokenizer, conversation)
-        text = tokenizer.decode([token for token, label in zip(ids, labels) if label != -100])
+        text = tokenizer.decode([token for token, label in zip(ids, labels, strict=True) if label != -100])
         assert trained in text and context not in text
 
 
