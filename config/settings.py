@@ -328,6 +328,9 @@ EVALUATION_TEMPERATURE = env_float("EVALUATION_TEMPERATURE", 0.7, minimum=0)
 # (HUMAN_GATE_PROMPTS test prompts); after HUMAN_GATE_MIN_JUDGMENTS judgments it is activated when the low end of
 # its win rate's 95% interval reaches HUMAN_GATE_MIN_WIN_RATE, and refused when the high end is below it.
 HUMAN_GATE = env_bool("HUMAN_GATE", False)
+# Without the human gate: this many test prompts for an evaluation of each policy the reward-model gate activates,
+# against the policy it replaced (0: none).
+EVALUATE_NEW_POLICIES = env_int("EVALUATE_NEW_POLICIES", 0, minimum=0)
 HUMAN_GATE_PROMPTS = env_int("HUMAN_GATE_PROMPTS", 50, minimum=1)
 HUMAN_GATE_MIN_JUDGMENTS = env_int("HUMAN_GATE_MIN_JUDGMENTS", 30, minimum=1)
 HUMAN_GATE_MIN_WIN_RATE = env_float("HUMAN_GATE_MIN_WIN_RATE", 0.5, minimum=0, maximum=1)

@@ -27,7 +27,7 @@ from rlhf import config as rlhf_config
 
 from ..models import Demonstration, ModelVersion, Ranking, TrainingRun
 from ..samplers import sampler_release
-from .evaluations import human_gate_start, human_gates_decide
+from .evaluations import evaluation_start, human_gate_start, human_gates_decide
 from .exports import export_create, export_run
 from .sampling import model_version_activate, model_version_active, prompts_needing_completions
 
@@ -389,7 +389,10 @@ def _judge(run, plan, version):
         if passed and kind == Run.Kind.PPO and settings.HUMAN_GATE:
             human_gate_start(version=version, reason=reason)  # activated, or not, by the humans' verdict
         elif passed:
+            replaced = model_version_active(ModelVersion.Kind.POLICY) if kind == Run.Kind.PPO else None
             model_version_activate(version=version, reason=reason)
+            if replaced and settings.EVALUATE_NEW_POLICIES:
+                _evaluate_by_people(version, replaced)
         else:
             ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.REJECTED,
                                                               status_reason=reason)
@@ -401,6 +404,15 @@ def _judge(run, plan, version):
             _start_quietly(Run.Kind.PPO, f"reward model {version.name} became active")
         elif passed and kind == Run.Kind.SFT and model_version_active(ModelVersion.Kind.REWARD):
             _start_quietly(Run.Kind.PPO, f"SFT model {version.name} became active")
+
+
+def _evaluate_by_people(version, replaced):
+    """Humans judge a newly activated policy against the one it replaced; without test prompts, nothing starts."""
+    try:
+        evaluation_start(candidate=version, baselines=[replaced], prompt_count=settings.EVALUATE_NEW_POLICIES,
+                         trigger="the reward-model gate activated it")
+    except ValidationError as exc:
+        logger.warning("No human evaluation of %s: %s", version, " ".join(exc.messages))
 
 
 def _first_reward_model_verdict(accuracy, pairs, baselines):

@@ -2,6 +2,7 @@
 ranking tasks that come first, by whom they may, and kept out of training data."""
 
 import math
+import re
 from io import StringIO
 
 import pytest
@@ -313,12 +314,12 @@ def test_a_gate_whose_tasks_are_all_judged_without_a_clear_verdict_refuses(gated
     assert "win rate against base 50%" in ModelVersion.objects.get(pk=gated.candidate_id).status_reason
 
 
-def test_with_the_gate_on_a_policy_that_passes_the_reward_model_gate_waits_for_humans(
-        versions, test_prompts, settings, monkeypatch, researcher):
+@pytest.fixture
+def judge_passing_policy(versions, researcher, monkeypatch):
+    """`judge()`: the training gate's verdict on the candidate's PPO run, with an evaluation that passes it."""
     from labeling.services import training
 
-    settings.HUMAN_GATE = True
-    candidate, base = versions
+    candidate, _ = versions
     run = candidate.training_run
     run.reward_model = ModelVersionFactory(kind=ModelVersion.Kind.REWARD, name="reward-1", artifact_path="x")
     run.valid_export = services.export_create(kind="ppo_prompts", fmt="jsonl", filters={}, created_by=researcher,
@@ -328,15 +329,21 @@ def test_with_the_gate_on_a_policy_that_passes_the_reward_model_gate_waits_for_h
     run.valid_export.refresh_from_db()
     monkeypatch.setattr(training, "_evaluate", lambda *args: {"win_rate": 0.7, "kl": 1.0, "reward_policy": 0.4,
                                                               "reward_reference": 0.1})
-    training._judge(run, {"note": ""}, candidate)
+    return lambda: training._judge(run, {"note": ""}, candidate)
+
+
+def test_with_the_gate_on_a_policy_that_passes_the_reward_model_gate_waits_for_humans(
+        versions, test_prompts, settings, judge_passing_policy):
+    settings.HUMAN_GATE = True
+    candidate, base = versions
+    judge_passing_policy()
     candidate.refresh_from_db()
     assert candidate.status == ModelVersion.Status.AWAITING
     assert "Win rate 70.0% over the active base" in candidate.status_reason
     evaluation = Evaluation.objects.get(candidate=candidate)
     assert evaluation.gates and list(evaluation.baselines.all()) == [base] and len(evaluation.prompt_ids) == 5
     assert ModelVersion.objects.get(kind="policy", status="active") == base
-    run.refresh_from_db()
-    assert run.gate["passed"]
+    assert TrainingRun.objects.get(pk=candidate.training_run_id).gate["passed"]
 
 
 def test_an_evaluations_outputs_never_join_the_prompts_ranking_task(versions, test_prompts, settings):
@@ -349,3 +356,28 @@ def test_an_evaluations_outputs_never_join_the_prompts_ranking_task(versions, te
     ranking = Task.objects.get(prompt=prompt, evaluation__isnull=True)
     assert ranking.completions.count() == 4 and not ranking.completions.filter(
         pk__in=evaluation.tasks.get(prompt=prompt).completions.all()).exists()
+
+
+@pytest.mark.parametrize("prompts", [0, 3])
+def test_a_policy_the_reward_model_gate_activates_is_evaluated_against_the_one_it_replaced_when_asked(
+        versions, test_prompts, settings, judge_passing_policy, prompts):
+    settings.EVALUATE_NEW_POLICIES = prompts
+    candidate, base = versions
+    judge_passing_policy()
+    assert ModelVersion.objects.get(kind="policy", status="active") == candidate
+    evaluations = list(Evaluation.objects.filter(candidate=candidate))
+    assert len(evaluations) == (1 if prompts else 0)
+    if prompts:
+        assert list(evaluations[0].baselines.all()) == [base] and len(evaluations[0].prompt_ids) == 3
+        assert not evaluations[0].gates
+
+
+def test_an_evaluation_task_is_the_ranking_page_saying_what_it_judges(versions, test_prompts, judges, client):
+    candidate, base = versions
+    alice, _ = judges
+    services.evaluation_sample(evaluation_id=start(candidate, [base], prompt_count=1).pk)
+    assignment = services.task_lease_next(labeler=alice)
+    client.force_login(alice)
+    page = client.get(f"/work/tasks/{assignment.pk}/").content.decode()
+    assert "Each output comes from a different model." in page and page.count('class="card output"') == 2
+    assert not re.search(r"\b(ppo-1|base)\b", page.split("<main")[1])  # blind: no model is named
