@@ -20,7 +20,7 @@ from ..models import Export
 from .dialogues import Dialogues
 from .filters import FILTERS, OVERLAP_MODES, STYLES, filters_parse
 from .labelers import LabelerStats
-from .sources import Annotations, Demonstrations, PpoPrompts, PreferencePairs, Rankings
+from .sources import Annotations, Demonstrations, HumanEvaluations, PpoPrompts, PreferencePairs, Rankings
 from .trees import OasstTrees
 from .writers import WRITERS, is_flat
 
@@ -51,6 +51,7 @@ SOURCES = {
     Export.Kind.ANNOTATIONS: Annotations,
     Export.Kind.OASST: OasstTrees,
     Export.Kind.DIALOGUES: Dialogues,
+    Export.Kind.HUMAN_EVAL: HumanEvaluations,
     Export.Kind.LABELER_STATS: LabelerStats,
 }
 

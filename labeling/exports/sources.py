@@ -318,6 +318,27 @@ class Rankings(RankedTasks):
         }
 
 
+class HumanEvaluations(Rankings):
+    """The judgments of human evaluations in the K-way form, each with its evaluation and candidate; every
+    completion names the model version that wrote it."""
+
+    def __init__(self, filters, name_of, **context):
+        super().__init__({**filters, "include_evaluations": True}, name_of, **context)
+        self.schema = pa.schema([("evaluation_id", pa.int64()), ("candidate", pa.string()), *self.schema])
+
+    def queryset(self):
+        return super().queryset().filter(task__evaluation__isnull=False)
+
+    def rows(self):
+        self.evaluations = {task: (evaluation, candidate) for task, evaluation, candidate in Task.objects.filter(
+            evaluation__isnull=False).values_list("pk", "evaluation_id", "evaluation__candidate__name")}
+        yield from super().rows()
+
+    def row(self, ranking, *args, **kwargs):
+        evaluation_id, candidate = self.evaluations[ranking[0]]
+        return {"evaluation_id": evaluation_id, "candidate": candidate, **super().row(ranking, *args, **kwargs)}
+
+
 def completion_details(ranking_rows):
     ids = {cid for row in ranking_rows for group in row[3] for cid in group}
     found = Completion.objects.filter(pk__in=ids).values_list(

@@ -18,6 +18,7 @@ class Export(models.Model):
         ANNOTATIONS = "annotations", "Prompt annotations"
         OASST = "oasst", "Open Assistant message trees"
         DIALOGUES = "dialogues", "Dialogue SFT turns"
+        HUMAN_EVAL = "human_eval", "Human evaluation judgments"
         LABELER_STATS = "labeler_stats", "Labeler statistics"
 
     class Format(models.TextChoices):

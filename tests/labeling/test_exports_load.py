@@ -1,16 +1,32 @@
 """Every export opens in Hugging Face `datasets`, and the training exports feed TRL and `rlhf`."""
 
+import json
+
 import pytest
 from datasets import load_dataset
 
 from labeling import services
-from labeling.models import Export, LabelerProfile, Role, Task
-from tests.factories import PromptFactory, TaskFactory, UserFactory, ranking_task
+from labeling.models import Evaluation, Export, LabelerProfile, Role, Task
+from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, TaskFactory, UserFactory, ranking_task
 
 pytestmark = pytest.mark.django_db
 
 LOADERS = {"jsonl": "json", "jsonl.gz": "json", "parquet": "parquet", "csv": "csv"}
 FLAT = {"ppo_prompts": False, "annotations": True, "labeler_stats": True}
+
+
+def test_the_judgments_of_human_evaluations_export_apart_naming_each_outputs_model(researcher, collected):
+    from rlhf.data import load_rankings
+
+    export = build(researcher, "human_eval", "jsonl")
+    [row] = [json.loads(line) for line in open(export.file.path)]
+    assert (row["candidate"], [c["model_version"] for c in row["completions"]], row["ranks"]) == (
+        "ppo-1", ["ppo-1", "base"], [[0], [1]])
+    assert row["ratings"][1]["flags"] == ["hallucination"]
+    assert len(load_rankings(export.file.path)) == 1
+    # ... and nowhere else unless asked: the rankings export holds only the rankings of training tasks.
+    assert build(researcher, "rankings", "jsonl").row_count == 7
+    assert build(researcher, "rankings", "jsonl", include_evaluations=True).row_count == 8
 
 
 @pytest.fixture
@@ -40,6 +56,16 @@ def collected(db):
             else:
                 services.annotation_submit(assignment=assignment, labeler=labeler, flags={"ambiguous": True},
                                            use_case="open_qa", language="en")
+    # A human evaluation's judgment: a candidate's output and a baseline's, the candidate ranked first.
+    candidate, baseline = ModelVersionFactory(name="ppo-1"), ModelVersionFactory(name="base")
+    evaluation = Evaluation.objects.create(candidate=candidate, state=Evaluation.State.OPEN)
+    evaluation.baselines.set([baseline])
+    prompt = PromptFactory(split="test")
+    task = TaskFactory(kind=Task.Kind.RANK_COMPLETIONS, prompt=prompt, evaluation=evaluation)
+    outputs = [CompletionFactory(prompt=prompt, model_version=version) for version in (candidate, baseline)]
+    task.completions.set(outputs)
+    services.ranking_save(task=task, labeler=labelers[0], groups=[[outputs[0].pk], [outputs[1].pk]],
+                          ratings={c.pk: {"rating": 6, "hallucination": c == outputs[1]} for c in outputs})
     return labelers
 
 
@@ -103,4 +129,4 @@ def test_rankings_and_demonstrations_read_in_rlhf(researcher, collected):
     assert len(load_rankings(build(researcher, "preference_pairs", "jsonl").file.path)) == 5 + 2 * 9 + 3 * 14 + 20
     demonstrations = load_demonstrations(build(researcher, "sft", "jsonl").file.path)
     assert [m["content"] for m in demonstrations[0]] == ["Hi", "Hello!", "Name a colour, please (0).", "Teal."]
-    assert len(load_prompts(build(researcher, "ppo_prompts", "jsonl").file.path)) == 10
+    assert len(load_prompts(build(researcher, "ppo_prompts", "jsonl").file.path)) == 11  # the evaluation's too
