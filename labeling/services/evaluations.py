@@ -22,6 +22,7 @@ from .prompts import required_annotations
 from .sampling import draw, model_version_activate, model_version_active, sampling_params
 
 GENERATORS = (ModelVersion.Kind.POLICY, ModelVersion.Kind.SFT)
+MAX_BASELINES = 8  # with the candidate, the 9 outputs a ranking holds at most
 
 
 def evaluation_start(*, candidate: ModelVersion, baselines: list, prompt_count: int, held_out_labelers: bool = False,
@@ -60,6 +61,9 @@ def _check_models(candidate, baselines):
         raise ValidationError("The candidate must be a policy or SFT model version.")
     if not baselines:
         raise ValidationError("Name at least one baseline to compare the candidate with.")
+    if len(baselines) > MAX_BASELINES:
+        raise ValidationError(f"At most {MAX_BASELINES} baselines: a judgment ranks at most {MAX_BASELINES + 1} "
+                              f"outputs, not {len(baselines) + 1}.")
     for version in [candidate, *baselines]:
         if version.kind not in GENERATORS:
             raise ValidationError(f"{version} writes no replies; evaluate policy and SFT versions.")

@@ -381,3 +381,11 @@ def test_an_evaluation_task_is_the_ranking_page_saying_what_it_judges(versions, 
     page = client.get(f"/work/tasks/{assignment.pk}/").content.decode()
     assert "Each output comes from a different model." in page and page.count('class="card output"') == 2
     assert not re.search(r"\b(ppo-1|base)\b", page.split("<main")[1])  # blind: no model is named
+
+
+def test_a_judgment_ranks_at_most_nine_outputs(versions, test_prompts):
+    candidate, base = versions
+    others = [ModelVersionFactory(kind=ModelVersion.Kind.POLICY, status="ready", artifact_path="x") for _ in range(8)]
+    with pytest.raises(ValidationError, match="At most 8 baselines: a judgment ranks at most 9 outputs, not 10"):
+        start(candidate, [base, *others])
+    assert start(candidate, others).baselines.count() == 8
