@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import choix
 import numpy as np
+from scipy import sparse
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
+BT_RESAMPLES = 1000  # each a Bradley-Terry fit: half as many, as Chatbot Arena draws
 ALPHA = 0.01  # the regularisation of the Bradley-Terry fit: a prior of a hundredth of a tie between every pair
 CHUNK = 250  # resamples drawn at a time, which bounds the memory one bootstrap takes
 
@@ -66,16 +68,22 @@ def bradley_terry(wins, *, alpha=ALPHA):
     return strengths - strengths.mean()
 
 
-def bradley_terry_intervals(per_prompt, *, alpha=ALPHA, confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):
+def bradley_terry_intervals(per_prompt, *, versions=None, alpha=ALPHA, confidence=CONFIDENCE,
+                            resamples=BT_RESAMPLES, seed=0):
     """(strengths, lows, highs) of the versions: the fit on all judgments, and percentile bootstrap intervals
-    that resample prompts. `per_prompt` has one wins matrix per prompt: shape (prompts, versions, versions)."""
-    per_prompt = np.asarray(per_prompt, dtype=float)
-    prompts, versions = per_prompt.shape[0], per_prompt.shape[1]
-    flat = per_prompt.reshape(prompts, versions * versions)
-    strengths = bradley_terry(flat.sum(axis=0).reshape(versions, versions), alpha=alpha)
+    that resample prompts. `per_prompt` has one wins matrix per prompt: an array of shape (prompts, versions,
+    versions), or a scipy sparse matrix of shape (prompts, versions × versions) with `versions` given."""
+    if sparse.issparse(per_prompt):
+        flat = sparse.csr_matrix(per_prompt, dtype=float)
+    else:
+        per_prompt = np.asarray(per_prompt, dtype=float)
+        versions = per_prompt.shape[1]
+        flat = per_prompt.reshape(per_prompt.shape[0], versions * versions)
+    prompts = flat.shape[0]
+    strengths = bradley_terry(np.asarray(flat.sum(axis=0)).reshape(versions, versions), alpha=alpha)
 
     def fits(weights):
-        totals = (weights @ flat).reshape(len(weights), versions, versions)
+        totals = np.asarray(weights @ flat).reshape(len(weights), versions, versions)
         return np.stack([bradley_terry(total, alpha=alpha) for total in totals])
 
     boot = _resampled(prompts, resamples, seed, fits)

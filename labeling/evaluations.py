@@ -4,33 +4,64 @@ The numbers come from the judgments (rankings of evaluation tasks) through evalu
 rates against each baseline and mean 1-7 ratings with 95% bootstrap intervals over prompts, the
 share of outputs with each InstructGPT flag, win rates by use case, and agreement between the
 labelers who judged the same outputs.
+
+Judgments are only ever added, so both reads are cached under a stamp of the judgments behind them
+(their number and the newest) and computed again only when it changes. The leaderboard's bootstrap
+refits Bradley-Terry a thousand times; a page that finds it out of date shows the last board and a
+worker computes the next one.
 """
 
 from collections import defaultdict
 
 import numpy as np
+from django.core.cache import cache
+from django.db.models import Count, Max, Q
+from django.utils import timezone
+from scipy import sparse
 
 from . import evaluation_stats, quality
 from .models import CompletionRating, ModelVersion, Ranking, Task
 
+LEADERBOARD = "evaluation-leaderboard"
+LEADERBOARD_REFRESHING = "evaluation-leaderboard-refreshing"
+
 
 def evaluation_results(evaluation):
-    """The evaluation's numbers, as plain data for the page, the API and the export."""
+    """The evaluation's numbers, as plain data for the page, the API and the export; cached until a judgment is
+    added, a task closes or the reward model's scores arrive."""
+    tasks = evaluation.tasks.aggregate(tasks=Count("id"), open=Count("id", filter=Q(state=Task.State.OPEN)))
+    stamp = (*_stamp(Ranking.objects.filter(task__evaluation=evaluation)), tasks["tasks"], tasks["open"],
+             evaluation.created_at.isoformat(), evaluation.reward_model_id)
+    key = f"evaluation-results:{evaluation.pk}"
+    cached = cache.get(key)
+    if cached and cached["stamp"] == stamp:
+        return cached["results"]
+    results = {**_results(evaluation), "tasks": tasks["tasks"], "tasks_open": tasks["open"]}
+    cache.set(key, {"stamp": stamp, "results": results}, timeout=None)
+    return results
+
+
+def _stamp(rankings):
+    found = rankings.aggregate(count=Count("id"), last=Max("id"), at=Max("created_at"))
+    return found["count"], found["last"], found["at"].isoformat() if found["at"] else None
+
+
+def _results(evaluation):
     candidate = evaluation.candidate
     baselines = list(evaluation.baselines.order_by("id"))
-    judgments = _judgments(Ranking.objects.filter(task__evaluation=evaluation))
+    judgments = _judgments(Ranking.objects.filter(task__evaluation=evaluation), task__evaluation=evaluation)
     ratings = _ratings(CompletionRating.objects.filter(ranking__task__evaluation=evaluation))
     versions = [candidate, *baselines]
     return {
         "judgments": len(judgments),
         "prompts_judged": len({j["prompt"] for j in judgments}),
-        "tasks": evaluation.tasks.count(),
-        "tasks_open": evaluation.tasks.filter(state=Task.State.OPEN).count(),
         "win_rates": [
             {"baseline": baseline.name, "baseline_kind": baseline.kind,
-             **_as_dict(_win_rate(judgments, candidate.pk, baseline.pk))}
+             **_as_dict(_win_rate(judgments, candidate.pk, baseline.pk)),
+             "reward_model": _reward_model_view(judgments, evaluation.reward_scores, candidate.pk, baseline.pk)}
             for baseline in baselines
         ],
+        "reward_model": evaluation.reward_model.name if evaluation.reward_model else None,
         "by_use_case": [
             {"use_case": use_case or "unspecified", "baseline": baseline.name,
              **_as_dict(_win_rate([j for j in judgments if j["use_case"] == use_case], candidate.pk, baseline.pk))}
@@ -42,44 +73,73 @@ def evaluation_results(evaluation):
     }
 
 
-def leaderboard():
-    """Every version judged in any evaluation, strongest first: Bradley-Terry strength with its 95% interval
-    from every pairwise outcome of every judgment so far, and its number of comparisons."""
-    judgments = _judgments(Ranking.objects.filter(task__evaluation__isnull=False))
+def leaderboard(*, stale_ok=False):
+    """Every version judged in any evaluation, strongest first: Bradley-Terry strength with its 95% interval from
+    every pairwise outcome of every judgment so far, and its number of comparisons.
+
+    {"versions": [...], "judgments": N, "computed_at": ..., "stale": bool}. With `stale_ok`, a board computed
+    before the newest judgments is returned as it is (stale) while a worker computes the next one."""
+    stamp = _stamp(Ranking.objects.filter(task__evaluation__isnull=False))
+    cached = cache.get(LEADERBOARD)
+    if cached and cached["stamp"] == stamp:
+        return {**cached["board"], "stale": False}
+    if cached and stale_ok:
+        if cache.add(LEADERBOARD_REFRESHING, True, timeout=600):
+            from .tasks import refresh_leaderboard
+
+            refresh_leaderboard.delay()
+        return {**cached["board"], "stale": True}
+    return leaderboard_compute(stamp=stamp)
+
+
+def leaderboard_compute(*, stamp=None):
+    """Fit the leaderboard on every judgment and cache it."""
+    stamp = stamp or _stamp(Ranking.objects.filter(task__evaluation__isnull=False))
+    board = {"versions": _board(), "judgments": stamp[0], "computed_at": timezone.now().isoformat()}
+    cache.set(LEADERBOARD, {"stamp": stamp, "board": board}, timeout=None)
+    cache.delete(LEADERBOARD_REFRESHING)
+    return {**board, "stale": False}
+
+
+def _board():
+    judgments = _judgments(Ranking.objects.filter(task__evaluation__isnull=False), task__evaluation__isnull=False)
     ids = sorted({version for j in judgments for version in j["order"]})
     if len(ids) < 2:
         return []
     index = {pk: n for n, pk in enumerate(ids)}
-    prompts = sorted({j["prompt"] for j in judgments})
-    row = {prompt: n for n, prompt in enumerate(prompts)}
-    wins = np.zeros((len(prompts), len(ids), len(ids)))
+    row = {prompt: n for n, prompt in enumerate(sorted({j["prompt"] for j in judgments}))}
+    versions = len(ids)
+    rows, columns, outcomes = [], [], []  # the sparse (prompts, versions × versions) matrix of wins
     comparisons = defaultdict(int)
     for judgment in judgments:
-        versions = list(judgment["order"])
-        for a in versions:
-            for b in versions:
-                if a != b:
-                    wins[row[judgment["prompt"]], index[a], index[b]] += evaluation_stats.outcome(
-                        judgment["groups"], a, b)
-                    comparisons[a] += 1
-    strengths, lows, highs = evaluation_stats.bradley_terry_intervals(wins)
+        place = {index[version]: rank for rank, group in enumerate(judgment["groups"]) for version in group}
+        for a, rank_a in place.items():
+            comparisons[a] += len(place) - 1
+            for b, rank_b in place.items():
+                if a != b and rank_a <= rank_b:
+                    rows.append(row[judgment["prompt"]])
+                    columns.append(a * versions + b)
+                    outcomes.append(0.5 if rank_a == rank_b else 1.0)
+    wins = sparse.csr_matrix((outcomes, (rows, columns)), shape=(len(row), versions * versions))
+    strengths, lows, highs = evaluation_stats.bradley_terry_intervals(wins, versions=versions)
     names = dict(ModelVersion.objects.filter(pk__in=ids).values_list("pk", "name"))
     board = [{"version": names[pk], "version_id": pk, "strength": float(strengths[n]), "low": float(lows[n]),
-              "high": float(highs[n]), "comparisons": comparisons[pk]} for pk, n in index.items()]
+              "high": float(highs[n]), "comparisons": comparisons[n]} for pk, n in index.items()]
     return sorted(board, key=lambda entry: -entry["strength"])
 
 
-def _judgments(rankings):
-    """Each judgment as its prompt, use case and ranking of model versions (ties kept)."""
+def _judgments(rankings, **tasks):
+    """Each judgment as its prompt, use case and ranking of model versions (ties kept); `tasks` filters the tasks
+    the rankings are of."""
     rows = list(rankings.values_list("task_id", "task__prompt_id", "task__prompt__use_case", "groups"))
-    makers = dict(Task.completions.through.objects.filter(task_id__in={row[0] for row in rows}).values_list(
+    makers = dict(Task.completions.through.objects.filter(**tasks).values_list(
         "completion_id", "completion__model_version_id"))
     judgments = []
     for task_id, prompt_id, use_case, groups in rows:
         by_version = [[makers[cid] for cid in group if cid in makers] for group in groups]
-        order = {version for group in by_version for version in group}
+        outputs = {makers[cid]: cid for group in groups for cid in group if cid in makers}
         judgments.append({"task": task_id, "prompt": prompt_id, "use_case": use_case, "groups": by_version,
-                          "completion_groups": groups, "order": order})
+                          "completion_groups": groups, "order": set(outputs), "outputs": outputs})
     return judgments
 
 
@@ -90,6 +150,28 @@ def _win_rate(judgments, candidate, baseline):
         if result is not None:
             by_prompt[judgment["prompt"]].append(result)
     return evaluation_stats.clustered_mean(list(by_prompt.values()))
+
+
+def _reward_model_view(judgments, scores, candidate, baseline):
+    """The reward model's win rate for the candidate on the outputs the humans judged (one outcome per prompt: the
+    same two outputs), and how often it picks the output the humans preferred where they were not tied."""
+    if not scores:
+        return {**_as_dict(None), "agreement": None, "pairs": 0}
+    by_prompt, agreed = {}, []
+    for judgment in judgments:
+        outputs = judgment["outputs"]
+        if candidate not in outputs or baseline not in outputs:
+            continue
+        ours, theirs = scores.get(str(outputs[candidate])), scores.get(str(outputs[baseline]))
+        if ours is None or theirs is None:
+            continue
+        machine = 0.5 if ours == theirs else float(ours > theirs)
+        by_prompt[judgment["prompt"]] = [machine]
+        human = evaluation_stats.outcome(judgment["groups"], candidate, baseline)
+        if human != 0.5:
+            agreed.append(human == machine)
+    estimate = evaluation_stats.clustered_mean(list(by_prompt.values()))
+    return {**_as_dict(estimate), "agreement": sum(agreed) / len(agreed) if agreed else None, "pairs": len(agreed)}
 
 
 def _ratings(queryset):

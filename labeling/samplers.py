@@ -8,7 +8,9 @@ says how). Every attempt records the sampler's state in the cache, for the Train
 
 import gc
 import logging
+import os
 import threading
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +34,8 @@ class SamplerUnavailable(Exception):
 def sampler_for(version):
     """An object with `sample(prompts, k, params)` and `stream(prompt, params, should_stop)` (rlhf.sampling's) for
     `version`, whose samples name the version that made them."""
+    if version.kind == version.Kind.EXTERNAL:
+        return _External(version)
     return _Endpoint(version) if settings.SAMPLER_URL else _InProcess(version)
 
 
@@ -79,8 +83,9 @@ class _InProcess:
 
 def sampler_release():
     """Free the in-process models (and the device memory they hold), so that a training run has the device."""
-    if _load.cache_info().currsize:
+    if _load.cache_info().currsize or _scorer.cache_info().currsize:
         _load.cache_clear()
+        _scorer.cache_clear()
         gc.collect()
         import torch
 
@@ -139,6 +144,47 @@ class _Endpoint:
                 raise
         sampler_serve(self.version)  # not served (the server restarted, or dropped it): load it, and ask once more
         return self.client.sample([prompt], k, params)[0]
+
+
+class _External:
+    """A model someone else serves: its own endpoint and key; its samples name the version, whatever model name
+    the endpoint answers with."""
+
+    def __init__(self, version):
+        from rlhf.sampling import OpenAISampler
+
+        self.version = version
+        key = os.environ.get(version.endpoint_key_env, "") if version.endpoint_key_env else ""
+        self.client = OpenAISampler(version.endpoint_url, version.endpoint_model, timeout=settings.SAMPLER_TIMEOUT_SECONDS,
+                                    api_key=key)
+
+    def sample(self, prompts, k, params):
+        from rlhf.sampling import ServerError
+
+        done = []
+        for prompt in prompts:
+            try:
+                done.append([replace(s, model_version=self.version.served_name)
+                             for s in self.client.sample([prompt], k, params)[0]])
+            except ServerError as exc:
+                raise SamplerUnavailable(f"{self.version.name}: {exc}", done) from None
+        return done
+
+
+@lru_cache(maxsize=1)
+def _scorer(version):
+    from rlhf.models import RewardModel, load_tokenizer, pick_device
+    from rlhf.train_ppo import RewardScorer
+
+    model = RewardModel.from_pretrained(version.artifact_path).to(pick_device("auto")).requires_grad_(False)
+    return RewardScorer(model, load_tokenizer(version.artifact_path))
+
+
+def reward_scores(version, pairs):
+    """The reward model's score of each (prompt, reply) pair, in the gpu worker's process."""
+    with _loading:
+        scorer = _scorer(version)
+    return [float(score) for score in scorer([prompt for prompt, _ in pairs], [reply for _, reply in pairs]).tolist()]
 
 
 def sampler_serve(version):

@@ -4,6 +4,7 @@ from celery import shared_task
 from django.core.cache import cache
 
 from . import services
+from .evaluations import leaderboard_compute
 from .samplers import SamplerUnavailable, sampler_retry_in
 
 
@@ -65,6 +66,11 @@ def sample_evaluation(self, evaluation_id):
     except SamplerUnavailable as exc:  # what was sampled is stored; the rest is tried again later
         raise self.retry(countdown=sampler_retry_in(self.request.retries), exc=exc) from None
     return {"evaluation": evaluation.pk, "state": evaluation.state, "tasks": evaluation.tasks.count()}
+
+
+@shared_task
+def refresh_leaderboard():
+    return {"versions": len(leaderboard_compute()["versions"])}
 
 
 @shared_task(acks_late=True)

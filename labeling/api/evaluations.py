@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from .. import evaluations, services
 from ..models import Evaluation, ModelVersion
 from ..permissions import IsResearcher
+from .serializers import ModelVersionSerializer
 
 
 class EstimateSerializer(serializers.Serializer):
@@ -18,9 +19,17 @@ class EstimateSerializer(serializers.Serializer):
     prompts = serializers.IntegerField()
 
 
+class RewardModelViewSerializer(EstimateSerializer):
+    agreement = serializers.FloatField(
+        allow_null=True, help_text="How often the reward model prefers the output the labelers preferred (ties left out).")
+    pairs = serializers.IntegerField(help_text="Judgments without a tie behind the agreement.")
+
+
 class WinRateSerializer(EstimateSerializer):
     baseline = serializers.CharField()
     baseline_kind = serializers.CharField()
+    reward_model = RewardModelViewSerializer(
+        help_text="The reward model's win rate for the candidate on the same outputs, one per prompt judged.")
 
 
 class UseCaseWinRateSerializer(EstimateSerializer):
@@ -49,6 +58,7 @@ class ResultsSerializer(serializers.Serializer):
     tasks = serializers.IntegerField()
     tasks_open = serializers.IntegerField()
     win_rates = WinRateSerializer(many=True, help_text="The candidate's, against each baseline; a tie counts half.")
+    reward_model = serializers.CharField(allow_null=True, help_text="The reward model that scored the outputs.")
     by_use_case = UseCaseWinRateSerializer(many=True)
     models = ModelNumbersSerializer(many=True)
     agreement = AgreementSerializer()
@@ -93,6 +103,14 @@ class EvaluationCreateSerializer(serializers.Serializer):
         required=False, default=False, help_text="Only labelers with no data the candidate may have learnt from.")
 
 
+class ExternalModelSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="Its name here, e.g. gpt-4o-mini; evaluations name it as a baseline.")
+    url = serializers.CharField(help_text="The OpenAI-compatible base URL, e.g. https://api.example.com/v1.")
+    model = serializers.CharField(help_text="The model name the endpoint serves.")
+    api_key_env = serializers.CharField(required=False, default="", allow_blank=True,
+                                        help_text="The workers' environment variable that holds its API key.")
+
+
 class LeaderboardEntrySerializer(serializers.Serializer):
     version = serializers.CharField()
     version_id = serializers.IntegerField()
@@ -100,6 +118,13 @@ class LeaderboardEntrySerializer(serializers.Serializer):
     low = serializers.FloatField()
     high = serializers.FloatField()
     comparisons = serializers.IntegerField()
+
+
+class LeaderboardSerializer(serializers.Serializer):
+    versions = LeaderboardEntrySerializer(many=True)
+    judgments = serializers.IntegerField(help_text="The judgments the board was fitted on.")
+    computed_at = serializers.DateTimeField()
+    stale = serializers.BooleanField()
 
 
 class EvaluationViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -122,8 +147,24 @@ class EvaluationViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             created_by=request.user, trigger=f"{request.user.username}, through the API")
         return Response(EvaluationSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses=LeaderboardEntrySerializer(many=True))
+    @extend_schema(responses=LeaderboardSerializer)
     @action(detail=False, pagination_class=None)
     def leaderboard(self, request):
         """Every version judged so far, strongest first, with 95% bootstrap intervals over prompts."""
-        return Response(LeaderboardEntrySerializer(evaluations.leaderboard(), many=True).data)
+        return Response(LeaderboardSerializer(evaluations.leaderboard()).data)
+
+    @extend_schema(request=None, responses=EvaluationSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Stop it: open tasks leave the queue; the judgments so far are kept."""
+        evaluation = services.evaluation_cancel(evaluation=self.get_object())
+        return Response(EvaluationSerializer(evaluation).data)
+
+    @extend_schema(request=ExternalModelSerializer, responses={201: ModelVersionSerializer})
+    @action(detail=False, methods=["post"])
+    def endpoints(self, request):
+        """Register a model served elsewhere behind an OpenAI-compatible endpoint, to evaluate against."""
+        body = ExternalModelSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        version = services.external_model_register(**body.validated_data, created_by=request.user)
+        return Response(ModelVersionSerializer(version).data, status=status.HTTP_201_CREATED)

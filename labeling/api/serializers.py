@@ -120,7 +120,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
         fields = ["id", "kind", "name", "served_name", "status", "artifact_path", "parent", "training_run", "metrics",
-                  "created_at", "activated_at"]
+                  "endpoint_url", "endpoint_model", "created_at", "activated_at"]
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):

@@ -86,6 +86,7 @@ class ModelVersion(models.Model):
         SFT = "sft", "SFT"
         REWARD = "reward", "Reward model"
         POLICY = "policy", "Policy"
+        EXTERNAL = "external", "External endpoint"
 
     class Status(models.TextChoices):
         TRAINING = "training"
@@ -108,6 +109,12 @@ class ModelVersion(models.Model):
     status_reason = models.TextField(blank=True, help_text="Why it was activated, rejected or failed.")
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    # An external version is a model someone else serves behind an OpenAI-compatible endpoint: a baseline to
+    # evaluate against, never trained or activated here.
+    endpoint_url = models.CharField(max_length=500, blank=True, help_text="Its OpenAI-compatible base URL.")
+    endpoint_model = models.CharField(max_length=200, blank=True, help_text="The model name the endpoint serves.")
+    endpoint_key_env = models.CharField(
+        max_length=100, blank=True, help_text="The environment variable that holds its API key, if it needs one.")
 
     class Meta:
         ordering = ["-created_at"]

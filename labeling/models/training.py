@@ -192,6 +192,10 @@ class Evaluation(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     error = models.TextField(blank=True, help_text="Why sampling is waiting, when it is.")
+    reward_model = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+", help_text="The reward model that scored the same outputs.")
+    reward_scores = models.JSONField(default=dict, blank=True, help_text="Its score of each output: {completion id: "
+                                                                         "score}.")
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
 

@@ -15,7 +15,15 @@ from .chat import (
     suggestion_request,
     suggestion_write,
 )
-from .evaluations import evaluation_sample, evaluation_start, human_gate_decide, human_gate_start, human_gates_decide
+from .evaluations import (
+    evaluation_cancel,
+    evaluation_sample,
+    evaluation_start,
+    external_model_register,
+    human_gate_decide,
+    human_gate_start,
+    human_gates_decide,
+)
 from .exports import export_create, export_run
 from .people import token_rotate, user_set_role
 from .prompts import (
@@ -80,6 +88,7 @@ __all__ = [
     "chat_stop",
     "chat_task_create",
     "cutoffs",
+    "evaluation_cancel",
     "evaluation_sample",
     "evaluation_start",
     "guidelines_acknowledge",
@@ -113,6 +122,7 @@ __all__ = [
     "assignment_skip",
     "assignments_expire",
     "demonstration_write",
+    "external_model_register",
     "export_create",
     "export_run",
     "import_job_create",

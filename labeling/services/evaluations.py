@@ -7,7 +7,9 @@ allowed. Evaluation tasks come first in the queue (EVALUATION_PRIORITY); their j
 reward-model data unless a researcher asks for them.
 """
 
+import logging
 import random
+import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -17,12 +19,44 @@ from django.utils import timezone
 from .. import answers
 from ..evaluations import evaluation_results
 from ..models import Completion, Evaluation, ModelVersion, Prompt, Task
-from ..samplers import SamplerUnavailable, sampler_for
+from ..samplers import SamplerUnavailable, reward_scores, sampler_for
 from .prompts import required_annotations
 from .sampling import draw, model_version_activate, model_version_active, sampling_params
 
+logger = logging.getLogger(__name__)
 GENERATORS = (ModelVersion.Kind.POLICY, ModelVersion.Kind.SFT)
+BASELINES = (*GENERATORS, ModelVersion.Kind.EXTERNAL)
 MAX_BASELINES = 8  # with the candidate, the 9 outputs a ranking holds at most
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+URL = re.compile(r"https?://[^/\s?#]+(/[^\s?#]*)?")
+KEY_ENV = re.compile(r"[A-Z_][A-Z0-9_]{0,99}")
+
+
+def external_model_register(*, name: str, url: str, model: str, api_key_env: str = "",
+                            created_by=None) -> ModelVersion:
+    """A model served elsewhere behind an OpenAI-compatible endpoint, as a version to evaluate against. The key
+    itself is never stored: `api_key_env` names the environment variable of the workers that holds it."""
+    problems = []
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        problems.append(f"The name must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+                        f"not {str(name)[:80]!r}.")
+    elif ModelVersion.objects.filter(kind=ModelVersion.Kind.EXTERNAL, name=name).exists():
+        problems.append(f"There is already an external endpoint named {name!r}.")
+    if not isinstance(url, str) or len(url) > 500 or not URL.fullmatch(url.rstrip("/")):
+        problems.append(f"The URL must be an http(s) base URL such as https://api.example.com/v1, not "
+                        f"{str(url)[:80]!r}.")
+    if not isinstance(model, str) or not model.strip() or len(model) > 200 or not model.isprintable():
+        problems.append("Name the model the endpoint serves (1 to 200 printable characters).")
+    if not isinstance(api_key_env, str) or api_key_env and not KEY_ENV.fullmatch(api_key_env):
+        problems.append("The API key's variable must be an environment variable name such as OPENAI_API_KEY "
+                        "(capitals, digits and '_'); the key itself is never stored here.")
+    if problems:
+        raise ValidationError(problems)
+    who = f" by {created_by.username}" if created_by else ""
+    return ModelVersion.objects.create(
+        kind=ModelVersion.Kind.EXTERNAL, name=name, status=ModelVersion.Status.READY, endpoint_url=url.rstrip("/"),
+        endpoint_model=model.strip(), endpoint_key_env=api_key_env,
+        status_reason=f"Registered{who}: {model.strip()} at {url.rstrip('/')}.")
 
 
 def evaluation_start(*, candidate: ModelVersion, baselines: list, prompt_count: int, held_out_labelers: bool = False,
@@ -58,15 +92,18 @@ def evaluation_start(*, candidate: ModelVersion, baselines: list, prompt_count: 
 
 def _check_models(candidate, baselines):
     if not isinstance(candidate, ModelVersion) or candidate.kind not in GENERATORS:
-        raise ValidationError("The candidate must be a policy or SFT model version.")
+        raise ValidationError("The candidate must be a policy or SFT model version (an external endpoint can only be "
+                              "a baseline).")
     if not baselines:
         raise ValidationError("Name at least one baseline to compare the candidate with.")
     if len(baselines) > MAX_BASELINES:
         raise ValidationError(f"At most {MAX_BASELINES} baselines: a judgment ranks at most {MAX_BASELINES + 1} "
                               f"outputs, not {len(baselines) + 1}.")
     for version in [candidate, *baselines]:
-        if version.kind not in GENERATORS:
+        if version.kind not in BASELINES:
             raise ValidationError(f"{version} writes no replies; evaluate policy and SFT versions.")
+        if version.kind == ModelVersion.Kind.EXTERNAL:
+            continue
         if not version.artifact_path or version.status in (ModelVersion.Status.TRAINING, ModelVersion.Status.FAILED):
             raise ValidationError(f"{version} has no model to sample from ({version.get_status_display()}).")
     if candidate in baselines or len(set(baselines)) != len(baselines):
@@ -100,12 +137,30 @@ def evaluation_sample(*, evaluation_id: int) -> Evaluation:
         _open_tasks(evaluation, samples, len(models))
         raise
     _open_tasks(evaluation, samples, len(models))
+    scores = _reward_scores(evaluation)
     with transaction.atomic():
         evaluation = Evaluation.objects.select_for_update().get(pk=evaluation.pk)
+        if scores:
+            evaluation.reward_model, evaluation.reward_scores = scores
         if evaluation.state == Evaluation.State.SAMPLING:
             evaluation.state, evaluation.opened_at, evaluation.error = Evaluation.State.OPEN, timezone.now(), ""
-            evaluation.save(update_fields=["state", "opened_at", "error"])
+        evaluation.save(update_fields=["state", "opened_at", "error", "reward_model", "reward_scores"])
     return evaluation
+
+
+def _reward_scores(evaluation):
+    """(reward model, {completion id: score}) of the active reward model on every output, so that the results show
+    it beside the humans on the same outputs; None without one, or when it fails (the evaluation goes on)."""
+    reward = model_version_active(ModelVersion.Kind.REWARD)
+    if reward is None:
+        return None
+    rows = list(Completion.objects.filter(tasks__evaluation=evaluation).select_related("prompt").order_by("id"))
+    try:
+        scores = reward_scores(reward, [(c.prompt.turns or c.prompt.text, c.text) for c in rows])
+    except Exception:  # a missing folder, a device out of memory: the humans' numbers do not need it
+        logger.exception("Reward model %s could not score evaluation #%s", reward.name, evaluation.pk)
+        return None
+    return reward, {str(c.pk): score for c, score in zip(rows, scores, strict=True)}
 
 
 def _open_tasks(evaluation, samples, models):
@@ -128,6 +183,22 @@ def _open_tasks(evaluation, samples, models):
                                        priority=settings.EVALUATION_PRIORITY,
                                        required_annotations=required_annotations(prompt_id))
             task.completions.set(completions)
+
+
+def evaluation_cancel(*, evaluation: Evaluation) -> Evaluation:
+    """Stop an evaluation: its open tasks leave the queue; judgments made so far are kept and still count. A human
+    gate's candidate is refused."""
+    with transaction.atomic():
+        evaluation = Evaluation.objects.select_for_update().get(pk=evaluation.pk)
+        if evaluation.state not in (Evaluation.State.SAMPLING, Evaluation.State.OPEN):
+            raise ValidationError(f"Evaluation #{evaluation.pk} is {evaluation.get_state_display().lower()} already.")
+        evaluation.tasks.filter(state=Task.State.OPEN).update(state=Task.State.CANCELLED)
+        evaluation.state = Evaluation.State.CANCELLED
+        evaluation.save(update_fields=["state"])
+        if evaluation.gates:
+            ModelVersion.objects.filter(pk=evaluation.candidate_id, status=ModelVersion.Status.AWAITING).update(
+                status=ModelVersion.Status.REJECTED, status_reason=f"Human evaluation #{evaluation.pk} was cancelled.")
+    return evaluation
 
 
 # The human gate

@@ -202,7 +202,7 @@ def test_the_leaderboard_orders_every_judged_version_with_intervals(versions, te
         order = [[candidate], [base], [weak]] if n % 4 else [[base], [candidate], [weak]]
         judged(evaluation, prompt, {candidate: "a", base: "b", weak: "c"},
                [(order, {candidate: 4, base: 4, weak: 2})], [alice])
-    board = leaderboard()
+    board = leaderboard()["versions"]
     assert [entry["version"] for entry in board] == ["ppo-1", "base", "weak"]  # weak never won: still ranked
     assert all(entry["low"] <= entry["strength"] <= entry["high"] for entry in board)
     assert board[0]["comparisons"] == 24 and all(math.isfinite(entry["low"]) for entry in board)
@@ -221,9 +221,11 @@ def test_a_researcher_starts_an_evaluation_and_reads_its_results_through_the_api
     services.evaluation_sample(evaluation_id=started["id"])
     detail = api.get(f"/api/evaluations/{started['id']}/").json()
     assert detail["state"] == "open" and detail["results"]["tasks"] == 2 and detail["results"]["judgments"] == 0
-    assert detail["results"]["win_rates"] == [{"baseline": "base", "baseline_kind": "policy", "value": None,
-                                               "low": None, "high": None, "n": 0, "prompts": 0}]
-    assert api.get("/api/evaluations/leaderboard/").json() == []
+    [win] = detail["results"]["win_rates"]
+    assert {name: win[name] for name in ("baseline", "baseline_kind", "value", "low", "high", "n", "prompts")} == {
+        "baseline": "base", "baseline_kind": "policy", "value": None, "low": None, "high": None, "n": 0, "prompts": 0}
+    board = api.get("/api/evaluations/leaderboard/").json()
+    assert (board["versions"], board["judgments"], board["stale"]) == ([], 0, False)
     # Bad input is a 400 naming it; labelers may not start one.
     for bad, said in (({**body, "baselines": [candidate.pk]}, "must be different"),
                       ({**body, "prompts": 0}, "1 to 2,000 prompts"),
@@ -241,7 +243,7 @@ def test_the_evaluate_command_starts_one_and_shows_its_results(versions, test_pr
     assert f"Evaluation #{evaluation.pk}: 2 prompts queued" in out.getvalue()
     call_command("evaluate", "--show", str(evaluation.pk), stdout=out)
     assert "against base: wins no judgments yet" in out.getvalue()
-    with pytest.raises(CommandError, match="no policy or SFT version named 'nope'"):
+    with pytest.raises(CommandError, match="no policy, SFT or external version named 'nope'"):
         call_command("evaluate", "ppo-1", "--against", "nope")
     with pytest.raises(CommandError, match="must be different"):
         call_command("evaluate", "ppo-1", "--against", "ppo-1")
