@@ -391,3 +391,160 @@ def test_a_judgment_ranks_at_most_nine_outputs(versions, test_prompts):
     with pytest.raises(ValidationError, match="At most 8 baselines: a judgment ranks at most 9 outputs, not 10"):
         start(candidate, [base, *others])
     assert start(candidate, others).baselines.count() == 8
+
+
+# External endpoints, the reward model beside the humans, cancelling, and the caches
+
+def test_a_model_served_elsewhere_is_a_baseline_sampled_through_its_own_endpoint_and_key(
+        versions, test_prompts, rlhf_server, tmp_path, monkeypatch):
+    candidate, _ = versions
+    server = rlhf_server(tmp_path, "their-model", "--api-key", "s3cret")
+    monkeypatch.setenv("THEIR_KEY", "s3cret")
+    theirs = services.external_model_register(name="theirs", url=server.url + "/", model="their-model",
+                                              api_key_env="THEIR_KEY")
+    assert (theirs.kind, theirs.status, theirs.endpoint_url) == ("external", "ready", server.url)
+    evaluation = services.evaluation_sample(evaluation_id=start(candidate, [theirs], prompt_count=2).pk)
+    assert evaluation.state == Evaluation.State.OPEN and evaluation.tasks.count() == 2
+    for task in evaluation.tasks.all():
+        assert {c.model_version for c in task.completions.all()} == {candidate, theirs}
+    asked = server.requests()
+    assert len(asked) == 2 and all(line[3] == "their-model" for line in asked)
+
+
+def test_an_external_endpoint_that_refuses_its_key_leaves_the_evaluation_waiting_with_the_reason(
+        versions, test_prompts, rlhf_server, tmp_path, monkeypatch):
+    candidate, _ = versions
+    server = rlhf_server(tmp_path, "their-model", "--api-key", "s3cret")
+    monkeypatch.setenv("THEIR_KEY", "wrong")
+    theirs = services.external_model_register(name="theirs", url=server.url, model="their-model",
+                                              api_key_env="THEIR_KEY")
+    evaluation = start(candidate, [theirs], prompt_count=2)
+    with pytest.raises(services.evaluations.SamplerUnavailable, match="theirs: .*401"):
+        services.evaluation_sample(evaluation_id=evaluation.pk)
+    evaluation.refresh_from_db()
+    assert evaluation.state == Evaluation.State.SAMPLING and "401" in evaluation.error
+    assert not evaluation.tasks.exists()
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"name": "bad name"}, "The name must be"),
+    ({"url": "ftp://example.com/v1"}, "http(s) base URL"),
+    ({"url": "http://exa mple.com"}, "http(s) base URL"),
+    ({"model": " "}, "Name the model"),
+    ({"model": "a\x00b"}, "Name the model"),
+    ({"api_key_env": "sk-live-123"}, "environment variable name"),
+])
+def test_a_bad_endpoint_is_refused_with_the_reason(db, options, said):
+    with pytest.raises(ValidationError, match=re.escape(said)):
+        services.external_model_register(**{"name": "theirs", "url": "https://api.example.com/v1",
+                                             "model": "their-model", **options})
+    assert not ModelVersion.objects.filter(kind=ModelVersion.Kind.EXTERNAL).exists()
+
+
+def test_an_external_endpoint_is_only_ever_a_baseline_and_its_name_is_taken_once(versions, test_prompts):
+    candidate, base = versions
+    theirs = services.external_model_register(name="theirs", url="https://api.example.com/v1", model="m")
+    with pytest.raises(ValidationError, match="can only be a baseline"):
+        start(theirs, [base])
+    with pytest.raises(ValidationError, match="already an external endpoint named 'theirs'"):
+        services.external_model_register(name="theirs", url="https://api.example.com/v1", model="m")
+
+
+def test_researchers_register_endpoints_through_the_api_and_the_command(db, researcher, labeler):
+    api = api_client_for(researcher)
+    body = {"name": "theirs", "url": "https://api.example.com/v1", "model": "their-model", "api_key_env": "THEIR_KEY"}
+    created = api.post("/api/evaluations/endpoints/", body, format="json")
+    assert created.status_code == 201 and created.json()["kind"] == "external"
+    assert created.json()["endpoint_url"] == "https://api.example.com/v1"
+    again = api.post("/api/evaluations/endpoints/", body, format="json")
+    assert again.status_code == 400 and "already an external endpoint" in str(again.json())
+    assert api.post("/api/evaluations/endpoints/", {**body, "name": "x", "url": "file:///etc/passwd"},
+                    format="json").status_code == 400
+    assert api_client_for(labeler).post("/api/evaluations/endpoints/", {**body, "name": "y"},
+                                        format="json").status_code == 403
+    out = StringIO()
+    call_command("evaluate", "--register-endpoint", "other", "http://127.0.0.1:9/v1", "m", stdout=out)
+    assert "Registered other: m at http://127.0.0.1:9/v1" in out.getvalue()
+    with pytest.raises(CommandError, match="http"):
+        call_command("evaluate", "--register-endpoint", "third", "nope", "m")
+
+
+def test_the_active_reward_model_scores_every_output_it_samples(versions, test_prompts, tiny_model):
+    candidate, base = versions
+    reward = ModelVersionFactory(kind=ModelVersion.Kind.REWARD, name="rm-1", status="active",
+                                 artifact_path=str(tiny_model))
+    evaluation = services.evaluation_sample(evaluation_id=start(candidate, [base], prompt_count=2).pk)
+    outputs = set(Task.completions.through.objects.filter(task__evaluation=evaluation).values_list(
+        "completion_id", flat=True))
+    assert evaluation.reward_model == reward and len(outputs) == 4
+    assert {int(pk) for pk in evaluation.reward_scores} == outputs
+    assert all(math.isfinite(score) for score in evaluation.reward_scores.values())
+
+
+def test_the_reward_models_win_rate_stands_beside_the_humans_on_the_same_outputs(versions, test_prompts, judges):
+    candidate, base = versions
+    alice, bob = judges
+    reward = ModelVersionFactory(kind=ModelVersion.Kind.REWARD, name="rm-1", status="ready", artifact_path="x")
+    evaluation = Evaluation.objects.create(candidate=candidate, state=Evaluation.State.OPEN, reward_model=reward)
+    evaluation.baselines.set([base])
+    tasks = [judged(evaluation, test_prompts[0], {candidate: "A", base: "B"},
+                    [([[candidate], [base]], {candidate: 5, base: 2}), ([[candidate], [base]], {candidate: 5, base: 2})],
+                    [alice, bob]),
+             judged(evaluation, test_prompts[1], {candidate: "C", base: "D"},
+                    [([[base], [candidate]], {candidate: 2, base: 5})], [alice]),
+             judged(evaluation, test_prompts[2], {candidate: "E", base: "F"},
+                    [([[candidate, base]], {candidate: 4, base: 4})], [alice])]
+    # The reward model prefers the candidate on every prompt: it agrees with the humans on the first prompt's two
+    # judgments, not on the second's; the tie on the third is no evidence either way.
+    scores = {}
+    for task in tasks:
+        for completion in task.completions.all():
+            scores[str(completion.pk)] = 1.0 if completion.model_version == candidate else 0.0
+    Evaluation.objects.filter(pk=evaluation.pk).update(reward_scores=scores)
+    evaluation.refresh_from_db()
+    [win] = evaluation_results(evaluation)["win_rates"]
+    assert win["value"] == pytest.approx((1 + 1 + 0 + 0.5) / 4)
+    machine = win["reward_model"]
+    assert (machine["value"], machine["prompts"], machine["agreement"], machine["pairs"]) == (1.0, 3, 2 / 3, 3)
+    assert evaluation_results(evaluation)["reward_model"] == "rm-1"
+
+
+def test_results_follow_each_new_judgment_and_the_leaderboard_page_serves_the_last_board_while_it_refits(
+        versions, test_prompts, judges, monkeypatch):
+    candidate, base = versions
+    alice, bob = judges
+    evaluation = Evaluation.objects.create(candidate=candidate, state=Evaluation.State.OPEN)
+    evaluation.baselines.set([base])
+    ratings = {candidate: 4, base: 4}
+    judged(evaluation, test_prompts[0], {candidate: "A", base: "B"}, [([[candidate], [base]], ratings)], [alice])
+    assert evaluation_results(evaluation)["judgments"] == 1
+    assert leaderboard()["judgments"] == 1
+    judged(evaluation, test_prompts[1], {candidate: "C", base: "D"}, [([[base], [candidate]], ratings)], [bob])
+    assert evaluation_results(evaluation)["judgments"] == 2
+    refits = []
+    monkeypatch.setattr("labeling.tasks.refresh_leaderboard.delay", lambda: refits.append(1))
+    shown = leaderboard(stale_ok=True)
+    assert (shown["judgments"], shown["stale"], refits) == (1, True, [1])
+    assert leaderboard(stale_ok=True)["stale"] and refits == [1]  # one refit at a time
+    from labeling.tasks import refresh_leaderboard
+
+    refresh_leaderboard()
+    assert leaderboard(stale_ok=True) | {"computed_at": None} == {
+        "versions": leaderboard()["versions"], "judgments": 2, "stale": False, "computed_at": None}
+
+
+def test_cancelling_an_evaluation_closes_its_tasks_keeps_its_judgments_and_refuses_a_gated_candidate(
+        gated, judges):
+    evaluation, candidate = gated, gated.candidate
+    alice, _ = judges
+    judge_all(evaluation, [alice], candidate_wins=True)
+    judged_tasks = Ranking.objects.filter(task__evaluation=evaluation).count()
+    services.evaluation_cancel(evaluation=evaluation)
+    evaluation.refresh_from_db()
+    candidate.refresh_from_db()
+    assert evaluation.state == Evaluation.State.CANCELLED
+    assert not evaluation.tasks.filter(state=Task.State.OPEN).exists()
+    assert Ranking.objects.filter(task__evaluation=evaluation).count() == judged_tasks
+    assert candidate.status == ModelVersion.Status.REJECTED and "cancelled" in candidate.status_reason
+    with pytest.raises(ValidationError, match="cancelled already"):
+        services.evaluation_cancel(evaluation=evaluation)
