@@ -93,3 +93,109 @@ def stacked_bars(title, labels, series, *, y_max=None, y_format="{:.0f}".format)
     xs = [LEFT + 5 + span * (n + 0.4) for n in range(len(labels))]
     body = mark_safe("".join(bars)) + _x_labels(labels, xs) + (_legend(series) if len(series) > 1 else mark_safe(""))
     return _frame(title, body, y_max, y_format)
+
+
+ROW, LABEL_WIDTH, AXIS = 22, 112, 26
+
+
+def _axis_ticks(low, high):
+    """Five evenly spaced ticks over [low, high]."""
+    return [low + (high - low) * i / 4 for i in range(5)]
+
+
+def _fit(text, characters=17):
+    return text if len(text) <= characters else text[: characters - 1] + "…"
+
+
+def intervals(title, rows, *, domain=None, x_format="{:.2f}".format, reference=None):
+    """A horizontal row per label: a point at its value and a whisker over its interval, on one axis, like the
+    win-rate and strength figures of InstructGPT and Chatbot Arena. `rows` are (label, value, low, high); a row
+    without a value says so. `domain` fixes the axis (0 to 1 for rates); otherwise it holds every value, the
+    intervals and `reference` (a dashed line: an even win rate, a strength of zero)."""
+    drawn = [row for row in rows if row[1] is not None]
+    if not drawn:
+        return format_html('<p class="empty">{}</p>', "Nothing to draw yet.")
+    if domain is None:
+        values = [v for _, *numbers in drawn for v in numbers if v is not None]
+        values += [reference] if reference is not None else []
+        low, high = min(values), max(values)
+        pad = (high - low) * 0.05 or 1
+        domain = (low - pad, high + pad)
+    low, high = domain
+    left, right = LABEL_WIDTH, WIDTH - 12
+    height = TOP + ROW * len(rows) + AXIS
+
+    def x(value):
+        value = min(max(value, low), high)  # a value outside a fixed domain sits on its edge, never beyond
+        return left + (right - left) * (value - low) / (high - low)
+
+    parts = [format_html('<line x1="{}" x2="{}" y1="{}" y2="{}" class="grid"/>'
+                         '<text x="{}" y="{}" class="label">{}</text>',
+                         _n(x(tick)), _n(x(tick)), TOP, height - AXIS, _n(x(tick)), height - AXIS + 14, x_format(tick))
+             for tick in _axis_ticks(low, high)]
+    if reference is not None and low <= reference <= high:
+        parts.append(format_html('<line x1="{}" x2="{}" y1="{}" y2="{}" class="reference"/>',
+                                 _n(x(reference)), _n(x(reference)), TOP, height - AXIS))
+    for n, (label, value, row_low, row_high) in enumerate(rows):
+        y = TOP + ROW * n + ROW / 2
+        parts.append(format_html('<text x="{}" y="{}" class="row-label">{}<title>{}</title></text>',
+                                 left - 6, _n(y + 4), _fit(label), label))
+        if value is None:
+            parts.append(format_html('<text x="{}" y="{}" class="legend">{}</text>', left + 4, _n(y + 4),
+                                     "no judgments yet"))
+            continue
+        tip = f"{label}: {x_format(value)}"
+        if row_low is not None and row_high is not None:
+            tip += f" [{x_format(row_low)}, {x_format(row_high)}]"
+            parts.append(format_html(
+                '<line x1="{}" x2="{}" y1="{}" y2="{}" class="whisker"/>'
+                '<line x1="{}" x2="{}" y1="{}" y2="{}" class="whisker"/>'
+                '<line x1="{}" x2="{}" y1="{}" y2="{}" class="whisker"/>',
+                _n(x(row_low)), _n(x(row_high)), _n(y), _n(y),
+                _n(x(row_low)), _n(x(row_low)), _n(y - 5), _n(y + 5),
+                _n(x(row_high)), _n(x(row_high)), _n(y - 5), _n(y + 5)))
+        parts.append(format_html('<circle cx="{}" cy="{}" r="4" fill="{}"><title>{}</title></circle>',
+                                 _n(x(value)), _n(y), PALETTE[0], tip))
+    return format_html('<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="{}"><title>{}</title>{}</svg>',
+                       WIDTH, height, title, title, mark_safe("".join(parts)))
+
+
+def grouped_bars(title, groups, series, *, x_max=1, x_format="{:.0%}".format):
+    """Horizontal bars: a group per label (a flag), a bar per series (a model) in it, and a legend that wraps
+    below, like InstructGPT's metadata figure. `series` maps a name to one value per group (None: no bar)."""
+    if not groups or not any(v for values in series.values() for v in values if v):
+        return format_html('<p class="empty">{}</p>', "Nothing to draw yet.")
+    left, right, bar = LABEL_WIDTH, WIDTH - 12, 7
+    group_height = bar * len(series) + 8
+    plot_bottom = TOP + group_height * len(groups)
+    per_line = 3
+    legend_lines = -(-len(series) // per_line)
+    height = plot_bottom + AXIS + 16 * legend_lines
+
+    def x(value):
+        return left + (right - left) * min(max(value, 0), x_max) / x_max
+
+    parts = [format_html('<line x1="{}" x2="{}" y1="{}" y2="{}" class="grid"/>'
+                         '<text x="{}" y="{}" class="label">{}</text>',
+                         _n(x(tick)), _n(x(tick)), TOP, plot_bottom, _n(x(tick)), plot_bottom + 14, x_format(tick))
+             for tick in _axis_ticks(0, x_max)]
+    for g, label in enumerate(groups):
+        top = TOP + group_height * g + 4
+        parts.append(format_html('<text x="{}" y="{}" class="row-label">{}<title>{}</title></text>',
+                                 left - 6, _n(top + bar * len(series) / 2 + 4), _fit(label), label))
+        for k, (name, values) in enumerate(series.items()):
+            if values[g] is None:
+                continue
+            parts.append(format_html('<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>',
+                                     left, _n(top + bar * k), _n(x(values[g]) - left), bar - 1,
+                                     PALETTE[k % len(PALETTE)], f"{name}, {label}: {x_format(values[g])}"))
+    column = (WIDTH - 12) / per_line
+    for k, name in enumerate(series):
+        line, place = divmod(k, per_line)
+        y = plot_bottom + AXIS + 16 * line
+        parts.append(format_html('<rect x="{}" y="{}" width="10" height="10" fill="{}"/>'
+                                 '<text x="{}" y="{}" class="legend">{}<title>{}</title></text>',
+                                 _n(6 + column * place), y, PALETTE[k % len(PALETTE)], _n(20 + column * place),
+                                 y + 9, _fit(name, 14), name))
+    return format_html('<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="{}"><title>{}</title>{}</svg>',
+                       WIDTH, height, title, title, mark_safe("".join(parts)))

@@ -13,7 +13,6 @@ worker computes the next one.
 
 from collections import defaultdict
 
-import numpy as np
 from django.core.cache import cache
 from django.db.models import Count, Max, Q
 from django.utils import timezone

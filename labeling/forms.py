@@ -2,6 +2,7 @@ import json
 
 from django import forms
 from django.conf import settings
+from django.core import validators
 
 from .exports import OVERLAP_MODES, STYLES
 from .models import (
@@ -369,3 +370,47 @@ class DecisionForm(forms.Form):
 class StatusForm(forms.Form):
     status = forms.ChoiceField(choices=[("paused", "Pause"), ("active", "Resume"), ("offboarded", "Offboard")])
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}))
+
+
+def _generators():
+    return ModelVersion.objects.filter(kind__in=[ModelVersion.Kind.POLICY, ModelVersion.Kind.SFT]).exclude(
+        status__in=[ModelVersion.Status.TRAINING, ModelVersion.Status.FAILED]).order_by("kind", "-created_at")
+
+
+class VersionChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, version):
+        return f"{version} ({version.get_status_display().lower()})"
+
+
+class VersionsChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, version):
+        return f"{version} ({version.get_status_display().lower()})"
+
+
+class EvaluationStartForm(forms.Form):
+    candidate = VersionChoiceField(queryset=ModelVersion.objects.none(), help_text="The policy or SFT version to judge.")
+    baselines = VersionsChoiceField(queryset=ModelVersion.objects.none(), widget=forms.CheckboxSelectMultiple,
+                                    help_text="Up to eight: the SFT model, the active policy, the base model, an "
+                                              "external endpoint.")
+    prompts = forms.IntegerField(min_value=1, initial=100,
+                                 help_text="Test-split prompts; each gets one sample per model.")
+    held_out_labelers = forms.BooleanField(
+        required=False, label="Held-out labelers only",
+        help_text="Only labelers with no data the candidate may have learnt from judge it.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["candidate"].queryset = _generators()
+        self.fields["baselines"].queryset = _generators() | ModelVersion.objects.filter(
+            kind=ModelVersion.Kind.EXTERNAL)
+        self.fields["prompts"].max_value = settings.EVALUATION_MAX_PROMPTS
+        self.fields["prompts"].validators.append(validators.MaxValueValidator(settings.EVALUATION_MAX_PROMPTS))
+
+
+class ExternalModelForm(forms.Form):
+    name = forms.CharField(max_length=64, help_text="Its name here, e.g. gpt-4o-mini.")
+    url = forms.CharField(max_length=500, label="Base URL",
+                          help_text="OpenAI-compatible, e.g. https://api.example.com/v1")
+    model = forms.CharField(max_length=200, help_text="The model name the endpoint serves.")
+    api_key_env = forms.CharField(max_length=100, required=False, label="API key variable",
+                                  help_text="The workers' environment variable holding its key; never the key itself.")

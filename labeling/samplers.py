@@ -155,8 +155,8 @@ class _External:
 
         self.version = version
         key = os.environ.get(version.endpoint_key_env, "") if version.endpoint_key_env else ""
-        self.client = OpenAISampler(version.endpoint_url, version.endpoint_model, timeout=settings.SAMPLER_TIMEOUT_SECONDS,
-                                    api_key=key)
+        self.client = OpenAISampler(version.endpoint_url, version.endpoint_model,
+                                    timeout=settings.SAMPLER_TIMEOUT_SECONDS, api_key=key)
 
     def sample(self, prompts, k, params):
         from rlhf.sampling import ServerError

@@ -33,4 +33,10 @@ urlpatterns = [
     path("research/training/<int:pk>/progress/", views.training_run_progress, name="training-run-progress"),
     path("research/training/<int:pk>/cancel/", views.training_run_cancel, name="training-run-cancel"),
     path("research/models/", views.model_versions, name="model-versions"),
+    path("research/models/<int:pk>/", views.model_version, name="model-version"),
+    path("research/evaluations/", views.evaluation_list, name="evaluations"),
+    path("research/evaluations/leaderboard/", views.leaderboard, name="leaderboard"),
+    path("research/evaluations/<int:pk>/", views.evaluation, name="evaluation"),
+    path("research/evaluations/<int:pk>/progress/", views.evaluation_progress, name="evaluation-progress"),
+    path("research/evaluations/<int:pk>/cancel/", views.evaluation_cancel, name="evaluation-cancel"),
 ]

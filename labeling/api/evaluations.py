@@ -21,7 +21,7 @@ class EstimateSerializer(serializers.Serializer):
 
 class RewardModelViewSerializer(EstimateSerializer):
     agreement = serializers.FloatField(
-        allow_null=True, help_text="How often the reward model prefers the output the labelers preferred (ties left out).")
+        allow_null=True, help_text="How often the reward model prefers the output labelers preferred (ties left out).")
     pairs = serializers.IntegerField(help_text="Judgments without a tie behind the agreement.")
 
 

@@ -77,7 +77,8 @@ def evaluation_start(*, candidate: ModelVersion, baselines: list, prompt_count: 
                               "every import goes to it, by PROMPT_SPLIT_RATIOS).")
     with transaction.atomic():
         evaluation = Evaluation.objects.create(
-            candidate=candidate, held_out_labelers=held_out_labelers, created_by=created_by, trigger=trigger, gates=gates,
+            candidate=candidate, held_out_labelers=held_out_labelers, created_by=created_by, trigger=trigger,
+            gates=gates,
             sampling_params={"temperature": settings.EVALUATION_TEMPERATURE, "top_p": 1.0,
                              "max_new_tokens": settings.SAMPLE_MAX_NEW_TOKENS},
         )

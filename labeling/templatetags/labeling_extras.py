@@ -22,3 +22,25 @@ def filter_value(value):
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
     return str(value).lower() if isinstance(value, bool) else value
+
+
+@register.filter
+def estimate(numbers, style="percent"):
+    """An estimate as `62% [55%, 69%]` (or `4.8 [4.5, 5.1]` with "number", `+0.42 [...]` with "signed"); a dash
+    when there is none."""
+    if not numbers or numbers.get("value") is None:
+        return "—"
+    shown = {"percent": "{:.0%}", "number": "{:.1f}", "signed": "{:+.2f}"}[style].format
+    interval = f" [{shown(numbers['low'])}, {shown(numbers['high'])}]" if numbers.get("low") is not None else ""
+    return shown(numbers["value"]) + interval
+
+
+@register.filter
+def share(value):
+    """A share as a whole percentage; a dash for none."""
+    return "—" if value is None else f"{value:.0%}"
+
+
+@register.filter
+def get(mapping, key):
+    return mapping.get(key)

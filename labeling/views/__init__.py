@@ -1,5 +1,6 @@
 """The site's pages: labelers' work, researchers' tools, and people (joining, screening, the team)."""
 
+from .evaluations import evaluation, evaluation_cancel, evaluation_list, evaluation_progress, leaderboard, model_version
 from .people import (
     api_token,
     apply,
@@ -39,9 +40,11 @@ from .work import (
 )
 
 __all__ = [
-    "api_token", "apply", "assignment", "assignment_skip", "export_detail", "export_download", "export_file_response",
+    "api_token", "apply", "assignment", "assignment_skip", "evaluation", "evaluation_cancel", "evaluation_list",
+    "evaluation_progress", "export_detail", "export_download", "export_file_response",
     "export_progress", "exports", "guidelines_acknowledge", "import_detail", "import_progress", "imports", "join",
-    "labeler_home", "labeler_quality", "model_versions", "my_work", "my_work_detail", "no_role", "research_home",
+    "labeler_home", "labeler_quality", "leaderboard", "model_version", "model_versions", "my_work", "my_work_detail",
+    "no_role", "research_home",
     "review", "review_queue", "screening", "start", "team_quality", "training_run", "training_run_cancel",
     "training_run_progress", "training_runs", "work_next",
 ]

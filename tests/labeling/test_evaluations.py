@@ -487,9 +487,8 @@ def test_the_reward_models_win_rate_stands_beside_the_humans_on_the_same_outputs
     reward = ModelVersionFactory(kind=ModelVersion.Kind.REWARD, name="rm-1", status="ready", artifact_path="x")
     evaluation = Evaluation.objects.create(candidate=candidate, state=Evaluation.State.OPEN, reward_model=reward)
     evaluation.baselines.set([base])
-    tasks = [judged(evaluation, test_prompts[0], {candidate: "A", base: "B"},
-                    [([[candidate], [base]], {candidate: 5, base: 2}), ([[candidate], [base]], {candidate: 5, base: 2})],
-                    [alice, bob]),
+    won = ([[candidate], [base]], {candidate: 5, base: 2})
+    tasks = [judged(evaluation, test_prompts[0], {candidate: "A", base: "B"}, [won, won], [alice, bob]),
              judged(evaluation, test_prompts[1], {candidate: "C", base: "D"},
                     [([[base], [candidate]], {candidate: 2, base: 5})], [alice]),
              judged(evaluation, test_prompts[2], {candidate: "E", base: "F"},

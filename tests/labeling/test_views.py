@@ -4,7 +4,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from labeling.models import Export, ImportJob, ModelVersion, Prompt, TrainingRun
+from labeling.models import Evaluation, Export, ImportJob, ModelVersion, Prompt, TrainingRun
 
 pytestmark = pytest.mark.django_db
 
@@ -23,6 +23,11 @@ PAGES = {
     "training-run": {"researcher", "admin"},
     "training-run-progress": {"researcher", "admin"},
     "model-versions": {"researcher", "admin"},
+    "model-version": {"researcher", "admin"},
+    "evaluations": {"researcher", "admin"},
+    "evaluation": {"researcher", "admin"},
+    "evaluation-progress": {"researcher", "admin"},
+    "leaderboard": {"researcher", "admin"},
     "review-queue": {"admin"},
     "team-quality": {"admin"},
     "labeler-quality": {"admin"},
@@ -33,15 +38,19 @@ PAGES = {
 
 @pytest.fixture
 def job(researcher, labeler):
-    """An import job, an export, a training run and a labeler, for the pages about one of them."""
+    """An import job, an export, a training run, a labeler, a model version and its evaluation, for the pages about
+    one of them."""
+    version = ModelVersion.objects.create(kind="policy", name="ppo-9", status="ready", artifact_path="x")
     return {"import": ImportJob.objects.create(filename="p.jsonl", format="jsonl", created_by=researcher).pk,
             "export": Export.objects.create(kind="rankings", created_by=researcher).pk,
-            "run": TrainingRun.objects.create(kind="reward").pk, "labeler": labeler.pk}
+            "run": TrainingRun.objects.create(kind="reward").pk, "labeler": labeler.pk, "version": version.pk,
+            "evaluation": Evaluation.objects.create(candidate=version).pk}
 
 
 ABOUT = {"import-detail": "import", "import-progress": "import", "export-detail": "export",
          "export-progress": "export", "training-run": "run", "training-run-progress": "run",
-         "labeler-quality": "labeler"}
+         "labeler-quality": "labeler", "model-version": "version", "evaluation": "evaluation",
+         "evaluation-progress": "evaluation"}
 
 
 def url_of(name, job):
@@ -311,7 +320,7 @@ def policy_lineage():
 def test_the_models_page_shows_each_kind_with_its_lineage(as_researcher):
     run, ptx = policy_lineage()
     page = as_researcher.get(reverse("model-versions")).content.decode()
-    row = page[page.index("<strong>ppo-3</strong>"):].split("</tr>")[0]
+    row = page[page.index(">ppo-3</a></strong>"):].split("</tr>")[0]
     assert "Active" in row and f"run #{run.pk}" in row and "win_rate 0.6200" in row
     assert "SFT sft-2<br>" in row and "reference SFT sft-2, reward model reward-5, ptx" in row
     assert f'href="{ptx.get_absolute_url()}">export #{ptx.pk}</a>' in row
