@@ -23,6 +23,7 @@ from ..models import (
     Completion,
     CompletionRating,
     Demonstration,
+    Evaluation,
     Prompt,
     PromptAnnotation,
     Ranking,
@@ -105,6 +106,10 @@ class Source:
         left_out = self.counts.setdefault("left_out", {})
         key = f"{row}: {problems[0].rule}"
         left_out[key] = left_out.get(key, 0) + 1
+
+    def summary(self):
+        """What the manifest says about the rows beyond their counts; nothing by default."""
+        return {}
 
     def bad_rankings(self, rankings):
         """{ranking id: its problems} for those of `rankings`, (ranking id, task id, groups), that break the rules."""
@@ -325,6 +330,7 @@ class HumanEvaluations(Rankings):
     def __init__(self, filters, name_of, **context):
         super().__init__({**filters, "include_evaluations": True}, name_of, **context)
         self.schema = pa.schema([("evaluation_id", pa.int64()), ("candidate", pa.string()), *self.schema])
+        self.seen = set()
 
     def queryset(self):
         return super().queryset().filter(task__evaluation__isnull=False)
@@ -336,7 +342,23 @@ class HumanEvaluations(Rankings):
 
     def row(self, ranking, *args, **kwargs):
         evaluation_id, candidate = self.evaluations[ranking[0]]
+        self.seen.add(evaluation_id)
         return {"evaluation_id": evaluation_id, "candidate": candidate, **super().row(ranking, *args, **kwargs)}
+
+    seen = set()
+
+    def summary(self):
+        """Each evaluation in the file with its numbers as the site shows them (over all of its judgments, at the
+        time of the export), and the leaderboard."""
+        from ..evaluations import evaluation_results, leaderboard
+
+        found = Evaluation.objects.filter(pk__in=self.seen).select_related("candidate").prefetch_related("baselines")
+        return {"evaluations": [
+            {"id": evaluation.pk, "candidate": evaluation.candidate.name,
+             "baselines": [baseline.name for baseline in evaluation.baselines.all()], "state": evaluation.state,
+             "sampling_params": evaluation.sampling_params, "results": evaluation_results(evaluation)}
+            for evaluation in found.order_by("pk")
+        ], "leaderboard": leaderboard()["versions"]}
 
 
 def completion_details(ranking_rows):

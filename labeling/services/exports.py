@@ -63,6 +63,7 @@ def export_run(*, export_id, on_progress=None):
             export.kind, export.filters, with_identities=export.with_identities, fmt=export.format
         )
         counts, columns = exports.write(source, export.format, partial, progress)
+        summary = source.summary()
     except Exception as exc:
         partial.unlink(missing_ok=True)
         logger.exception("Export #%s failed", export_id)
@@ -70,10 +71,10 @@ def export_run(*, export_id, on_progress=None):
             state=Export.State.FAILED, error=f"The export failed: {exc}", finished_at=timezone.now()
         )
         raise
-    return _publish(export, partial, counts, columns)
+    return _publish(export, partial, counts, columns, summary)
 
 
-def _publish(export, partial, counts, columns):
+def _publish(export, partial, counts, columns, summary):
     sha256, size = exports.sha256_of(partial), partial.stat().st_size
     # Stored rows that break today's rules for answers were left out, by row and rule; the total shows with
     # the other counts.
@@ -98,6 +99,7 @@ def _publish(export, partial, counts, columns):
         "created_by": export.created_by.username if export.created_by else None,
         "created_at": export.created_at.isoformat(),
         "finished_at": finished_at.isoformat(),
+        **summary,
     }
     with transaction.atomic():
         locked = Export.objects.select_for_update().get(pk=export.pk)

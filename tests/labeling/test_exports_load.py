@@ -24,6 +24,13 @@ def test_the_judgments_of_human_evaluations_export_apart_naming_each_outputs_mod
         "ppo-1", ["ppo-1", "base"], [[0], [1]])
     assert row["ratings"][1]["flags"] == ["hallucination"]
     assert len(load_rankings(export.file.path)) == 1
+    # The manifest carries each evaluation's numbers as the site shows them, and the leaderboard.
+    [evaluation] = export.manifest["evaluations"]
+    assert (evaluation["id"], evaluation["candidate"], evaluation["baselines"]) == (row["evaluation_id"], "ppo-1",
+                                                                                     ["base"])
+    [win] = evaluation["results"]["win_rates"]
+    assert (win["baseline"], win["value"], win["n"]) == ("base", 1.0, 1)
+    assert [entry["version"] for entry in export.manifest["leaderboard"]] == ["ppo-1", "base"]
     # ... and nowhere else unless asked: the rankings export holds only the rankings of training tasks.
     assert build(researcher, "rankings", "jsonl").row_count == 7
     assert build(researcher, "rankings", "jsonl", include_evaluations=True).row_count == 8
