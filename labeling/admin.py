@@ -22,6 +22,7 @@ from .models import (
     CompletionRating,
     Conversation,
     Demonstration,
+    Evaluation,
     Export,
     Guidelines,
     ImportJob,
@@ -265,7 +266,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_filter = ["kind", "status"]
     search_fields = ["name", "artifact_path"]
     readonly_fields = ["kind", "status", "status_reason", "artifact_path", "parent", "training_run", "metrics",
-                       "created_at", "activated_at"]
+                       "endpoint_url", "endpoint_model", "endpoint_key_env", "created_at", "activated_at"]
     actions = ["activate"]
 
     def has_add_permission(self, request):
@@ -288,6 +289,17 @@ class ModelVersionAdmin(admin.ModelAdmin):
             raise ValidationError(f"It is {version.status}; only a ready, retired or rejected version can be "
                                   f"activated.")
         services.model_version_activate(version=version, reason=f"Activated by {user.username}: {reason}")
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(ViewOnlyAdmin):
+    """Researchers start evaluations on the site (or through the API and `manage.py evaluate`), where the results
+    are; the human gate decides its own. Here they are read."""
+
+    list_display = ["id", "candidate", "state", "gates", "held_out_labelers", "trigger", "created_at"]
+    list_filter = ["state", "gates", "held_out_labelers"]
+    search_fields = ["candidate__name", "trigger"]
+    exclude = ["reward_scores"]
 
 
 @admin.register(Completion)

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 
 
 class UseCase(models.TextChoices):
@@ -127,6 +128,9 @@ class ModelVersion(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.name}"
+
+    def get_absolute_url(self):
+        return reverse("model-version", args=[self.pk])
 
     @property
     def served_name(self):

@@ -204,3 +204,6 @@ class Evaluation(models.Model):
 
     def __str__(self):
         return f"Evaluation #{self.pk} of {self.candidate}"
+
+    def get_absolute_url(self):
+        return reverse("evaluation", args=[self.pk])
