@@ -4,6 +4,8 @@ Each function takes plain numbers and returns safe markup; the page puts the sam
 table one click away.
 """
 
+import math
+
 from django.utils.html import format_html, format_html_join, mark_safe
 
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 340, 190, 36, 36, 10
@@ -95,15 +97,20 @@ def stacked_bars(title, labels, series, *, y_max=None, y_format="{:.0f}".format)
     return _frame(title, body, y_max, y_format)
 
 
-ROW, LABEL_WIDTH, AXIS = 22, 112, 26
+ROWS_WIDTH, ROW, LABEL_WIDTH, AXIS, RIGHT = 420, 22, 150, 26, 24  # the charts with a labelled row per item
 
 
-def _axis_ticks(low, high):
-    """Five evenly spaced ticks over [low, high]."""
-    return [low + (high - low) * i / 4 for i in range(5)]
+def _axis_ticks(low, high, most=7):
+    """Round ticks inside [low, high], at most `most` of them: steps of 1, 2, 2.5 or 5 times a power of ten, so
+    that every label says exactly where its line is."""
+    span = high - low
+    magnitude = 10 ** math.floor(math.log10(span / (most - 1)))
+    step = next(magnitude * m for m in (1, 2, 2.5, 5, 10) if span / (magnitude * m) <= most - 1)
+    first = math.ceil(low / step - 1e-9) * step
+    return [round(first + step * n, 10) for n in range(int((high - first) / step + 1e-9) + 1)]
 
 
-def _fit(text, characters=17):
+def _fit(text, characters=23):
     return text if len(text) <= characters else text[: characters - 1] + "…"
 
 
@@ -122,7 +129,7 @@ def intervals(title, rows, *, domain=None, x_format="{:.2f}".format, reference=N
         pad = (high - low) * 0.05 or 1
         domain = (low - pad, high + pad)
     low, high = domain
-    left, right = LABEL_WIDTH, WIDTH - 12
+    left, right = LABEL_WIDTH, ROWS_WIDTH - RIGHT
     height = TOP + ROW * len(rows) + AXIS
 
     def x(value):
@@ -156,8 +163,7 @@ def intervals(title, rows, *, domain=None, x_format="{:.2f}".format, reference=N
                 _n(x(row_high)), _n(x(row_high)), _n(y - 5), _n(y + 5)))
         parts.append(format_html('<circle cx="{}" cy="{}" r="4" fill="{}"><title>{}</title></circle>',
                                  _n(x(value)), _n(y), PALETTE[0], tip))
-    return format_html('<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="{}"><title>{}</title>{}</svg>',
-                       WIDTH, height, title, title, mark_safe("".join(parts)))
+    return _rows_frame(title, height, parts)
 
 
 def grouped_bars(title, groups, series, *, x_max=1, x_format="{:.0%}".format):
@@ -165,7 +171,7 @@ def grouped_bars(title, groups, series, *, x_max=1, x_format="{:.0%}".format):
     below, like InstructGPT's metadata figure. `series` maps a name to one value per group (None: no bar)."""
     if not groups or not any(v for values in series.values() for v in values if v):
         return format_html('<p class="empty">{}</p>', "Nothing to draw yet.")
-    left, right, bar = LABEL_WIDTH, WIDTH - 12, 7
+    left, right, bar = LABEL_WIDTH, ROWS_WIDTH - RIGHT, 7
     group_height = bar * len(series) + 8
     plot_bottom = TOP + group_height * len(groups)
     per_line = 3
@@ -189,13 +195,17 @@ def grouped_bars(title, groups, series, *, x_max=1, x_format="{:.0%}".format):
             parts.append(format_html('<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>',
                                      left, _n(top + bar * k), _n(x(values[g]) - left), bar - 1,
                                      PALETTE[k % len(PALETTE)], f"{name}, {label}: {x_format(values[g])}"))
-    column = (WIDTH - 12) / per_line
+    column = (ROWS_WIDTH - 12) / per_line
     for k, name in enumerate(series):
         line, place = divmod(k, per_line)
         y = plot_bottom + AXIS + 16 * line
         parts.append(format_html('<rect x="{}" y="{}" width="10" height="10" fill="{}"/>'
                                  '<text x="{}" y="{}" class="legend">{}<title>{}</title></text>',
                                  _n(6 + column * place), y, PALETTE[k % len(PALETTE)], _n(20 + column * place),
-                                 y + 9, _fit(name, 14), name))
-    return format_html('<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="{}"><title>{}</title>{}</svg>',
-                       WIDTH, height, title, title, mark_safe("".join(parts)))
+                                 y + 9, _fit(name, 20), name))
+    return _rows_frame(title, height, parts)
+
+
+def _rows_frame(title, height, parts):
+    return format_html('<svg class="chart rows" viewBox="0 0 {} {}" role="img" aria-label="{}"><title>{}</title>{}'
+                       '</svg>', ROWS_WIDTH, height, title, title, mark_safe("".join(parts)))

@@ -100,7 +100,9 @@ def evaluation_progress(request, pk):
     running = found.state in (Evaluation.State.SAMPLING, Evaluation.State.OPEN)
     text = ("sampling the outputs" if found.state == Evaluation.State.SAMPLING
             else f"{done:,} of {results['tasks']:,} tasks judged, {results['judgments']:,} judgments")
-    return JsonResponse({"state": "running" if running else found.state, "finished": not running,
+    # `finished` reloads the page: when the evaluation ends, and when it moves on from the state the page shows.
+    moved_on = request.GET.get("shown", found.state) != found.state
+    return JsonResponse({"state": "running" if running else found.state, "finished": moved_on or not running,
                          "percent": _percent_done(results), "text": text})
 
 

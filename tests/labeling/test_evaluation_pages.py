@@ -118,6 +118,9 @@ def test_cancelling_from_the_page(as_researcher, models):
     evaluation = services.evaluation_start(candidate=candidate, baselines=[base], prompt_count=2)
     progress = as_researcher.get(reverse("evaluation-progress", args=[evaluation.pk])).json()
     assert progress == {"state": "running", "finished": False, "percent": 0, "text": "sampling the outputs"}
+    url = reverse("evaluation-progress", args=[evaluation.pk])
+    assert as_researcher.get(url, {"shown": "sampling"}).json()["finished"] is False
+    assert as_researcher.get(url, {"shown": "open"}).json()["finished"] is True  # the page reloads to show it
     response = as_researcher.post(reverse("evaluation-cancel", args=[evaluation.pk]))
     assert response.status_code == 302
     evaluation.refresh_from_db()
@@ -169,3 +172,13 @@ def test_grouped_bars_wrap_their_legend_without_overlap():
     widths = numbers_in(svg, "width")
     assert all(0 <= w <= width for w in widths)
     assert "Nothing to draw yet." in str(charts.grouped_bars("t", ["a"], {"m": [None]}))
+
+
+def test_axis_labels_say_exactly_where_their_lines_are():
+    svg = str(charts.intervals("t", [("a", 4.2, 3.9, 4.6)], domain=(1, 7), x_format="{:.0f}".format))
+    labels = re.findall(r'<line x1="([\d.]+)"[^>]*class="grid"/><text x="[\d.]+" y="[\d.]+" class="label">(\d+)<', svg)
+    assert [label for _, label in labels] == ["1", "2", "3", "4", "5", "6", "7"]
+    xs = [float(x) for x, _ in labels]
+    assert all(abs((b - a) - (xs[1] - xs[0])) < 0.2 for a, b in zip(xs, xs[1:], strict=False))
+    strengths = str(charts.intervals("t", [("a", -2.4, -2.5, -0.4), ("b", 2.9, 1.0, 3.1)], reference=0))
+    assert re.findall(r'class="label">([^<]+)<', strengths) == ["-2.00", "0.00", "2.00"]  # round steps, zero on one
