@@ -12,6 +12,7 @@ regularisation so that a version that never won still gets a finite strength. St
 log-odds: a version `d` above another beats it with probability 1 / (1 + e^-d).
 """
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import choix
@@ -51,15 +52,43 @@ def clustered_mean(clusters, *, confidence=CONFIDENCE, resamples=RESAMPLES, seed
     `clusters` is a list of lists of numbers, one list per prompt; empty lists are left out. None when
     there are no values at all.
     """
-    clusters = [cluster for cluster in clusters if len(cluster)]
-    if not clusters:
-        return None
-    sums = np.array([float(np.sum(cluster)) for cluster in clusters])
-    counts = np.array([len(cluster) for cluster in clusters], dtype=float)
-    value = sums.sum() / counts.sum()
-    boot = _resampled(len(clusters), resamples, seed, lambda weights: (weights @ sums) / (weights @ counts))
-    low, high = _percentiles(boot, confidence)
-    return Estimate(float(value), low, high, int(counts.sum()), len(clusters))
+    means = ClusteredMeans()
+    for n, cluster in enumerate(clusters):
+        for value in cluster:
+            means.add("mean", n, value)
+    return means.estimates(confidence=confidence, resamples=resamples, seed=seed).get("mean")
+
+
+class ClusteredMeans:
+    """Several means over the same clusters (prompts), each with its percentile bootstrap interval from the same
+    draws of clusters: one pass of resampling for every number of an evaluation. A measure that has no value in a
+    cluster leaves it out of its mean, and a draw without any of its clusters out of its interval."""
+
+    def __init__(self):
+        self.sums, self.counts = defaultdict(float), defaultdict(int)  # by (measure, cluster)
+        self.measures, self.clusters = {}, {}
+
+    def add(self, measure, cluster, value):
+        self.measures.setdefault(measure, len(self.measures))
+        self.clusters.setdefault(cluster, len(self.clusters))
+        self.sums[measure, cluster] += value
+        self.counts[measure, cluster] += 1
+
+    def estimates(self, *, confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):
+        """{measure: Estimate} for every measure added."""
+        if not self.measures:
+            return {}
+        sums = np.zeros((len(self.clusters), len(self.measures)))
+        counts = np.zeros_like(sums)
+        for (measure, cluster), total in self.sums.items():
+            at = self.clusters[cluster], self.measures[measure]
+            sums[at], counts[at] = total, self.counts[measure, cluster]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = _resampled(len(self.clusters), resamples, seed, lambda weights: (weights @ sums) / (weights @ counts))
+            lows, highs = np.nanquantile(boot, [(1 - confidence) / 2, 1 - (1 - confidence) / 2], axis=0)
+        return {measure: Estimate(float(sums[:, n].sum() / counts[:, n].sum()), float(lows[n]), float(highs[n]),
+                                  int(counts[:, n].sum()), int((counts[:, n] > 0).sum()))
+                for measure, n in self.measures.items()}
 
 
 def bradley_terry(wins, *, alpha=ALPHA):
@@ -102,13 +131,9 @@ def _resampled(clusters, resamples, seed, statistic):
     rng = np.random.default_rng(seed)
     parts = []
     for start in range(0, resamples, CHUNK):
-        draws = rng.integers(0, clusters, size=(min(CHUNK, resamples - start), clusters))
-        weights = np.zeros((len(draws), clusters))
-        np.add.at(weights, (np.arange(len(draws))[:, None], draws), 1.0)
+        rows = min(CHUNK, resamples - start)
+        draws = rng.integers(0, clusters, size=(rows, clusters)) + clusters * np.arange(rows)[:, None]
+        weights = np.bincount(draws.ravel(), minlength=rows * clusters).reshape(rows, clusters).astype(float)
         parts.append(np.asarray(statistic(weights)))
     return np.concatenate(parts)
 
-
-def _percentiles(values, confidence):
-    low, high = np.quantile(values, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
-    return float(low), float(high)

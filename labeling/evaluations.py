@@ -48,26 +48,55 @@ def _stamp(rankings):
 def _results(evaluation):
     candidate = evaluation.candidate
     baselines = list(evaluation.baselines.order_by("id"))
+    versions = [candidate, *baselines]
     judgments = _judgments(Ranking.objects.filter(task__evaluation=evaluation), task__evaluation=evaluation)
     ratings = _ratings(CompletionRating.objects.filter(ranking__task__evaluation=evaluation))
-    versions = [candidate, *baselines]
+    # Every number with an interval, resampled together: the same draws of prompts for all of them.
+    means, scored, agreed = evaluation_stats.ClusteredMeans(), set(), defaultdict(list)
+    scores = evaluation.reward_scores
+    for judgment in judgments:
+        prompt, outputs = judgment["prompt"], judgment["outputs"]
+        for baseline in baselines:
+            human = evaluation_stats.outcome(judgment["groups"], candidate.pk, baseline.pk)
+            if human is None:
+                continue
+            means.add(("win", baseline.pk), prompt, human)
+            means.add(("use_case", judgment["use_case"], baseline.pk), prompt, human)
+            ours, theirs = scores.get(str(outputs[candidate.pk])), scores.get(str(outputs[baseline.pk]))
+            if ours is not None and theirs is not None:
+                machine = 0.5 if ours == theirs else float(ours > theirs)
+                if (baseline.pk, prompt) not in scored:  # the same two outputs: one outcome per prompt
+                    scored.add((baseline.pk, prompt))
+                    means.add(("rm", baseline.pk), prompt, machine)
+                if human != 0.5:
+                    agreed[baseline.pk].append(human == machine)
+    for version, rows in ratings.items():
+        for prompt, rating, _ in rows:
+            means.add(("rating", version), prompt, rating)
+    found = means.estimates()
+
+    def estimate(*measure):
+        return _as_dict(found.get(measure))
+
+    def reward_model(baseline):
+        votes = agreed.get(baseline.pk, [])
+        return {**estimate("rm", baseline.pk), "agreement": sum(votes) / len(votes) if votes else None,
+                "pairs": len(votes)}
+
     return {
         "judgments": len(judgments),
         "prompts_judged": len({j["prompt"] for j in judgments}),
-        "win_rates": [
-            {"baseline": baseline.name, "baseline_kind": baseline.kind,
-             **_as_dict(_win_rate(judgments, candidate.pk, baseline.pk)),
-             "reward_model": _reward_model_view(judgments, evaluation.reward_scores, candidate.pk, baseline.pk)}
-            for baseline in baselines
-        ],
+        "win_rates": [{"baseline": baseline.name, "baseline_kind": baseline.kind, **estimate("win", baseline.pk),
+                       "reward_model": reward_model(baseline)} for baseline in baselines],
         "reward_model": evaluation.reward_model.name if evaluation.reward_model else None,
         "by_use_case": [
             {"use_case": use_case or "unspecified", "baseline": baseline.name,
-             **_as_dict(_win_rate([j for j in judgments if j["use_case"] == use_case], candidate.pk, baseline.pk))}
+             **estimate("use_case", use_case, baseline.pk)}
             for use_case in sorted({j["use_case"] for j in judgments}) for baseline in baselines
         ],
         "models": [{"version": version.name, "kind": version.kind, "candidate": version == candidate,
-                    **_rating_numbers(ratings.get(version.pk, []))} for version in versions],
+                    "rating": estimate("rating", version.pk), **_rating_counts(ratings.get(version.pk, []))}
+                   for version in versions],
         "agreement": _agreement(judgments),
     }
 
@@ -142,37 +171,6 @@ def _judgments(rankings, **tasks):
     return judgments
 
 
-def _win_rate(judgments, candidate, baseline):
-    by_prompt = defaultdict(list)
-    for judgment in judgments:
-        result = evaluation_stats.outcome(judgment["groups"], candidate, baseline)
-        if result is not None:
-            by_prompt[judgment["prompt"]].append(result)
-    return evaluation_stats.clustered_mean(list(by_prompt.values()))
-
-
-def _reward_model_view(judgments, scores, candidate, baseline):
-    """The reward model's win rate for the candidate on the outputs the humans judged (one outcome per prompt: the
-    same two outputs), and how often it picks the output the humans preferred where they were not tied."""
-    if not scores:
-        return {**_as_dict(None), "agreement": None, "pairs": 0}
-    by_prompt, agreed = {}, []
-    for judgment in judgments:
-        outputs = judgment["outputs"]
-        if candidate not in outputs or baseline not in outputs:
-            continue
-        ours, theirs = scores.get(str(outputs[candidate])), scores.get(str(outputs[baseline]))
-        if ours is None or theirs is None:
-            continue
-        machine = 0.5 if ours == theirs else float(ours > theirs)
-        by_prompt[judgment["prompt"]] = [machine]
-        human = evaluation_stats.outcome(judgment["groups"], candidate, baseline)
-        if human != 0.5:
-            agreed.append(human == machine)
-    estimate = evaluation_stats.clustered_mean(list(by_prompt.values()))
-    return {**_as_dict(estimate), "agreement": sum(agreed) / len(agreed) if agreed else None, "pairs": len(agreed)}
-
-
 def _ratings(queryset):
     """{version id: [(prompt id, rating, {flag: bool})]}."""
     found = defaultdict(list)
@@ -183,14 +181,10 @@ def _ratings(queryset):
     return found
 
 
-def _rating_numbers(rows):
-    by_prompt = defaultdict(list)
-    for prompt, rating, _ in rows:
-        by_prompt[prompt].append(rating)
+def _rating_counts(rows):
     flags = {name: sum(flagged[name] for _, _, flagged in rows) / len(rows) if rows else None
              for name in CompletionRating.FLAGS}
-    return {"rating": _as_dict(evaluation_stats.clustered_mean(list(by_prompt.values()))), "ratings": len(rows),
-            "flag_rates": flags}
+    return {"ratings": len(rows), "flag_rates": flags}
 
 
 def _agreement(judgments):
