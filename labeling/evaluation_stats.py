@@ -68,11 +68,12 @@ class ClusteredMeans:
         self.sums, self.counts = defaultdict(float), defaultdict(int)  # by (measure, cluster)
         self.measures, self.clusters = {}, {}
 
-    def add(self, measure, cluster, value):
+    def add(self, measure, cluster, value, count=1):
+        """Add a value of `measure` in `cluster` (or the sum of `count` values)."""
         self.measures.setdefault(measure, len(self.measures))
         self.clusters.setdefault(cluster, len(self.clusters))
         self.sums[measure, cluster] += value
-        self.counts[measure, cluster] += 1
+        self.counts[measure, cluster] += count
 
     def estimates(self, *, confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):
         """{measure: Estimate} for every measure added."""

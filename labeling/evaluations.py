@@ -14,30 +14,59 @@ worker computes the next one.
 from collections import defaultdict
 
 from django.core.cache import cache
-from django.db.models import Count, Max, Q
+from django.db.models import Avg, Count, IntegerField, Max, Q, Sum
+from django.db.models.functions import Cast
 from django.utils import timezone
 from scipy import sparse
 
 from . import evaluation_stats, quality
-from .models import CompletionRating, ModelVersion, Ranking, Task
-
-LEADERBOARD = "evaluation-leaderboard"
-LEADERBOARD_REFRESHING = "evaluation-leaderboard-refreshing"
+from .models import CompletionRating, Evaluation, ModelVersion, Ranking, Task
 
 
-def evaluation_results(evaluation):
+
+def evaluation_results(evaluation, *, stale_ok=False):
     """The evaluation's numbers, as plain data for the page, the API and the export; cached until a judgment is
-    added, a task closes or the reward model's scores arrive."""
-    tasks = evaluation.tasks.aggregate(tasks=Count("id"), open=Count("id", filter=Q(state=Task.State.OPEN)))
-    stamp = (*_stamp(Ranking.objects.filter(task__evaluation=evaluation)), tasks["tasks"], tasks["open"],
-             evaluation.created_at.isoformat(), evaluation.reward_model_id)
-    key = f"evaluation-results:{evaluation.pk}"
-    cached = cache.get(key)
+    added, a task closes or the reward model's scores arrive. With `stale_ok`, numbers computed before the newest
+    of these are returned as they are ("stale": true) while a worker computes them again."""
+    stamp = _results_stamp(evaluation)
+    cached = cache.get(_results_key(evaluation))
     if cached and cached["stamp"] == stamp:
         return cached["results"]
-    results = {**_results(evaluation), "tasks": tasks["tasks"], "tasks_open": tasks["open"]}
-    cache.set(key, {"stamp": stamp, "results": results}, timeout=None)
+    if cached and stale_ok:
+        if cache.add(_results_key(evaluation) + ":refreshing", True, timeout=600):
+            from .tasks import refresh_evaluation
+
+            refresh_evaluation.delay(evaluation.pk)
+        return {**cached["results"], "stale": True}
+    return evaluation_results_compute(evaluation, stamp=stamp)
+
+
+def evaluation_results_compute(evaluation, *, stamp=None):
+    """Compute the evaluation's numbers and cache them."""
+    stamp = stamp or _results_stamp(evaluation)
+    results = {**_results(evaluation), "tasks": stamp[3], "tasks_open": stamp[4], "stale": False}
+    cache.set(_results_key(evaluation), {"stamp": stamp, "results": results}, timeout=None)
+    cache.delete(_results_key(evaluation) + ":refreshing")
     return results
+
+
+def evaluation_progress(evaluation):
+    """Its judgments, tasks and tasks still open, read without computing any number."""
+    judgments, _, _, tasks, tasks_open, *_ = _results_stamp(evaluation)
+    return {"judgments": judgments, "tasks": tasks, "tasks_open": tasks_open}
+
+
+def _results_key(evaluation):
+    """The cache key of its numbers: named by its creation too, so that nothing cached about another database's
+    evaluation of the same id is ever shown for it."""
+    return f"evaluation-results:{evaluation.pk}:{evaluation.created_at.timestamp()}"
+
+
+def _results_stamp(evaluation):
+    """What the numbers depend on: the judgments (their number, the newest), the tasks open, the reward scores."""
+    tasks = evaluation.tasks.aggregate(tasks=Count("id"), open=Count("id", filter=Q(state=Task.State.OPEN)))
+    return (*_stamp(Ranking.objects.filter(task__evaluation=evaluation)), tasks["tasks"], tasks["open"],
+            evaluation.reward_model_id)
 
 
 def _stamp(rankings):
@@ -50,7 +79,7 @@ def _results(evaluation):
     baselines = list(evaluation.baselines.order_by("id"))
     versions = [candidate, *baselines]
     judgments = _judgments(Ranking.objects.filter(task__evaluation=evaluation), task__evaluation=evaluation)
-    ratings = _ratings(CompletionRating.objects.filter(ranking__task__evaluation=evaluation))
+    ratings = CompletionRating.objects.filter(ranking__task__evaluation=evaluation)
     # Every number with an interval, resampled together: the same draws of prompts for all of them.
     means, scored, agreed = evaluation_stats.ClusteredMeans(), set(), defaultdict(list)
     scores = evaluation.reward_scores
@@ -70,9 +99,13 @@ def _results(evaluation):
                     means.add(("rm", baseline.pk), prompt, machine)
                 if human != 0.5:
                     agreed[baseline.pk].append(human == machine)
-    for version, rows in ratings.items():
-        for prompt, rating, _ in rows:
-            means.add(("rating", version), prompt, rating)
+    for version, prompt, total, count in ratings.values_list("completion__model_version_id",
+                                                            "ranking__task__prompt_id").annotate(
+            total=Sum("rating"), count=Count("id")).order_by():
+        means.add(("rating", version), prompt, total, count)
+    flags = {row.pop("completion__model_version_id"): row for row in ratings.values(
+        "completion__model_version_id").annotate(
+            ratings=Count("id"), **{flag: Avg(Cast(flag, IntegerField())) for flag in CompletionRating.FLAGS}).order_by()}
     found = means.estimates()
 
     def estimate(*measure):
@@ -95,7 +128,7 @@ def _results(evaluation):
             for use_case in sorted({j["use_case"] for j in judgments}) for baseline in baselines
         ],
         "models": [{"version": version.name, "kind": version.kind, "candidate": version == candidate,
-                    "rating": estimate("rating", version.pk), **_rating_counts(ratings.get(version.pk, []))}
+                    "rating": estimate("rating", version.pk), **_flag_rates(flags.get(version.pk))}
                    for version in versions],
         "agreement": _agreement(judgments),
     }
@@ -108,11 +141,11 @@ def leaderboard(*, stale_ok=False):
     {"versions": [...], "judgments": N, "computed_at": ..., "stale": bool}. With `stale_ok`, a board computed
     before the newest judgments is returned as it is (stale) while a worker computes the next one."""
     stamp = _stamp(Ranking.objects.filter(task__evaluation__isnull=False))
-    cached = cache.get(LEADERBOARD)
+    cached = cache.get(_leaderboard_key())
     if cached and cached["stamp"] == stamp:
         return {**cached["board"], "stale": False}
     if cached and stale_ok:
-        if cache.add(LEADERBOARD_REFRESHING, True, timeout=600):
+        if cache.add(_leaderboard_key() + ":refreshing", True, timeout=600):
             from .tasks import refresh_leaderboard
 
             refresh_leaderboard.delay()
@@ -124,9 +157,15 @@ def leaderboard_compute(*, stamp=None):
     """Fit the leaderboard on every judgment and cache it."""
     stamp = stamp or _stamp(Ranking.objects.filter(task__evaluation__isnull=False))
     board = {"versions": _board(), "judgments": stamp[0], "computed_at": timezone.now().isoformat()}
-    cache.set(LEADERBOARD, {"stamp": stamp, "board": board}, timeout=None)
-    cache.delete(LEADERBOARD_REFRESHING)
+    cache.set(_leaderboard_key(), {"stamp": stamp, "board": board}, timeout=None)
+    cache.delete(_leaderboard_key() + ":refreshing")
     return {**board, "stale": False}
+
+
+def _leaderboard_key():
+    """Named by the first evaluation, so that a board of another database is never shown for this one."""
+    first = Evaluation.objects.order_by("pk").values_list("pk", "created_at").first()
+    return f"evaluation-leaderboard:{first[0]}:{first[1].timestamp()}" if first else "evaluation-leaderboard"
 
 
 def _board():
@@ -171,20 +210,10 @@ def _judgments(rankings, **tasks):
     return judgments
 
 
-def _ratings(queryset):
-    """{version id: [(prompt id, rating, {flag: bool})]}."""
-    found = defaultdict(list)
-    for version, prompt, rating, *flags in queryset.values_list(
-        "completion__model_version_id", "ranking__task__prompt_id", "rating", *CompletionRating.FLAGS
-    ):
-        found[version].append((prompt, rating, dict(zip(CompletionRating.FLAGS, flags, strict=True))))
-    return found
-
-
-def _rating_counts(rows):
-    flags = {name: sum(flagged[name] for _, _, flagged in rows) / len(rows) if rows else None
-             for name in CompletionRating.FLAGS}
-    return {"ratings": len(rows), "flag_rates": flags}
+def _flag_rates(row):
+    """The number of ratings of a version's outputs, and the share of them with each flag set."""
+    return {"ratings": row["ratings"] if row else 0,
+            "flag_rates": {flag: float(row[flag]) if row else None for flag in CompletionRating.FLAGS}}
 
 
 def _agreement(judgments):

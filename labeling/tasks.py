@@ -4,7 +4,8 @@ from celery import shared_task
 from django.core.cache import cache
 
 from . import services
-from .evaluations import leaderboard_compute
+from .evaluations import evaluation_results_compute, leaderboard_compute
+from .models import Evaluation
 from .samplers import SamplerUnavailable, sampler_retry_in
 
 
@@ -71,6 +72,12 @@ def sample_evaluation(self, evaluation_id):
 @shared_task
 def refresh_leaderboard():
     return {"versions": len(leaderboard_compute()["versions"])}
+
+
+@shared_task
+def refresh_evaluation(evaluation_id):
+    evaluation = Evaluation.objects.filter(pk=evaluation_id).select_related("candidate").first()
+    return evaluation and {"judgments": evaluation_results_compute(evaluation)["judgments"]}
 
 
 @shared_task(acks_late=True)

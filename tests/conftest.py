@@ -140,6 +140,13 @@ def start_worker(broker, transactional_db, tmp_path):
 
 
 @pytest.fixture
+def worker_cache(settings, tmp_path):
+    """The cache the workers use: Redis when REDIS_URL is set; otherwise the file cache under their DATA_DIR."""
+    if "filebased" in settings.CACHES["default"]["BACKEND"]:
+        settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": str(tmp_path / "cache")}}
+
+
+@pytest.fixture
 def worker(start_worker):
     return start_worker()
 

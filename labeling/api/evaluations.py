@@ -62,6 +62,7 @@ class ResultsSerializer(serializers.Serializer):
     by_use_case = UseCaseWinRateSerializer(many=True)
     models = ModelNumbersSerializer(many=True)
     agreement = AgreementSerializer()
+    stale = serializers.BooleanField(help_text="Always false here: the API computes what is new before it answers.")
 
 
 class EvaluationSerializer(serializers.ModelSerializer):

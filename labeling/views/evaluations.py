@@ -44,7 +44,8 @@ def evaluation_list(request):
         else:
             messages.info(request, f"{version.name} is registered: choose it as a baseline below.")
             return redirect("evaluations")
-    rows = [(evaluation, evaluations.evaluation_results(evaluation)) for evaluation in _evaluations()[:50]]
+    rows = [(evaluation, evaluations.evaluation_results(evaluation, stale_ok=True))
+            for evaluation in _evaluations()[:50]]
     context = {"rows": rows, "start_form": start_form, "endpoint_form": endpoint_form,
                "endpoints": ModelVersion.objects.filter(kind=ModelVersion.Kind.EXTERNAL).order_by("name")}
     failed = request.method == "POST" and (start_form.errors or endpoint_form.errors)
@@ -54,7 +55,7 @@ def evaluation_list(request):
 @role_required(Role.RESEARCHER)
 def evaluation(request, pk):
     found = get_object_or_404(_evaluations(), pk=pk)
-    results = evaluations.evaluation_results(found)
+    results = evaluations.evaluation_results(found, stale_ok=True)
     context = {"evaluation": found, "results": results, "charts": result_charts(results),
                "flags": [(_flag_label(flag), flag) for flag in CompletionRating.FLAGS],
                "percent_done": _percent_done(results)}
@@ -95,7 +96,7 @@ def _flag_label(flag):
 @role_required(Role.RESEARCHER)
 def evaluation_progress(request, pk):
     found = get_object_or_404(Evaluation, pk=pk)
-    results = evaluations.evaluation_results(found)
+    results = evaluations.evaluation_progress(found)
     done = results["tasks"] - results["tasks_open"]
     running = found.state in (Evaluation.State.SAMPLING, Evaluation.State.OPEN)
     text = ("sampling the outputs" if found.state == Evaluation.State.SAMPLING
@@ -136,7 +137,7 @@ def leaderboard(request):
 @role_required(Role.RESEARCHER)
 def model_version(request, pk):
     version = get_object_or_404(ModelVersion.objects.select_related("parent", "training_run"), pk=pk)
-    judged = [(found, evaluations.evaluation_results(found)) for found in
+    judged = [(found, evaluations.evaluation_results(found, stale_ok=True)) for found in
               (_evaluations().filter(candidate=version) | _evaluations().filter(baselines=version)).distinct()]
     results = [(found, numbers, charts.intervals(
         f"Win rate of {found.candidate.name} against each baseline",

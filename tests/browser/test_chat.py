@@ -53,13 +53,11 @@ def labelers(labeler, other_labeler, transactional_db):
 
 
 @pytest.fixture
-def chat_worker(start_worker, chatty_model, settings, tmp_path):
+def chat_worker(start_worker, chatty_model, settings, worker_cache):
     settings.POLICY_MODEL = str(chatty_model)
     settings.CHAT_MAX_NEW_TOKENS = 120
     settings.CHAT_RANK_K = 4
     settings.OVERLAP_SHARE = 0
-    if "filebased" in settings.CACHES["default"]["BACKEND"]:  # no Redis: the worker's cache is under its DATA_DIR
-        settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": str(tmp_path / "cache")}}
     return start_worker("chat,gpu", POLICY_MODEL=chatty_model, CHAT_MAX_NEW_TOKENS=120, CHAT_RANK_K=4,
                         OVERLAP_SHARE=0)
 

@@ -4,10 +4,9 @@ and the charts they draw."""
 import re
 
 import pytest
-from django.core.cache import cache
 from django.urls import reverse
 
-from labeling import charts, evaluations, services
+from labeling import charts, services
 from labeling.models import Evaluation, ModelVersion, Prompt
 from tests.factories import ModelVersionFactory, PromptFactory
 from tests.labeling.test_evaluations import judged
@@ -17,7 +16,6 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def models(settings, tiny_model):
-    cache.delete(evaluations.LEADERBOARD)  # a board of an earlier test would be served while it refits
     settings.POLICY_MODEL = str(tiny_model)
     base = services.model_version_active(ModelVersion.Kind.POLICY)
     candidate = ModelVersionFactory(kind=ModelVersion.Kind.POLICY, name="ppo-1", status="ready",

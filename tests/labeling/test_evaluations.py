@@ -508,7 +508,7 @@ def test_the_reward_models_win_rate_stands_beside_the_humans_on_the_same_outputs
     assert evaluation_results(evaluation)["reward_model"] == "rm-1"
 
 
-def test_results_follow_each_new_judgment_and_the_leaderboard_page_serves_the_last_board_while_it_refits(
+def test_results_follow_each_new_judgment_and_pages_serve_the_last_numbers_while_a_worker_counts(
         versions, test_prompts, judges, monkeypatch):
     candidate, base = versions
     alice, bob = judges
@@ -519,7 +519,12 @@ def test_results_follow_each_new_judgment_and_the_leaderboard_page_serves_the_la
     assert evaluation_results(evaluation)["judgments"] == 1
     assert leaderboard()["judgments"] == 1
     judged(evaluation, test_prompts[1], {candidate: "C", base: "D"}, [([[base], [candidate]], ratings)], [bob])
-    assert evaluation_results(evaluation)["judgments"] == 2
+    recounts = []
+    monkeypatch.setattr("labeling.tasks.refresh_evaluation.delay", recounts.append)
+    shown = evaluation_results(evaluation, stale_ok=True)  # a page: the last numbers while a worker counts
+    assert (shown["judgments"], shown["stale"], recounts) == (1, True, [evaluation.pk])
+    assert evaluation_results(evaluation)["judgments"] == 2  # the API, the gate: what is new is counted first
+    assert evaluation_results(evaluation, stale_ok=True)["stale"] is False
     refits = []
     monkeypatch.setattr("labeling.tasks.refresh_leaderboard.delay", lambda: refits.append(1))
     shown = leaderboard(stale_ok=True)
