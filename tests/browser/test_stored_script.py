@@ -22,6 +22,7 @@ from playwright.sync_api import expect
 from labeling import services
 from labeling.models import (
     Assignment,
+    Evaluation,
     Export,
     Guidelines,
     ImportJob,
@@ -180,13 +181,31 @@ def seed_research(researcher):
                           error=PLAIN)
     reward = ModelVersionFactory(kind=ModelVersion.Kind.REWARD, name=SHORT, status_reason=PLAIN,
                                  metrics={"accuracy": 0.7, PLAIN: 1.0}, artifact_path=PLAIN)
-    ModelVersionFactory(kind=ModelVersion.Kind.POLICY, name=f"p{SHORT}", status_reason=PLAIN,
-                        metrics={"reward": 0.3, "kl": 1.2})
+    policy = ModelVersionFactory(kind=ModelVersion.Kind.POLICY, name=f"p{SHORT}", status_reason=PLAIN,
+                                 metrics={"reward": 0.3, "kl": 1.2})
+    seed_evaluation(policy, reward)
     run = services.training_run_start(kind="reward", created_by=researcher, trigger=SHORT)
     TrainingRun.objects.filter(pk=run.pk).update(  # options as stored before they were checked at request time
         state="failed", error=PLAIN, log=PLAIN, output_path=PLAIN, metrics={PLAIN: 0.5}, config={PLAIN: PLAIN},
         history=[{"step": 1, "loss": 0.9, "accuracy": 0.5}, {"step": 2, "loss": 0.5, "accuracy": 0.6}],
         gate={"passed": False, "reason": PLAIN}, base_model=reward)
+
+
+def seed_evaluation(candidate, reward):
+    """An evaluation of `candidate` against an external endpoint named and described in markup, judged once on a
+    prompt whose use case is markup, scored by `reward`."""
+    theirs = ModelVersionFactory(kind=ModelVersion.Kind.EXTERNAL, name=f"e{SHORT}", status="ready",
+                                 endpoint_url=PLAIN, endpoint_model=PLAIN, endpoint_key_env=SHORT)
+    evaluation = Evaluation.objects.create(candidate=candidate, state=Evaluation.State.OPEN, trigger=SHORT,
+                                           error=PLAIN, reward_model=reward, sampling_params={PLAIN: PLAIN})
+    evaluation.baselines.set([theirs])
+    prompt = PromptFactory(text=f"Evaluated: {PLAIN}", use_case="XSS<i onclick=1>", split="test")
+    outputs = [CompletionFactory(prompt=prompt, model_version=version, text=PLAIN) for version in (candidate, theirs)]
+    task = TaskFactory(kind=Task.Kind.RANK_COMPLETIONS, prompt=prompt, evaluation=evaluation)
+    task.completions.set(outputs)
+    Evaluation.objects.filter(pk=evaluation.pk).update(reward_scores={str(c.pk): n for n, c in enumerate(outputs)})
+    services.ranking_save(task=task, labeler=UserFactory(role=Role.LABELER), groups=[[c.pk] for c in outputs],
+                          ratings={c.pk: RATING for c in outputs})
 
 
 # Checking a page
@@ -291,8 +310,13 @@ def test_a_researchers_pages_show_stored_script_as_text(watched, live_server, tr
     check(watched, "/research/")
     languages = watched.locator(".card", has=watched.get_by_role("heading", name="Languages"))
     expect(languages.locator("meter").first).to_be_visible()  # the bars drawn without inline styles
-    for path in ["/research/imports/", "/research/exports/", "/research/training/", "/research/models/"]:
+    for path in ["/research/imports/", "/research/exports/", "/research/training/", "/research/models/",
+                 "/research/evaluations/", "/research/evaluations/leaderboard/"]:
         check(watched, path)
+    for evaluation in Evaluation.objects.all():
+        check(watched, evaluation.get_absolute_url())
+    for version in ModelVersion.objects.exclude(kind=ModelVersion.Kind.REWARD):
+        check(watched, version.get_absolute_url())
     for job in ImportJob.objects.all():
         check(watched, job.get_absolute_url())
     expect(watched.locator("table.row-errors tbody tr")).to_have_count(2)  # the import ran, refusing two rows
