@@ -85,7 +85,8 @@ class ClusteredMeans:
             at = self.clusters[cluster], self.measures[measure]
             sums[at], counts[at] = total, self.counts[measure, cluster]
         with np.errstate(invalid="ignore", divide="ignore"):
-            boot = _resampled(len(self.clusters), resamples, seed, lambda weights: (weights @ sums) / (weights @ counts))
+            boot = _resampled(len(self.clusters), resamples, seed,
+                              lambda weights: (weights @ sums) / (weights @ counts))
             lows, highs = np.nanquantile(boot, [(1 - confidence) / 2, 1 - (1 - confidence) / 2], axis=0)
         return {measure: Estimate(float(sums[:, n].sum() / counts[:, n].sum()), float(lows[n]), float(highs[n]),
                                   int(counts[:, n].sum()), int((counts[:, n] > 0).sum()))

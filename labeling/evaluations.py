@@ -23,7 +23,6 @@ from . import evaluation_stats, quality
 from .models import CompletionRating, Evaluation, ModelVersion, Ranking, Task
 
 
-
 def evaluation_results(evaluation, *, stale_ok=False):
     """The evaluation's numbers, as plain data for the page, the API and the export; cached until a judgment is
     added, a task closes or the reward model's scores arrive. With `stale_ok`, numbers computed before the newest
@@ -103,9 +102,9 @@ def _results(evaluation):
                                                             "ranking__task__prompt_id").annotate(
             total=Sum("rating"), count=Count("id")).order_by():
         means.add(("rating", version), prompt, total, count)
+    shares = {flag: Avg(Cast(flag, IntegerField())) for flag in CompletionRating.FLAGS}
     flags = {row.pop("completion__model_version_id"): row for row in ratings.values(
-        "completion__model_version_id").annotate(
-            ratings=Count("id"), **{flag: Avg(Cast(flag, IntegerField())) for flag in CompletionRating.FLAGS}).order_by()}
+        "completion__model_version_id").annotate(ratings=Count("id"), **shares).order_by()}
     found = means.estimates()
 
     def estimate(*measure):

@@ -377,18 +377,22 @@ def _generators():
         status__in=[ModelVersion.Status.TRAINING, ModelVersion.Status.FAILED]).order_by("kind", "-created_at")
 
 
-class VersionChoiceField(forms.ModelChoiceField):
+class VersionLabels:
     def label_from_instance(self, version):
         return f"{version} ({version.get_status_display().lower()})"
 
 
-class VersionsChoiceField(forms.ModelMultipleChoiceField):
-    def label_from_instance(self, version):
-        return f"{version} ({version.get_status_display().lower()})"
+class VersionChoiceField(VersionLabels, forms.ModelChoiceField):
+    pass
+
+
+class VersionsChoiceField(VersionLabels, forms.ModelMultipleChoiceField):
+    pass
 
 
 class EvaluationStartForm(forms.Form):
-    candidate = VersionChoiceField(queryset=ModelVersion.objects.none(), help_text="The policy or SFT version to judge.")
+    candidate = VersionChoiceField(queryset=ModelVersion.objects.none(),
+                                   help_text="The policy or SFT version to judge.")
     baselines = VersionsChoiceField(queryset=ModelVersion.objects.none(), widget=forms.CheckboxSelectMultiple,
                                     help_text="Up to eight: the SFT model, the active policy, the base model, an "
                                               "external endpoint.")

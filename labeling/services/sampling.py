@@ -5,6 +5,7 @@ import random
 from dataclasses import replace
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -31,6 +32,8 @@ def model_version_active(kind):
 
 def model_version_activate(*, version, reason):
     """Make `version` the active one of its kind, in one transaction: samplers see the old or the new, never none."""
+    if version.kind == ModelVersion.Kind.EXTERNAL:
+        raise ValidationError(f"{version.name} is served elsewhere: it is a baseline for evaluations, never active.")
     with transaction.atomic():
         current = list(ModelVersion.objects.select_for_update().filter(kind=version.kind,
                                                                       status=ModelVersion.Status.ACTIVE))

@@ -282,6 +282,12 @@ def test_a_version_still_training_or_two_at_once_are_not_activated(client, admin
     page = select(client, ModelVersion, "activate", [active, training], follow=True).content.decode()
     assert "Choose one version to activate" in page
     assert list(ModelVersion.objects.order_by("name").values_list("status", flat=True)) == ["active", "training"]
+    external = services.external_model_register(name="theirs", url="https://api.example.com/v1", model="m")
+    page = select(client, ModelVersion, "activate", [external], apply="Activate", reason="Try it",
+                  follow=True).content.decode()
+    assert "served elsewhere: it is a baseline for evaluations, never active" in page
+    external.refresh_from_db()
+    assert external.status == "ready"
 
 
 def test_the_active_version_and_labeler_profiles_cannot_be_deleted(client, admin_user, labeler):
