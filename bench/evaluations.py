@@ -32,20 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from labeling_load import admin_connection  # noqa: E402
+from labeling_load import recreate_db  # noqa: E402
 
 SCRATCH = "bench_evaluations"
 LABELERS = 40
 BATCH = 5000
-
-
-def recreate(url, *, create):
-    conn = admin_connection(url)
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{SCRATCH}" WITH (FORCE)')
-        if create:
-            cur.execute(f'CREATE DATABASE "{SCRATCH}"')
-    conn.close()
 
 
 def load(versions, prompts, judgments):
@@ -207,14 +198,14 @@ def main():
     scratch_redis = redis_url.rsplit("/", 1)[0] + "/14"  # its cache and broker, flushed after
     environment = {**os.environ, "DATABASE_URL": url, "REDIS_URL": scratch_redis, "SECRET_KEY": "bench",
                    "ALLOWED_HOSTS": "testserver", "DJANGO_SETTINGS_MODULE": "config.settings"}
-    recreate(base, create=True)
+    recreate_db(base, create=True, name=SCRATCH)
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=environment,
                        check=True)
         subprocess.run([sys.executable, __file__, "--child", "--judgments", str(args.judgments), "--versions",
                         str(args.versions), "--prompts", str(args.prompts)], cwd=ROOT, env=environment, check=True)
     finally:
-        recreate(base, create=False)
+        recreate_db(base, create=False, name=SCRATCH)
         import redis
 
         redis.Redis.from_url(scratch_redis).flushdb()

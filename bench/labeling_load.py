@@ -50,13 +50,14 @@ def admin_connection(url):
     return conn
 
 
-def recreate_db(url, *, create):
+def recreate_db(url, *, create, name=SCRATCH):
+    """Drop the scratch database `name` beside `url`'s, and make it again empty when `create`."""
     conn = admin_connection(url)
     try:
         with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{SCRATCH}" WITH (FORCE)')
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             if create:
-                cur.execute(f'CREATE DATABASE "{SCRATCH}"')
+                cur.execute(f'CREATE DATABASE "{name}"')
     finally:
         conn.close()
 
