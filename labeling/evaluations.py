@@ -23,20 +23,21 @@ from . import evaluation_stats, quality
 from .models import CompletionRating, Evaluation, ModelVersion, Ranking, Task
 
 
-def evaluation_results(evaluation, *, stale_ok=False):
+def evaluation_results(evaluation, *, stale_ok=False, compute=True):
     """The evaluation's numbers, as plain data for the page, the API and the export; cached until a judgment is
     added, a task closes or the reward model's scores arrive. With `stale_ok`, numbers computed before the newest
-    of these are returned as they are ("stale": true) while a worker computes them again."""
+    of these are returned as they are ("stale": true) while a worker computes them again; without `compute`,
+    None when none are cached yet (a worker computes them)."""
     stamp = _results_stamp(evaluation)
     cached = cache.get(_results_key(evaluation))
     if cached and cached["stamp"] == stamp:
         return cached["results"]
-    if cached and stale_ok:
+    if stale_ok and (cached or not compute):
         if cache.add(_results_key(evaluation) + ":refreshing", True, timeout=600):
             from .tasks import refresh_evaluation
 
             refresh_evaluation.delay(evaluation.pk)
-        return {**cached["results"], "stale": True}
+        return {**cached["results"], "stale": True} if cached else None
     return evaluation_results_compute(evaluation, stamp=stamp)
 
 

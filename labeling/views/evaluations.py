@@ -44,7 +44,8 @@ def evaluation_list(request):
         else:
             messages.info(request, f"{version.name} is registered: choose it as a baseline below.")
             return redirect("evaluations")
-    rows = [(evaluation, evaluations.evaluation_results(evaluation, stale_ok=True))
+    rows = [(evaluation, evaluations.evaluation_progress(evaluation),
+             evaluations.evaluation_results(evaluation, stale_ok=True, compute=False))
             for evaluation in _evaluations()[:50]]
     context = {"rows": rows, "start_form": start_form, "endpoint_form": endpoint_form,
                "endpoints": ModelVersion.objects.filter(kind=ModelVersion.Kind.EXTERNAL).order_by("name")}
@@ -137,9 +138,12 @@ def leaderboard(request):
 @role_required(Role.RESEARCHER)
 def model_version(request, pk):
     version = get_object_or_404(ModelVersion.objects.select_related("parent", "training_run"), pk=pk)
-    judged = [(found, evaluations.evaluation_results(found, stale_ok=True)) for found in
-              (_evaluations().filter(candidate=version) | _evaluations().filter(baselines=version)).distinct()]
-    results = [(found, numbers, charts.intervals(
+    # Its own evaluations are counted here if they must be; those it was a baseline in (the base model's may be
+    # many) show what is cached, and a worker counts the rest.
+    judged = [(found, evaluations.evaluation_results(found, stale_ok=True, compute=found.candidate_id == version.pk))
+              for found in (_evaluations().filter(candidate=version) | _evaluations().filter(baselines=version))
+              .distinct().order_by("-created_at")[:50]]
+    results = [(found, numbers, numbers and charts.intervals(
         f"Win rate of {found.candidate.name} against each baseline",
         [(f"vs {w['baseline']}", w["value"], w["low"], w["high"]) for w in numbers["win_rates"]],
         domain=(0, 1), x_format=percent, reference=0.5)) for found, numbers in judged]

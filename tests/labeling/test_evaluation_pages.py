@@ -180,3 +180,24 @@ def test_axis_labels_say_exactly_where_their_lines_are():
     assert all(abs((b - a) - (xs[1] - xs[0])) < 0.2 for a, b in zip(xs, xs[1:], strict=False))
     strengths = str(charts.intervals("t", [("a", -2.4, -2.5, -0.4), ("b", 2.9, 1.0, 3.1)], reference=0))
     assert re.findall(r'class="label">([^<]+)<', strengths) == ["-2.00", "0.00", "2.00"]  # round steps, zero on one
+
+
+def test_the_list_and_a_baselines_page_never_count_in_the_request(as_researcher, models, labeler, monkeypatch):
+    candidate, base = models
+    evaluation = Evaluation.objects.create(candidate=candidate, state=Evaluation.State.OPEN)
+    evaluation.baselines.set([base])
+    judged(evaluation, Prompt.objects.first(), {candidate: "a", base: "b"},
+           [([[candidate], [base]], {candidate: 5, base: 4})], [labeler])
+    recounts = []
+    monkeypatch.setattr("labeling.tasks.refresh_evaluation.delay", recounts.append)
+    page = as_researcher.get(reverse("evaluations")).content.decode()
+    row = page[page.index('class="list evaluations"'):].split("</tr>")[1]
+    assert "1 judgment; 1 of 1 task open" in row and "being counted" in row and recounts == [evaluation.pk]
+    baseline_page = as_researcher.get(reverse("model-version", args=[base.pk])).content.decode()
+    assert "Its numbers are being counted" in baseline_page
+    from labeling.tasks import refresh_evaluation
+
+    refresh_evaluation(evaluation.pk)
+    page = as_researcher.get(reverse("evaluations")).content.decode()
+    assert "vs base: 100% [100%, 100%]" in page
+    assert "ppo-1 against base: 100%" in as_researcher.get(reverse("model-version", args=[base.pk])).content.decode()
