@@ -42,7 +42,7 @@ def external_model_register(*, name: str, url: str, model: str, api_key_env: str
                         f"not {str(name)[:80]!r}.")
     elif ModelVersion.objects.filter(kind=ModelVersion.Kind.EXTERNAL, name=name).exists():
         problems.append(f"There is already an external endpoint named {name!r}.")
-    if not isinstance(url, str) or len(url) > 500 or not URL.fullmatch(url.rstrip("/")):
+    if not isinstance(url, str) or len(url) > 500 or not url.isprintable() or not URL.fullmatch(url.rstrip("/")):
         problems.append(f"The URL must be an http(s) base URL such as https://api.example.com/v1, not "
                         f"{str(url)[:80]!r}.")
     if not isinstance(model, str) or not model.strip() or len(model) > 200 or not model.isprintable():

@@ -430,6 +430,8 @@ def test_an_external_endpoint_that_refuses_its_key_leaves_the_evaluation_waiting
     ({"name": "bad name"}, "The name must be"),
     ({"url": "ftp://example.com/v1"}, "http(s) base URL"),
     ({"url": "http://exa mple.com"}, "http(s) base URL"),
+    ({"url": "http://example.com/v1\x00"}, "http(s) base URL"),
+    ({"url": "http://example.com/\ud800"}, "http(s) base URL"),
     ({"model": " "}, "Name the model"),
     ({"model": "a\x00b"}, "Name the model"),
     ({"api_key_env": "sk-live-123"}, "environment variable name"),
