@@ -140,12 +140,12 @@ def leaderboard(*, stale_ok=False):
 
     {"versions": [...], "judgments": N, "computed_at": ..., "stale": bool}. With `stale_ok`, a board computed
     before the newest judgments is returned as it is (stale) while a worker computes the next one."""
-    stamp = _stamp(Ranking.objects.filter(task__evaluation__isnull=False))
-    cached = cache.get(_leaderboard_key())
+    stamp, key = _stamp(Ranking.objects.filter(task__evaluation__isnull=False)), _leaderboard_key()
+    cached = cache.get(key)
     if cached and cached["stamp"] == stamp:
         return {**cached["board"], "stale": False}
     if cached and stale_ok:
-        if cache.add(_leaderboard_key() + ":refreshing", True, timeout=600):
+        if cache.add(key + ":refreshing", True, timeout=600):
             from .tasks import refresh_leaderboard
 
             refresh_leaderboard.delay()
@@ -157,8 +157,9 @@ def leaderboard_compute(*, stamp=None):
     """Fit the leaderboard on every judgment and cache it."""
     stamp = stamp or _stamp(Ranking.objects.filter(task__evaluation__isnull=False))
     board = {"versions": _board(), "judgments": stamp[0], "computed_at": timezone.now().isoformat()}
-    cache.set(_leaderboard_key(), {"stamp": stamp, "board": board}, timeout=None)
-    cache.delete(_leaderboard_key() + ":refreshing")
+    key = _leaderboard_key()
+    cache.set(key, {"stamp": stamp, "board": board}, timeout=None)
+    cache.delete(key + ":refreshing")
     return {**board, "stale": False}
 
 

@@ -19,6 +19,7 @@ from django.db.models import Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Length
 
 from .. import answers, quality
+from ..evaluations import evaluation_results, leaderboard
 from ..models import (
     Completion,
     CompletionRating,
@@ -350,8 +351,6 @@ class HumanEvaluations(Rankings):
     def summary(self):
         """Each evaluation in the file with its numbers as the site shows them (over all of its judgments, at the
         time of the export), and the leaderboard."""
-        from ..evaluations import evaluation_results, leaderboard
-
         found = Evaluation.objects.filter(pk__in=self.seen).select_related("candidate").prefetch_related("baselines")
         return {"evaluations": [
             {"id": evaluation.pk, "candidate": evaluation.candidate.name,
