@@ -98,7 +98,9 @@ def broker(tmp_path_factory):
     Set before any test runs: Celery keeps the connection of its first message, so a test that queues a
     task before this fixture would send every later message to the configured broker instead."""
     if os.environ.get("REDIS_URL"):
-        url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/15"
+        # A database of its own, and another for a run beside it on another REDIS_URL database.
+        base, _, number = os.environ["REDIS_URL"].rpartition("/")
+        url = f"{base}/{15 - int(number or 0) % 8}"
         redis.Redis.from_url(url).flushdb()  # no stale messages from an interrupted run
     else:
         url = f"sqla+sqlite:///{tmp_path_factory.mktemp('broker') / 'broker.sqlite3'}"
