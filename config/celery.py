@@ -1,9 +1,10 @@
 """Celery application.
 
-Three queues: `default` for web-side work (imports, exports, lease expiry); `gpu` for
-sampling and training, which a GPU node consumes with concurrency 1; and `chat` for the
-model's replies in labelers' chats, streamed as they are written, which a worker with
-threads consumes, so that no chat waits behind a training run. Tasks are
+Four queues: `default` for web-side work (imports, exports, lease expiry); `sampling` for the
+completions labelers rank and evaluations judge; `gpu` for training, which a GPU node consumes
+with concurrency 1; and `chat` for the model's replies in labelers' chats, streamed as they are
+written, which a worker with threads consumes. Sampling and chats have workers of their own, so
+that labelers never wait behind a training run. Tasks are
 acknowledged after they finish, so a worker that dies mid-task hands it to another;
 every task is written to be safe to run twice.
 """
@@ -19,10 +20,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("rlhf_platform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
-    task_queues=[Queue("default"), Queue("gpu"), Queue("chat")],
+    task_queues=[Queue("default"), Queue("sampling"), Queue("gpu"), Queue("chat")],
     task_default_queue="default",
-    task_routes={"labeling.tasks.sample_completions": {"queue": "gpu"}, "labeling.tasks.train": {"queue": "gpu"},
-                 "labeling.tasks.sample_evaluation": {"queue": "gpu"},
+    task_routes={"labeling.tasks.sample_completions": {"queue": "sampling"}, "labeling.tasks.train": {"queue": "gpu"},
+                 "labeling.tasks.sample_evaluation": {"queue": "sampling"},
                  "labeling.tasks.chat_reply": {"queue": "chat"}, "labeling.tasks.suggest": {"queue": "chat"}},
     task_acks_late=True,
     task_reject_on_worker_lost=True,

@@ -5,6 +5,7 @@ kombu's SQLAlchemy transport over a SQLite file for the Celery broker and a file
 cache. Set DATABASE_URL and REDIS_URL to run on PostgreSQL and Redis.
 """
 
+import math
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -267,6 +268,16 @@ INTAKE_DEMONSTRATION_SHARE = env_float("INTAKE_DEMONSTRATION_SHARE", 0.25, minim
 
 # Labeling
 LEASE_MINUTES = env_int("LEASE_MINUTES", 30, minimum=1)
+# Each lease draws the kind of task it offers by these shares, among the kinds that wait for the labeler: the work
+# that moves the loop (rankings, evaluations among them, and demonstrations) comes ahead of annotations. A kind with
+# a share of 0 comes only when no other kind waits. Kinds left out get 0. `manage.py check` checks the names.
+QUEUE_SHARES = env_json("QUEUE_SHARES", {"rank_completions": 0.6, "write_demonstration": 0.2, "chat": 0.1,
+                                         "annotate_prompt": 0.1, "write_prompt": 0})
+if not all(type(v) in (int, float) and math.isfinite(v) and v >= 0 for v in QUEUE_SHARES.values()):
+    raise ImproperlyConfigured(f"QUEUE_SHARES must map task kinds to non-negative numbers; got {QUEUE_SHARES!r}.")
+# A demonstration's page shows the active model's reply to its prompt as a suggestion, and those prompts are sampled
+# first. True: a demonstration task waits, unoffered, until its prompt has one.
+DEMONSTRATIONS_WAIT_FOR_SUGGESTION = env_bool("DEMONSTRATIONS_WAIT_FOR_SUGGESTION", False)
 # A share of ranking and annotation tasks goes to several labelers, for agreement measures.
 OVERLAP_SHARE = env_float("OVERLAP_SHARE", 0.1, minimum=0, maximum=1)
 OVERLAP_ANNOTATIONS = env_int("OVERLAP_ANNOTATIONS", 3, minimum=2)
@@ -295,6 +306,9 @@ MODELS_DIR = Path(env_str("MODELS_DIR", str(DATA_DIR / "models")))
 SAMPLE_K = env_int("SAMPLE_K", 4, minimum=4, maximum=9)
 SAMPLE_OLDER_SHARE = env_float("SAMPLE_OLDER_SHARE", 0.0, minimum=0, maximum=1)
 SAMPLE_PROMPTS_PER_TASK = env_int("SAMPLE_PROMPTS_PER_TASK", 16, minimum=1)
+# Sampling stops while this many ranking tasks wait to be done, so that labelers rank the newest policy's outputs
+# rather than a backlog of older ones; 0: every prompt is sampled as soon as it comes in.
+RANKING_BUFFER = env_int("RANKING_BUFFER", 0, minimum=0)
 SAMPLE_MAX_NEW_TOKENS = env_int("SAMPLE_MAX_NEW_TOKENS", 96, minimum=1)
 SAMPLE_TEMPERATURE = env_float("SAMPLE_TEMPERATURE", 1.0, minimum=0)
 # Where completions come from: empty, the gpu worker's own process (the model kept loaded between tasks, freed

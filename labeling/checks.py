@@ -26,3 +26,14 @@ def training_options_check(app_configs, **kwargs):
         except ValidationError as exc:
             errors.append(checks.Error(" ".join(exc.messages), id="labeling.E001"))
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def queue_shares_check(app_configs, **kwargs):
+    from .models import Task
+
+    unknown = sorted(set(settings.QUEUE_SHARES) - set(Task.Kind.values))
+    if unknown:
+        return [checks.Error(f"QUEUE_SHARES names {', '.join(map(repr, unknown))}, which is no kind of task.",
+                             hint=f"Use {', '.join(Task.Kind.values)}.", id="labeling.E002")]
+    return []

@@ -1,7 +1,7 @@
-"""Where completions come from: the gpu worker's own process, or the OpenAI-compatible endpoint at SAMPLER_URL.
+"""Where completions come from: the sampling worker's own process, or the OpenAI-compatible endpoint at SAMPLER_URL.
 
-In process, a version's model is loaded once and kept (two at most) until a training run needs the
-device. Through the endpoint, each version is served as its `served_name`; the site asks the server
+In process, a version's model is loaded once and kept (two at most); a worker that consumes the gpu
+queue too frees them before a training run takes the device. Through the endpoint, each version is served as its `served_name`; the site asks the server
 to load a version when it is activated, and again whenever a request finds it missing (SAMPLER_SERVER
 says how). Every attempt records the sampler's state in the cache, for the Training page.
 """
@@ -181,7 +181,7 @@ def _scorer(version):
 
 
 def reward_scores(version, pairs):
-    """The reward model's score of each (prompt, reply) pair, in the gpu worker's process."""
+    """The reward model's score of each (prompt, reply) pair, in the sampling worker's process."""
     with _loading:
         scorer = _scorer(version)
     return [float(score) for score in scorer([prompt for prompt, _ in pairs], [reply for _, reply in pairs]).tolist()]

@@ -15,7 +15,8 @@ import yaml
 from config.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {"base-model", "vllm", "postgres", "redis", "web", "worker", "chat-worker", "gpu-worker", "beat"}
+SERVICES = {"base-model", "vllm", "postgres", "redis", "web", "worker", "chat-worker", "sampling-worker", "gpu-worker",
+            "beat"}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,8 @@ def test_the_web_command_points_at_the_wsgi_application(compose):
     assert inner[inner.index("--worker-class") + 1] == "gthread" and int(inner[inner.index("--threads") + 1]) >= 16
 
 
-@pytest.mark.parametrize("service, queue", [("worker", "default"), ("gpu-worker", "gpu"), ("chat-worker", "chat")])
+@pytest.mark.parametrize("service, queue", [("worker", "default"), ("sampling-worker", "sampling"),
+                                            ("gpu-worker", "gpu"), ("chat-worker", "chat")])
 def test_workers_consume_queues_the_celery_app_declares(compose, service, queue):
     command = words(compose["services"][service]["command"])
     assert command[:3] == ["celery", "-A", "config"]
@@ -67,10 +69,17 @@ def test_the_gpu_worker_reserves_a_gpu_and_runs_one_task_at_a_time(compose):
     assert command[command.index("--concurrency") + 1] == "1"
 
 
-def test_the_gpu_worker_samples_through_the_vllm_service_which_serves_the_base_policy(compose):
+def test_every_queue_has_a_worker_and_every_task_a_queue(compose):
+    consumed = {words(service["command"])[words(service["command"]).index("-Q") + 1]
+                for service in compose["services"].values() if "worker" in words(service.get("command", ""))}
+    assert consumed == {q.name for q in celery_app.conf.task_queues}
+    assert {route["queue"] for route in celery_app.conf.task_routes.values()} <= consumed
+
+
+def test_the_sampling_worker_samples_through_the_vllm_service_which_serves_the_base_policy(compose):
     from labeling.models import ModelVersion
 
-    environment = compose["services"]["gpu-worker"]["environment"]
+    environment = compose["services"]["sampling-worker"]["environment"]
     vllm = compose["services"]["vllm"]
     arguments = words(vllm["command"])
     assert environment["SAMPLER_URL"] == f"http://vllm:{arguments[arguments.index('--port') + 1]}/v1"
@@ -79,7 +88,7 @@ def test_the_gpu_worker_samples_through_the_vllm_service_which_serves_the_base_p
     base = ModelVersion(kind="policy", name="base")
     assert arguments[arguments.index("--served-model-name") + 1] == base.served_name
     assert arguments[arguments.index("--model") + 1] == environment["POLICY_MODEL"]
-    assert "data:/data:ro" in vllm["volumes"] and "data:/data" in compose["services"]["gpu-worker"]["volumes"]
+    assert "data:/data:ro" in vllm["volumes"] and "data:/data" in compose["services"]["sampling-worker"]["volumes"]
     # New adapter versions load while it runs (vLLM's runtime LoRA updating).
     assert "--enable-lora" in arguments and vllm["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert vllm["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"

@@ -87,7 +87,7 @@ def evaluation_start(*, candidate: ModelVersion, baselines: list, prompt_count: 
         evaluation.save(update_fields=["prompt_ids"])
     from ..tasks import sample_evaluation
 
-    transaction.on_commit(lambda: sample_evaluation.apply_async((evaluation.pk,), queue="gpu"))
+    transaction.on_commit(lambda: sample_evaluation.apply_async((evaluation.pk,), queue="sampling"))
     return evaluation
 
 

@@ -7,9 +7,10 @@ from dataclasses import replace
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
+from .. import selectors
 from ..models import Completion, ModelVersion, Prompt, Task
 from ..samplers import SamplerUnavailable, sampler_for, sampler_serve
 from .prompts import required_annotations
@@ -56,7 +57,18 @@ def _serve_quietly(version):
 
 
 def prompts_needing_completions(limit):
-    return list(Prompt.objects.filter(needs_completions=True).order_by("id").values_list("id", flat=True)[:limit])
+    """The prompts to sample next: first those whose demonstration task waits for a suggestion, then the others in
+    the order they came in, unless RANKING_BUFFER ranking tasks wait already."""
+    waiting = Prompt.objects.filter(needs_completions=True).order_by("id").values_list("id", flat=True)
+    chosen = list(waiting.filter(Exists(Task.objects.filter(prompt=OuterRef("pk"), state=Task.State.OPEN,
+                                                             kind=Task.Kind.WRITE_DEMONSTRATION)))[:limit])
+    if len(chosen) < limit and not ranking_buffer_full():
+        chosen += waiting.exclude(pk__in=chosen)[:limit - len(chosen)]
+    return chosen
+
+
+def ranking_buffer_full():
+    return bool(settings.RANKING_BUFFER) and selectors.ranking_tasks_waiting() >= settings.RANKING_BUFFER
 
 
 def completions_sample(*, prompt_ids):

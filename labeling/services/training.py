@@ -25,7 +25,8 @@ from django.utils import timezone
 
 from rlhf import config as rlhf_config
 
-from ..models import Demonstration, ModelVersion, Ranking, TrainingRun
+from .. import selectors
+from ..models import ModelVersion, TrainingRun
 from ..samplers import sampler_release
 from .evaluations import evaluation_start, human_gate_start, human_gates_decide
 from .exports import export_create, export_run
@@ -481,34 +482,15 @@ def training_runs_reap():
 
 
 def training_check_due():
-    """Beat's rules: reap lost runs, start training where enough new data has come in, and sample."""
-    report = {"reaped": training_runs_reap(), "started": []}
-    reward = model_version_active(ModelVersion.Kind.REWARD)
-    sft = model_version_active(ModelVersion.Kind.SFT)
-    # A reward model after enough new rankings, an SFT model after enough new demonstrations.
-    # Judgments of human evaluations are rankings too, but no training data.
-    for kind, results, active, needed, what in [
-        (Run.Kind.REWARD, Ranking.objects.filter(task__evaluation__isnull=True), reward,
-         settings.TRAIN_RM_AFTER_COMPARISONS, "rankings"),
-        (Run.Kind.SFT, Demonstration.objects.all(), sft, settings.TRAIN_SFT_AFTER_DEMONSTRATIONS, "demonstrations"),
-    ]:
-        since = _snapshot_time(active)
-        new = results.filter(created_at__gt=since) if since else results
-        if new.count() >= needed:
-            report["started"].append(_start_quietly(kind, f"{needed}+ new {what}"))
-    # A policy for each pair of active reward and SFT models.
-    if reward and not Run.objects.filter(kind=Run.Kind.PPO, reward_model=reward, reference_model=sft).exists():
-        report["started"].append(_start_quietly(Run.Kind.PPO, f"reward model {reward.name} and SFT model "
-                                                              f"{sft.name} are active"))
-    report["started"] = [run.pk for run in report["started"] if run]
+    """Beat's rules (selectors.training_rules): reap lost runs, start training where enough new data has come in,
+    decide human gates, and sample."""
+    report = {"reaped": training_runs_reap()}
+    model_version_active(ModelVersion.Kind.SFT)  # the base model is registered as the first SFT model
+    started = [_start_quietly(rule.kind, rule.trigger) for rule in selectors.training_rules() if rule.due]
+    report["started"] = [run.pk for run in started if run]
     report["human_gates"] = human_gates_decide()
     report["sampling"] = sampling_queue()
     return report
-
-
-def _snapshot_time(version):
-    run = version.training_run if version else None
-    return run.export.created_at if run and run.export else None
 
 
 def sampling_queue():
@@ -518,5 +500,5 @@ def sampling_queue():
         return 0
     from ..tasks import sample_completions
 
-    transaction.on_commit(lambda: sample_completions.apply_async((waiting,), queue="gpu"))
+    transaction.on_commit(lambda: sample_completions.apply_async((waiting,), queue="sampling"))
     return len(waiting)

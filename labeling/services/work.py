@@ -57,6 +57,11 @@ def task_lease_next(*, labeler):
             regular, gold = available.filter(is_gold=False), available.filter(is_gold=True, is_practice=False)
             # Gold tasks come at GOLD_TASK_RATE, looking like any other; they are scored on submit.
             queues = [gold, regular] if random.random() < settings.GOLD_TASK_RATE else [regular]
+            # Tasks given a priority above 0 (an evaluation's, say) come first whatever their kind; then the kinds
+            # in turn by their shares.
+            kinds = kinds_in_turn(profile.task_kinds)
+            queues = [lane for queue in queues for lane in [queue.filter(priority__gt=0),
+                                                            *(queue.filter(kind=kind) for kind in kinds)]]
         task = next((found for queue in queues if (found := _lock_next_task(queue, now))), None)
         if task is None:
             return None
@@ -68,6 +73,16 @@ def task_lease_next(*, labeler):
             lease_expires_at=now + timedelta(minutes=settings.LEASE_MINUTES),
             display_order=_shuffled_completions(task),
         )
+
+
+def kinds_in_turn(enabled=None, *, shares=None, rng=random):
+    """The kinds of task to try, in the order of a draw weighted by QUEUE_SHARES (a kind comes first with the
+    chance of its share), the kinds with no share after the others. Only the `enabled` kinds, if any are named."""
+    shares = settings.QUEUE_SHARES if shares is None else shares
+    kinds = [kind for kind in Task.Kind.values if not enabled or kind in enabled]
+    # Efraimidis and Spirakis (2006): sorting by u ** (1 / weight) is a weighted draw without replacement.
+    keys = {kind: rng.random() ** (1 / shares[kind]) if shares.get(kind) else -rng.random() for kind in kinds}
+    return sorted(kinds, key=keys.get, reverse=True)
 
 
 def check_may_work(profile, task=None):

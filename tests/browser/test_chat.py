@@ -58,7 +58,7 @@ def chat_worker(start_worker, chatty_model, settings, worker_cache):
     settings.CHAT_MAX_NEW_TOKENS = 120
     settings.CHAT_RANK_K = 4
     settings.OVERLAP_SHARE = 0
-    return start_worker("chat,gpu", POLICY_MODEL=chatty_model, CHAT_MAX_NEW_TOKENS=120, CHAT_RANK_K=4,
+    return start_worker("chat,sampling", POLICY_MODEL=chatty_model, CHAT_MAX_NEW_TOKENS=120, CHAT_RANK_K=4,
                         OVERLAP_SHARE=0)
 
 

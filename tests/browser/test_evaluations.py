@@ -30,7 +30,7 @@ def world(labeler, researcher, transactional_db, tiny_model, settings):
 def test_a_researcher_starts_an_evaluation_a_labeler_judges_it_and_the_researcher_reads_it(
         open_page, world, start_worker, worker_cache, tiny_model):
     labeler, researcher, candidate, base = world
-    start_worker("gpu,default", POLICY_MODEL=tiny_model, OVERLAP_SHARE=0, SAMPLE_MAX_NEW_TOKENS=8)
+    start_worker("sampling,default", POLICY_MODEL=tiny_model, OVERLAP_SHARE=0, SAMPLE_MAX_NEW_TOKENS=8)
     desk = open_page()
     sign_in(desk, researcher.username)
     desk.get_by_role("link", name="Evaluations").click()

@@ -45,7 +45,7 @@ def loop(settings, tiny_model, tmp_path, start_worker):
     settings.INTAKE_ANNOTATE, settings.INTAKE_DEMONSTRATION_SHARE = False, 0
     cache.delete(services.SAMPLING_QUEUED)
     environment = {name: json.dumps(value) if isinstance(value, dict) else value for name, value in values.items()}
-    return lambda **extra: start_worker("default,gpu", **(environment | extra))
+    return lambda **extra: start_worker("default,sampling,gpu", **(environment | extra))
 
 
 def import_prompts(n, start=0):

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = ("Run the web server, a Celery worker per queue (default; gpu for sampling and training; chat for the "
+    help = ("Run the web server, a Celery worker per queue (default; sampling; gpu for training; chat for the "
             "model's replies in chats) and Celery beat together; Ctrl-C stops them all.")
 
     def add_arguments(self, parser):
@@ -19,6 +19,8 @@ class Command(BaseCommand):
             "web": [python, "manage.py", "runserver", addrport],
             "worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "default", "--concurrency", "1",
                        "-n", "default@%h", "--loglevel", "INFO"],
+            "sampling-worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "sampling", "--concurrency",
+                                "1", "-n", "sampling@%h", "--loglevel", "INFO"],
             "gpu-worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", "gpu", "--concurrency", "1",
                            "-n", "gpu@%h", "--loglevel", "INFO"],
             # Threads: each chat's reply streams while the others' do, from one copy of the model.
