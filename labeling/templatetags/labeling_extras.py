@@ -1,5 +1,6 @@
 from django import template
 
+from ..charts import human_number, metric_name
 from ..html import render_markdown
 
 register = template.Library()
@@ -44,3 +45,18 @@ def share(value):
 @register.filter
 def get(mapping, key):
     return mapping.get(key)
+
+
+@register.filter(name="metric_name")
+def metric_name_filter(key):
+    """A metric's name for people, with its unit: kl -> "KL, nats"."""
+    return metric_name(key)
+
+
+@register.filter
+def number(value):
+    """A number as people read it: "6", "0.0123", "123,457", "1.23M"; a dash for none. A group of metrics
+    (a run's validation numbers) lists each by name, in brackets."""
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{metric_name(key)} {human_number(item)}" for key, item in value.items()) + ")"
+    return human_number(value)

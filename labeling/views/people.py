@@ -174,14 +174,14 @@ def team_quality(request):
     report = selectors.quality_report()
     rows = report["labelers"]
     names = [row["user"].username for row in rows]
-    percent = "{:.0%}".format
     context = {
         "report": report, "rows": rows,
         "chart_agreement": charts.stacked_bars("Agreement with peers", names,
-                                               {"agreement": [row["agreement"] for row in rows]},
-                                               y_max=1, y_format=percent),
-        "chart_gold": charts.stacked_bars("Gold accuracy", names, {"gold": [row["gold_accuracy"] for row in rows]},
-                                          y_max=1, y_format=percent),
+                                               {"Agreement with peers": [row["agreement"] for row in rows]},
+                                               domain=(0, 1), percent=True, y_label="Pairs ordered alike"),
+        "chart_gold": charts.stacked_bars("Gold accuracy", names,
+                                          {"Gold accuracy": [row["gold_accuracy"] for row in rows]},
+                                          domain=(0, 1), percent=True, y_label="Gold tasks answered right"),
         "floors": {"gold": settings.QUALITY_MIN_GOLD_ACCURACY, "agreement": settings.QUALITY_MIN_AGREEMENT},
     }
     return render(request, "labeling/team_quality.html", context)
@@ -212,12 +212,12 @@ def labeler_quality(request, pk):
         "history": profile.status_changes.select_related("changed_by"),
         "chart_weekly": charts.line_chart(
             "Agreement with peers and gold accuracy by week", [week.strftime("%d %b") for week in weeks],
-            {"agreement": [a for _, a, _ in weekly], "gold accuracy": [g for _, _, g in weekly]},
-            y_max=1, y_format="{:.0%}".format,
+            {"Agreement with peers": [a for _, a, _ in weekly], "Gold accuracy": [g for _, _, g in weekly]},
+            domain=(0, 1), percent=True,
         ),
         "chart_throughput": charts.stacked_bars("Results submitted per day",
                                                 [d.strftime("%d %b") for d in throughput["dates"]],
-                                                throughput["series"]),
+                                                throughput["series"], y_label="Results per day"),
         "throughput": throughput,
     }
     return render(request, "labeling/labeler_quality.html", context, status=400 if form.errors else 200)

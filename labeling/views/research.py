@@ -28,20 +28,22 @@ def _charts(dashboard):
     weeks = [week.strftime("%d %b") for week, _, _ in dashboard["agreement"]]
     throughput = dashboard["throughput"]
     rewards, policies = dashboard["reward_models"], dashboard["policies"]
-    percent = "{:.0%}".format
     return {
         "split_source": charts.stacked_bars("Prompts per split and source", dashboard["splits"],
-                                            dict(dashboard["sources"])),
+                                            dict(dashboard["sources"]), y_label="Prompts"),
         "agreement": charts.line_chart("Agreement between labelers, by week", weeks,
-                                       {"agreement": [a for _, a, _ in dashboard["agreement"]]}, y_max=1,
-                                       y_format=percent),
+                                       {"Agreement": [a for _, a, _ in dashboard["agreement"]]}, domain=(0, 1),
+                                       percent=True, y_label="Pairs ordered alike"),
         "throughput": charts.stacked_bars("Results submitted per day",
-                                          [d.strftime("%d %b") for d in throughput["dates"]], throughput["series"]),
+                                          [d.strftime("%d %b") for d in throughput["dates"]], throughput["series"],
+                                          y_label="Results per day"),
         "reward_models": charts.line_chart("Reward model accuracy on validation comparisons",
-                                           [name for name, *_ in rewards], {"accuracy": [r[2] for r in rewards]},
-                                           y_max=1, y_format=percent),
+                                           [name for name, *_ in rewards],
+                                           {charts.metric_name("accuracy"): [r[2] for r in rewards]}, domain=(0, 1),
+                                           percent=True, y_label=charts.metric_name("accuracy")),
         "policies": charts.line_chart("Policy reward and KL", [name for name, *_ in policies],
-                                      {"reward": [p[2] for p in policies], "KL": [p[3] for p in policies]}),
+                                      {charts.metric_name("reward"): [p[2] for p in policies],
+                                       charts.metric_name("kl"): [p[3] for p in policies]}),
     }
 
 
@@ -178,12 +180,19 @@ def training_runs(request):
 def training_run(request, pk):
     run = get_object_or_404(selectors.training_runs(), pk=pk)
     train = [point for point in run.history if point.get("split") != "valid"]
-    charts_ = [
-        (name, charts.line_chart(name.capitalize(), [point["step"] for point in train],
-                                 {name: [point.get(name) for point in train]}))
+    steps = [point["step"] for point in train]
+    curves = [
+        (charts.metric_title(name), charts.line_chart(
+            charts.metric_title(name), steps, {charts.metric_name(name): [point.get(name) for point in train]},
+            y_label=charts.metric_name(name)))
         for name in CURVES[run.kind] if any(name in point for point in train)
     ]
-    context = {"run": run, "curves": charts_, "validation": [p for p in run.history if p.get("split") == "valid"],
+    validation = [point for point in run.history if point.get("split") == "valid"]
+    # Every metric any validation point has, in the order they first appear: a column never shifts under
+    # another's heading.
+    columns = [name for name in dict.fromkeys(key for point in validation for key in point)
+               if name not in ("step", "split", "epoch")]
+    context = {"run": run, "curves": curves, "validation": validation, "validation_columns": columns,
                "config_json": json.dumps(run.config, indent=2), "version": getattr(run, "model_version", None)}
     return render(request, "labeling/training_run.html", context)
 

@@ -101,7 +101,7 @@ def test_the_dashboard_draws_its_charts_with_the_numbers_a_click_away(page, rese
                               ratings={i: {"rating": 4} for i in ids})
     sign_in(page, researcher.username)
     agreement = page.locator("#agreement")
-    expect(agreement.locator("svg.chart polyline")).to_have_count(1)
+    expect(agreement.locator("svg.chart circle")).to_have_count(1)  # one week: a point
     expect(agreement.locator("table")).not_to_be_visible()
     agreement.get_by_text("Numbers").click()
     expect(agreement.locator("table")).to_contain_text("0%")  # the two rankings are opposite

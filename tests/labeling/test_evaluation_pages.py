@@ -166,7 +166,7 @@ def test_grouped_bars_wrap_their_legend_without_overlap():
     width, height = view_box(svg)
     legend = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" class="legend">', svg)
     assert len(legend) == 7 and len(set(legend)) == 7
-    assert all(float(x) + 90 <= width and float(y) <= height for x, y in legend)
+    assert all(float(x) + charts.CHAR_WIDTH * len("policy-0") <= width and float(y) <= height for x, y in legend)
     widths = numbers_in(svg, "width")
     assert all(0 <= w <= width for w in widths)
     assert "Nothing to draw yet." in str(charts.grouped_bars("t", ["a"], {"m": [None]}))

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -356,5 +357,6 @@ def test_a_labelers_page_draws_gold_accuracy_by_week(client, admin_user, labeler
     services.annotation_submit(assignment=assignment, labeler=labeler, flags={}, use_case="chat", language="en")
     client.force_login(admin_user)
     page = client.get(reverse("labeler-quality", args=[labeler.pk])).content.decode()
-    assert 'aria-label="Agreement with peers and gold accuracy by week"' in page and "<polyline" in page
+    assert 'aria-label="Agreement with peers and gold accuracy by week"' in page
+    assert re.search(r"<circle [^>]+><title>Gold accuracy at \d\d \w{3}: 100%</title></circle>", page)
     assert "100%" in page and "100% over 1 gold tasks" in page

@@ -226,7 +226,8 @@ def test_the_dashboard_draws_agreement_throughput_annotations_and_model_metrics(
                   "Reward model accuracy on validation comparisons", "Policy reward and KL"):
         assert f'aria-label="{title}"' in page, title
     assert "83%" in page and "rm-2" in page and "0.710" in page
-    assert page.count("<polyline") == 4 and "&lt;" not in page  # agreement, accuracy, policy reward and KL
+    # A point per week of agreement (one), reward model (two), and policy for its reward and its KL (one each).
+    assert page.count("<circle") == 5 and "&lt;" not in page and ">KL, nats<" in page
 
 
 def test_a_user_creates_and_replaces_their_api_token(client, researcher, no_role_user):
@@ -302,7 +303,7 @@ def test_a_finished_run_shows_its_curves_gate_and_model(as_researcher):
     page = as_researcher.get(run.get_absolute_url()).content.decode()
     assert page.count("<polyline") == 2 and 'aria-label="Loss"' in page and 'aria-label="Accuracy"' in page
     assert "Not activated" in page and "against the active rm-1&#x27;s 0.850" in page
-    assert "reward-7" in page and "train-rm: 100%" in page and "0.8100" in page
+    assert "reward-7" in page and "train-rm: 100%" in page and '<td class="num">0.81</td>' in page
 
 
 def policy_lineage():
