@@ -10,8 +10,10 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Value
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
+from django.urls import reverse_lazy
 from django.utils import timezone
 
 from . import services
@@ -42,6 +44,10 @@ from .models import (
 from .services.screening import invitation_token
 
 admin.site.unregister(get_user_model())
+admin.site.site_header = admin.site.site_title = "RLHF labeling admin"
+# "View site" opens the start page, which takes an admin to the Team page; templates/admin/ adds the other site
+# pages an admin works on to the header and the index.
+admin.site.site_url = reverse_lazy("start")
 
 
 class ViewOnlyAdmin(admin.ModelAdmin):
@@ -143,19 +149,30 @@ class StatusChangeInline(admin.TabularInline):
 
 @admin.register(Invitation)
 class InvitationAdmin(admin.ModelAdmin):
-    """Invite people by a single-use link that expires; send them the link shown after saving."""
+    """Invite people by a single-use link that expires; send them the link shown after saving, whole and with a
+    button that copies it."""
 
     list_display = ["id", "role", "note", "link", "expires_at", "used_at", "created_by"]
     list_filter = ["role"]
     fields = ["role", "note", "expires_at", "link", "used_by", "used_at", "created_by"]
     readonly_fields = ["link", "used_by", "used_at", "created_by"]
 
+    class Media:
+        js = ["js/copy.js"]
+
+    def get_queryset(self, request):
+        # The address this admin reached the site by, so that the link shown is the whole one to send.
+        return super().get_queryset(request).annotate(site_root=Value(request.build_absolute_uri("/")))
+
     def get_changeform_initial_data(self, request):
         return {"expires_at": timezone.now() + timedelta(days=settings.INVITATION_DAYS)}
 
     @admin.display(description="link")
     def link(self, invitation):
-        return invitation.get_absolute_url() if invitation.token else "made when saved"
+        if not invitation.token:
+            return "made when saved"
+        url = invitation.site_root.rstrip("/") + invitation.get_absolute_url()
+        return render_to_string("labeling/_copy_field.html", {"text": url, "label": "Invitation link"})
 
     def save_model(self, request, obj, form, change):
         if not change:

@@ -4,6 +4,7 @@ from functools import wraps
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.urls import resolve, reverse
 from rest_framework.permissions import BasePermission
 
 from .models import Role
@@ -37,9 +38,17 @@ def role_required(*roles):
                 raise PermissionDenied(f"This page is for the {' or '.join(roles)} role.")
             return view(request, *args, **kwargs)
 
+        wrapped.required_roles = roles  # read by may_open, so that links to a page follow the page's own rule
         return wrapped
 
     return decorator
+
+
+def may_open(user, url_name):
+    """Whether `user` may open the page named `url_name` (one without arguments), as its `role_required` decides;
+    a page without that rule is open to everyone signed in."""
+    roles = getattr(resolve(reverse(url_name)).func, "required_roles", None)
+    return roles is None or has_role(user, *roles)
 
 
 class IsResearcher(BasePermission):

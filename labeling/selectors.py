@@ -25,6 +25,7 @@ from .models import (
     Export,
     Guidelines,
     ImportJob,
+    Invitation,
     LabelerProfile,
     ModelVersion,
     Prompt,
@@ -41,9 +42,11 @@ from .permissions import roles_of
 
 
 def start_url_for(user):
+    """Where the site starts for `user`: an admin's is the Team page, which links to the admin and the other pages
+    an admin works on."""
     roles = roles_of(user)
     if Role.ADMIN in roles:
-        return reverse("admin:index")
+        return reverse("team-quality")
     if Role.RESEARCHER in roles:
         return reverse("research-home")
     if Role.LABELER in roles:
@@ -57,6 +60,11 @@ def _shares(queryset, field, choices=None):
     counts = list(queryset.order_by().values_list(field).annotate(n=Count("id")).order_by("-n"))
     total = sum(n for _, n in counts) or 1
     return [(labels.get(value, value) or "unspecified", n, round(100 * n / total, 1)) for value, n in counts]
+
+
+def invitations_open():
+    """Invitations that can still be used, newest first: the links an admin may still have to send."""
+    return Invitation.objects.filter(used_at__isnull=True, expires_at__gt=timezone.now()).select_related("created_by")
 
 
 def dataset_overview():

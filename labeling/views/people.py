@@ -183,6 +183,8 @@ def team_quality(request):
                                           {"Gold accuracy": [row["gold_accuracy"] for row in rows]},
                                           domain=(0, 1), percent=True, y_label="Gold tasks answered right"),
         "floors": {"gold": settings.QUALITY_MIN_GOLD_ACCURACY, "agreement": settings.QUALITY_MIN_AGREEMENT},
+        "invitations": [(invitation, request.build_absolute_uri(invitation.get_absolute_url()))
+                        for invitation in selectors.invitations_open()],
     }
     return render(request, "labeling/team_quality.html", context)
 

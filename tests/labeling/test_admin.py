@@ -5,6 +5,7 @@ from html.parser import HTMLParser
 import pytest
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth import get_user_model
 from django.forms.models import model_to_dict
 from django.urls import reverse
 
@@ -299,3 +300,71 @@ def test_the_active_version_and_labeler_profiles_cannot_be_deleted(client, admin
     assert client.post(reverse("admin:labeling_labelerprofile_delete", args=[profile.pk]), {"post": "yes"}
                        ).status_code == 403
     assert ModelVersion.objects.filter(pk=active.pk).exists() and LabelerProfile.objects.filter(pk=profile.pk).exists()
+
+
+SITE_PAGES = {"Review": "review-queue", "Team": "team-quality", "Research": "research-home",
+              "Training": "training-runs", "Exports": "exports", "Evaluations": "evaluations"}
+RESEARCH_PAGES = ["Research", "Training", "Exports", "Evaluations"]
+
+
+def site_links(page, where):
+    """(label, href) of the links in the admin's header (`where="nav"`) or in the index's module ("module")."""
+    start = page.index('<nav class="site-pages"') if where == "nav" else page.index('class="module site-pages-module"')
+    block = page[start:page.index("</nav>" if where == "nav" else "</table>", start)]
+    return [(label, href) for href, label in re.findall(r'<a href="([^"]+)">([^<]+)</a>', block)]
+
+
+def test_the_admin_links_to_the_site_pages_an_admin_uses_in_its_header_and_index(client, admin_user):
+    client.force_login(admin_user)
+    expected = [(label, reverse(name)) for label, name in SITE_PAGES.items()]
+    index = client.get(reverse("admin:index")).content.decode()
+    assert site_links(index, "nav") == expected
+    assert site_links(index, "module") == expected
+    changelist = client.get(reverse("admin:labeling_prompt_changelist")).content.decode()
+    assert site_links(changelist, "nav") == expected
+    for _, url in expected:
+        assert client.get(url).status_code == 200, url
+
+
+def test_the_admin_shows_a_staff_researcher_only_the_site_pages_of_that_role(client, researcher, no_role_user):
+    get_user_model().objects.filter(pk__in=[researcher.pk, no_role_user.pk]).update(is_staff=True)
+    client.force_login(researcher)
+    index = client.get(reverse("admin:index")).content.decode()
+    assert [label for label, _ in site_links(index, "nav")] == RESEARCH_PAGES
+    assert [label for label, _ in site_links(index, "module")] == RESEARCH_PAGES
+    for label, url in site_links(index, "nav"):
+        assert client.get(url).status_code == 200, label
+    assert client.get(reverse("review-queue")).status_code == 403  # the rule the missing links follow
+
+    client.force_login(no_role_user)
+    index = client.get(reverse("admin:index")).content.decode()
+    assert 'class="site-pages"' not in index and "site-pages-module" not in index
+
+
+def test_view_site_lands_an_admin_on_a_site_page_that_links_back_to_the_admin(client, admin_user):
+    client.force_login(admin_user)
+    index = client.get(reverse("admin:index")).content.decode()
+    view_site = re.search(r'<a href="([^"]+)">View site</a>', index).group(1)
+    response = client.get(view_site, follow=True)
+    assert response.status_code == 200
+    assert response.redirect_chain[-1][0] == reverse("team-quality")
+    assert f'href="{reverse("admin:index")}"' in response.content.decode()
+
+
+def copy_fields(page):
+    """The values of the read-only inputs that have a Copy button beside them."""
+    return re.findall(r'<span class="copy-field"><input type="text" readonly value="([^"]+)"[^>]*> '
+                      r'<button type="button" class="copy-button"[^>]*>Copy</button></span>', page)
+
+
+def test_an_invitation_shows_its_whole_link_with_a_copy_button_in_the_admin(client, admin_user):
+    invitation = services.invitation_create(note="for Jane", created_by=admin_user)
+    link = f"http://testserver/join/{invitation.token}/"
+    client.force_login(admin_user)
+    for url in (reverse("admin:labeling_invitation_changelist"),
+                reverse("admin:labeling_invitation_change", args=[invitation.pk])):
+        page = client.get(url).content.decode()
+        assert copy_fields(page) == [link], url
+        assert '<script src="/static/js/copy.js"></script>' in page
+    add_page = client.get(reverse("admin:labeling_invitation_add")).content.decode()
+    assert "made when saved" in add_page and not copy_fields(add_page)

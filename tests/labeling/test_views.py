@@ -79,7 +79,7 @@ def test_anonymous_visitors_are_sent_to_sign_in(client, job, page):
 
 
 @pytest.mark.parametrize(
-    "role, start", [("labeler", "labeler-home"), ("researcher", "research-home"), ("admin", "admin:index"),
+    "role, start", [("labeler", "labeler-home"), ("researcher", "research-home"), ("admin", "team-quality"),
                     ("none", "no-role")]
 )
 def test_each_role_lands_on_its_start_page_after_signing_in(client, users, role, start):
