@@ -201,6 +201,16 @@ def cutoffs(attempt):
     return [(name, score, cutoff, None if score is None else score >= cutoff) for name, score, cutoff in rows]
 
 
+def guidelines_publish(*, title, body, published_by=None):
+    """A new version of the guidelines, numbered after the newest. Every labeler acknowledges it before more work."""
+    if not title.strip() or not body.strip():
+        raise ValidationError("Guidelines need a title and a body.")
+    with transaction.atomic():
+        newest = Guidelines.objects.select_for_update().first()
+        return Guidelines.objects.create(version=newest.version + 1 if newest else 1, title=title, body=body,
+                                         published_by=published_by)
+
+
 def guidelines_acknowledge(*, user, version):
     guidelines = Guidelines.objects.filter(version=version).first()
     if guidelines is None or guidelines != Guidelines.objects.first():

@@ -3,11 +3,14 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 
-from labeling import services
+from labeling import selectors, services
 from labeling.models import (
     Export,
+    Guidelines,
     ImportJob,
     Invitation,
     LabelerProfile,
@@ -89,7 +92,49 @@ def test_seed_demo_creates_the_accounts_and_about_sixty_prompts(settings):
     assert sorted(ScreeningItem.objects.values_list("part", flat=True)) == sorted(
         ["sensitive_flags"] * 3 + ["ranking"] * 2 + ["demonstration"] * 2)
     link = again.split("Try the way in for a new labeler: ")[1].split()[0]
-    assert Invitation.objects.get(token=link.split("/")[2]).used_at is None
+    assert link.startswith("http://127.0.0.1:8000/join/")
+    assert Invitation.objects.get(token=link.split("/")[4]).used_at is None
+
+
+def test_seed_demo_publishes_guidelines_once_and_its_labelers_have_read_them(settings, client):
+    settings.DEBUG = True
+    run("seed_demo")
+    run("seed_demo")
+    guidelines = Guidelines.objects.get()
+    assert guidelines.version == 1
+    for part in ("## Helpful", "## Truthful", "## Harmless", "## When these conflict", "## What each flag means",
+                 "## Worked examples", "Hallucination", "Rank **B above A**"):
+        assert part in guidelines.body
+    labeler = get_user_model().objects.get(username="labeler1")
+    assert LabelerProfile.objects.filter(guidelines_acknowledged=guidelines).count() == 3
+    assignment = services.task_lease_next(labeler=labeler)
+    assert assignment is not None
+
+    client.force_login(labeler)
+    task_page = client.get(reverse("assignment", args=[assignment.pk])).content.decode()
+    assert 'class="card guidelines"' in task_page
+    assert "No guidelines have been published yet" not in task_page
+    assert "<h2>Helpful</h2>" in task_page and "<table>" in task_page  # the Markdown, rendered
+
+
+def test_seed_demo_leaves_newer_guidelines_for_its_labelers_to_read(settings):
+    settings.DEBUG = True
+    run("seed_demo")
+    newer = services.guidelines_publish(title="Now with chats", body="Talk as a person with a real need would.")
+    run("seed_demo")
+    assert Guidelines.objects.count() == 2
+    labeler = LabelerProfile.objects.get(user__username="labeler1")
+    assert selectors.guidelines_pending(labeler) == newer
+    with pytest.raises(ValidationError, match="acknowledge the guidelines"):
+        services.task_lease_next(labeler=labeler.user)
+
+
+def test_a_labeler_invited_into_the_demo_reads_its_guidelines_first(settings):
+    settings.DEBUG = True
+    output = run("seed_demo")
+    token = output.split("Try the way in for a new labeler: ")[1].split()[0].split("/")[4]
+    newcomer = services.account_create(token=token, username="newcomer", password="a long pass phrase 42")
+    assert selectors.guidelines_pending(LabelerProfile.objects.get(user=newcomer)) == Guidelines.objects.get()
 
 
 def test_seed_demo_refuses_to_create_known_passwords_outside_debug(settings):

@@ -6,10 +6,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from labeling import intake, services
-from labeling.models import LabelerProfile, Prompt, Role, ScreeningItem, Task
+from labeling.models import Guidelines, LabelerProfile, Prompt, Role, ScreeningItem, Task
 
 DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "fixtures" / "demo_prompts.jsonl"
 DEMO_SCREENING = DEMO_PROMPTS.with_name("demo_screening.jsonl")
+DEMO_GUIDELINES = DEMO_PROMPTS.with_name("demo_guidelines.md")
+GUIDELINES_TITLE = "Helpful, truthful and harmless"
 
 # Demo logins: printed on every run, and refused outside DEBUG unless --force is given.
 ACCOUNTS = [
@@ -32,8 +34,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--force", action="store_true", help="Run even with DEBUG off (known passwords!).")
+        parser.add_argument("--site-url", default="http://127.0.0.1:8000",
+                            help="Where the site is served, for the invitation link printed (default: make run's).")
 
-    def handle(self, *args, force, **options):
+    def handle(self, *args, force, site_url, **options):
         if not settings.DEBUG and not force:
             raise CommandError("seed_demo creates accounts with known passwords; run it with DEBUG=1 or --force.")
         with transaction.atomic():
@@ -42,6 +46,7 @@ class Command(BaseCommand):
             self._prompt_writing_tasks()
             self._chat_tasks()
             self._screening_items()
+            self._guidelines()
             invitation = services.invitation_create(note="demo applicant")
         self.stdout.write(
             f"Demo prompts: {report.accepted} loaded, {report.duplicates} already there, {report.rejected} rejected."
@@ -49,7 +54,8 @@ class Command(BaseCommand):
         self.stdout.write("Demo logins (username / password):")
         for username, password, role in ACCOUNTS:
             self.stdout.write(f"  {role.label:<11} {username} / {password}")
-        self.stdout.write(f"Try the way in for a new labeler: {invitation.get_absolute_url()} (single use)")
+        link = site_url.rstrip("/") + invitation.get_absolute_url()
+        self.stdout.write(f"Try the way in for a new labeler: {link} (single use)")
 
     def _accounts(self):
         User = get_user_model()
@@ -86,3 +92,15 @@ class Command(BaseCommand):
         if not ScreeningItem.objects.exists():
             with DEMO_SCREENING.open(encoding="utf-8") as lines:
                 services.screening_items_import(lines=lines)
+
+    def _guidelines(self):
+        """Guidelines published once; the demo labelers have read them, so that they can work at once, while a
+        newly invited labeler reads and acknowledges them during onboarding."""
+        guidelines = Guidelines.objects.filter(title=GUIDELINES_TITLE).first() or services.guidelines_publish(
+            title=GUIDELINES_TITLE, body=DEMO_GUIDELINES.read_text(encoding="utf-8"))
+        if guidelines != Guidelines.objects.first():
+            return  # newer guidelines were published since: the demo labelers read those like anyone else
+        labelers = [username for username, _, role in ACCOUNTS if role == Role.LABELER]
+        unread = LabelerProfile.objects.filter(user__username__in=labelers, guidelines_acknowledged=None)
+        for profile in unread.select_related("user"):
+            services.guidelines_acknowledge(user=profile.user, version=guidelines.version)
