@@ -45,7 +45,7 @@ def loop(settings, tiny_model, tmp_path, start_worker):
     settings.INTAKE_ANNOTATE, settings.INTAKE_DEMONSTRATION_SHARE = False, 0
     cache.delete(services.SAMPLING_QUEUED)
     environment = {name: json.dumps(value) if isinstance(value, dict) else value for name, value in values.items()}
-    return lambda **extra: start_worker("default,sampling,gpu", **(environment | extra))
+    return lambda queues="default,sampling,gpu", **extra: start_worker(queues, **(environment | extra))
 
 
 def import_prompts(n, start=0):
@@ -170,3 +170,21 @@ def test_a_worker_sampling_through_rlhf_serve_retries_when_the_server_stops_mid_
     assert all(task.completions.count() == 4 for task in tasks) and Completion.objects.count() == 64
     base = ModelVersion.objects.get(kind="policy", status="active")
     assert set(Completion.objects.values_list("model_version", flat=True)) == {base.pk}
+
+
+@pytest.mark.slow
+def test_labelers_get_samples_while_a_training_run_holds_the_gpu_worker(loop, labeler):
+    """Sampling has a worker of its own: a long SFT run on the gpu worker never holds up the ranking tasks."""
+    loop("gpu")
+    loop("default,sampling")
+    demonstrations(12, "train", labeler)
+    demonstrations(4, "valid", labeler)
+    run = services.training_run_start(kind="sft", options={"epochs": 5000, "max_length": 64, "device": "cpu"})
+    assert wait_for(lambda: TrainingRun.objects.get(pk=run.pk).step > 0, timeout=120), "the run never trained"
+
+    import_prompts(6)
+    assert wait_for(lambda: Task.objects.filter(kind="rank_completions").count() == 6), "no ranking tasks"
+    run.refresh_from_db()
+    assert run.state == "running" and run.step < run.total_steps
+    services.training_run_cancel(run=run)
+    assert wait_for(lambda: TrainingRun.objects.get(pk=run.pk).is_finished)
