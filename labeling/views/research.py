@@ -172,7 +172,9 @@ def training_runs(request):
             form.add_error("options" if exc.code == "options" else "kind", exc)
         else:
             return redirect(run)
-    context = {"form": form, "runs": selectors.training_runs()[:50], "sampler": selectors.sampler_overview()}
+    runs = selectors.training_runs()[:50]
+    context = {"form": form, "runs": runs, "rules": selectors.training_rules(),
+               "queued": selectors.queued_because(runs), "sampler": selectors.sampler_overview()}
     return render(request, "labeling/training_runs.html", context, status=400 if form.errors else 200)
 
 
