@@ -4,6 +4,7 @@ from django import forms
 from django.conf import settings
 from django.core import validators
 
+from .exports import FILTERS as EXPORT_FILTERS
 from .exports import OVERLAP_MODES, STYLES
 from .models import (
     Assignment,
@@ -206,19 +207,30 @@ class SkipForm(forms.Form):
     reason = forms.ChoiceField(choices=Assignment.SkipReason.choices, widget=forms.RadioSelect)
 
 
+PICK_SEVERAL = "Ctrl-click (⌘-click on a Mac) to choose several; none chosen means all."
+
+
 class ExportForm(forms.Form):
-    """An export and its filters; the export service checks that each applies to the kind."""
+    """An export and its filters. Which filter applies to which kind is the export filters' table
+    (labeling/exports/filters.py): the page names each filter's kinds from it, to hide the others, and a filter
+    set for a kind it does not apply to is refused beside the field."""
 
     kind = forms.ChoiceField(choices=Export.Kind.choices)
     format = forms.ChoiceField(choices=Export.Format.choices)
     split = forms.MultipleChoiceField(choices=Prompt.Split.choices, required=False,
                                       widget=forms.CheckboxSelectMultiple)
     language = forms.CharField(required=False, help_text="Language codes, comma-separated: en,fr")
-    use_case = forms.MultipleChoiceField(choices=UseCase.choices, required=False)
+    use_case = forms.MultipleChoiceField(choices=UseCase.choices, required=False, help_text=PICK_SEVERAL,
+                                         widget=forms.SelectMultiple(attrs={"size": len(UseCase.choices)}))
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    model_version = forms.ModelMultipleChoiceField(queryset=ModelVersion.objects.all(), required=False)
-    labeler_status = forms.MultipleChoiceField(choices=LabelerProfile.Status.choices, required=False)
+    model_version = forms.ModelMultipleChoiceField(queryset=ModelVersion.objects.all(), required=False,
+                                                   help_text=PICK_SEVERAL,
+                                                   widget=forms.SelectMultiple(attrs={"size": 6}))
+    labeler_status = forms.MultipleChoiceField(
+        choices=LabelerProfile.Status.choices, required=False, help_text=PICK_SEVERAL,
+        widget=forms.SelectMultiple(attrs={"size": len(LabelerProfile.Status.choices)}),
+    )
     include_gold = forms.BooleanField(required=False, label="Include gold tasks")
     include_evaluations = forms.BooleanField(required=False, label="Include judgments of human evaluations")
     overlap = forms.ChoiceField(required=False, label="Overlap tasks",
@@ -230,8 +242,22 @@ class ExportForm(forms.Form):
     single_turn = forms.BooleanField(required=False, label="Add single-turn demonstrations as dialogues")
     with_identities = forms.BooleanField(required=False, label="Usernames instead of pseudonyms (admins only)")
 
-    FILTERS = ["split", "language", "use_case", "since", "until", "model_version", "labeler_status", "include_gold",
-               "include_evaluations", "overlap", "min_agreement", "style", "margin", "feedme", "single_turn"]
+    FILTERS = list(EXPORT_FILTERS)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.FILTERS:
+            self.fields[name].kinds = sorted(EXPORT_FILTERS[name][1])
+
+    def clean(self):
+        cleaned = super().clean()
+        kind = cleaned.get("kind")
+        if kind:
+            for name in self.filters():
+                if kind not in self.fields[name].kinds:
+                    self.add_error(name, f"Filter `{name}` does not apply to {Export.Kind(kind).label} exports. "
+                                         f"Clear it, or choose a kind it applies to.")
+        return cleaned
 
     def filters(self):
         """The filters that were set, as the service takes them."""
