@@ -26,6 +26,8 @@ run: export SAMPLE_PROMPTS_PER_TASK ?= 6
 run: export SAMPLE_MAX_NEW_TOKENS ?= 48
 run: export CHAT_MAX_NEW_TOKENS ?= 96
 run: export EVALUATE_NEW_POLICIES ?= 6
+run: export RANKING_BUFFER ?= 24
+run: export DEMONSTRATIONS_WAIT_FOR_SUGGESTION ?= 1
 run: export TRAINING_OPTIONS ?= {"reward": {"batch_size": 4, "max_length": 256}, "sft": {"epochs": 1, "batch_size": 2, "max_length": 256}, "ppo": {"steps": 4, "rollout_batch_size": 4, "minibatch_size": 2, "max_new_tokens": 32}}
 run: install $(SMOLLM2)
 	$(BIN)/python manage.py migrate --noinput

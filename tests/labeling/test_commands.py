@@ -96,6 +96,25 @@ def test_seed_demo_creates_the_accounts_and_about_sixty_prompts(settings):
     assert Invitation.objects.get(token=link.split("/")[4]).used_at is None
 
 
+def test_seed_demo_queues_the_first_sampling_before_any_worker_starts(settings, monkeypatch,
+                                                                       django_capture_on_commit_callbacks):
+    from django.core.cache import cache
+
+    from labeling import tasks
+
+    settings.DEBUG, settings.SAMPLE_PROMPTS_PER_TASK = True, 6
+    cache.delete(services.SAMPLING_QUEUED)
+    sent = []
+    monkeypatch.setattr(tasks.sample_completions, "apply_async", lambda args, queue: sent.append((args, queue)))
+    with django_capture_on_commit_callbacks(execute=True):
+        run("seed_demo")
+    [((prompt_ids,), queue)] = sent
+    assert queue == "sampling" and len(prompt_ids) == 6
+    # Prompts a demonstration task waits on come first: their pages show the model's reply as a suggestion.
+    waiting_on = set(Task.objects.filter(kind="write_demonstration").values_list("prompt_id", flat=True))
+    assert set(prompt_ids) <= waiting_on
+
+
 def test_seed_demo_publishes_guidelines_once_and_its_labelers_have_read_them(settings, client):
     settings.DEBUG = True
     run("seed_demo")

@@ -48,6 +48,7 @@ class Command(BaseCommand):
             self._screening_items()
             self._guidelines()
             invitation = services.invitation_create(note="demo applicant")
+            services.sampling_queue()  # the first ranking tasks, as soon as the workers start, not at beat's first tick
         self.stdout.write(
             f"Demo prompts: {report.accepted} loaded, {report.duplicates} already there, {report.rejected} rejected."
         )
