@@ -2,13 +2,15 @@
 
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import timedelta
 from itertools import combinations, groupby
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
+from django.db import connection
+from django.db.models import Case, Count, Exists, F, Min, OuterRef, Q, Subquery, When
 from django.db.models.functions import Coalesce, TruncDate
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -21,6 +23,7 @@ from .models import (
     Completion,
     CompletionRating,
     Conversation,
+    Demonstration,
     Evaluation,
     Export,
     Guidelines,
@@ -167,6 +170,86 @@ def training_runs():
                                               "ptx_export", "created_by", "model_version")
 
 
+@dataclass
+class TrainingRule:
+    """One of beat's rules for starting a run, and where it stands: `done` of `needed` new results since the
+    active model's training data, or for a policy the pair of models it waits for."""
+
+    kind: str
+    progress: str
+    trigger: str
+    due: bool
+    done: int = 0
+    needed: int = 0
+    live: TrainingRun | None = None
+
+    @property
+    def label(self):
+        return TrainingRun.Kind(self.kind).label
+
+
+def training_rules():
+    """Beat's rules, in the order it applies them: a reward model after TRAIN_RM_AFTER_COMPARISONS new rankings,
+    an SFT model after TRAIN_SFT_AFTER_DEMONSTRATIONS new demonstrations (judgments of human evaluations are
+    rankings but no training data), and a policy for each pair of active reward and SFT models."""
+    active = {v.kind: v for v in ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE)
+              .select_related("training_run__export")}
+    live = {run.kind: run for run in TrainingRun.objects.filter(state__in=TrainingRun.LIVE)}
+    rules = []
+    for kind, results, needed, what in [
+        (TrainingRun.Kind.REWARD, Ranking.objects.filter(task__evaluation__isnull=True),
+         settings.TRAIN_RM_AFTER_COMPARISONS, "rankings"),
+        (TrainingRun.Kind.SFT, Demonstration.objects.all(), settings.TRAIN_SFT_AFTER_DEMONSTRATIONS, "demonstrations"),
+    ]:
+        version = active.get(TRAINING_OUTPUTS[kind])
+        run = version and version.training_run
+        if run and run.export:
+            done, since = results.filter(created_at__gt=run.export.created_at).count(), f" since {version.name}"
+        else:
+            done, since = results.count(), " so far"
+        rules.append(TrainingRule(kind=kind, progress=f"{min(done, needed):,} of {needed:,} new {what}{since}",
+                                  trigger=f"{needed}+ new {what}", due=done >= needed and kind not in live,
+                                  done=done, needed=needed, live=live.get(kind)))
+    reward, sft = active.get(ModelVersion.Kind.REWARD), active.get(ModelVersion.Kind.SFT)
+    pair = f"reward model {reward.name} and SFT model {sft.name if sft else 'base'}" if reward else ""
+    trained = reward and TrainingRun.objects.filter(kind=TrainingRun.Kind.PPO, reward_model=reward,
+                                                    reference_model=sft).order_by("-pk").first()
+    if not reward:
+        progress = "Waits for a first reward model."
+    elif trained:
+        progress = f"Run #{trained.pk} trained a policy on {pair} ({trained.state}); the next waits for a new one."
+    else:
+        progress = f"Due: no policy has been trained on {pair} yet."
+    rules.append(TrainingRule(kind=TrainingRun.Kind.PPO, progress=progress, trigger=f"{pair} are active",
+                              due=bool(reward and not trained and TrainingRun.Kind.PPO not in live),
+                              live=live.get(TrainingRun.Kind.PPO)))
+    return rules
+
+
+TRAINING_OUTPUTS = {TrainingRun.Kind.REWARD: ModelVersion.Kind.REWARD, TrainingRun.Kind.SFT: ModelVersion.Kind.SFT}
+
+
+def queued_because(runs):
+    """{run id: why it still waits}, for the queued runs among `runs`: the gpu worker trains one run at a time."""
+    running = TrainingRun.objects.filter(state=TrainingRun.State.RUNNING).order_by("started_at").first()
+    queued = list(TrainingRun.objects.filter(state=TrainingRun.State.QUEUED).order_by("created_at", "pk"))
+    now, reasons = timezone.now(), {}
+    for n, run in enumerate(queued):
+        if running:
+            reason = (f"Waits for run #{running.pk} ({running.get_kind_display().lower()}), which the gpu worker is "
+                      "training: it trains one run at a time.")
+        elif n:
+            reason = f"Waits behind run #{queued[0].pk}, queued before it, for the gpu worker."
+        elif now - run.created_at > timedelta(minutes=2):
+            minutes = int((now - run.created_at).total_seconds() // 60)
+            reason = (f"No gpu worker has taken it for {minutes} minutes: check that a worker consumes the gpu queue "
+                      "(celery -A config worker -Q gpu).")
+        else:
+            reason = "Waits for the gpu worker to take it."
+        reasons[run.pk] = reason
+    return {pk: reason for pk, reason in reasons.items() if pk in {run.pk for run in runs}}
+
+
 def sampler_overview():
     """The sampler's last known state, what it should serve now, and how many prompts wait for completions."""
     state = dict(samplers.sampler_state())
@@ -176,8 +259,14 @@ def sampler_overview():
     active = ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, status=ModelVersion.Status.ACTIVE).first()
     state["serving"] = active.served_name if active else None
     state["waiting"] = Prompt.objects.filter(needs_completions=True).count()
+    state["ranking_tasks"], state["buffer"] = ranking_tasks_waiting(), settings.RANKING_BUFFER
     state["server"] = settings.SAMPLER_SERVER if settings.SAMPLER_URL else None
     return state
+
+
+def ranking_tasks_waiting():
+    """Open ranking tasks of training data (an evaluation's are sampled apart)."""
+    return Task.objects.filter(kind=Task.Kind.RANK_COMPLETIONS, state=Task.State.OPEN, evaluation__isnull=True).count()
 
 
 def model_versions_by_kind():
@@ -224,6 +313,9 @@ def tasks_available_to(*, labeler, profile, now):
     )
     if profile.task_kinds:
         tasks = tasks.filter(kind__in=profile.task_kinds)
+    if settings.DEMONSTRATIONS_WAIT_FOR_SUGGESTION:  # until the model has written a reply to suggest
+        suggested = Exists(Completion.objects.filter(prompt=OuterRef("prompt"), model_version__kind__in=SUGGESTERS))
+        tasks = tasks.exclude(Q(kind=Task.Kind.WRITE_DEMONSTRATION) & ~suggested)
     # Evaluations that ask for held-out labelers: not for one whose data a candidate may have learnt from.
     held_out = Evaluation.objects.filter(state=Evaluation.State.OPEN, held_out_labelers=True,
                                          candidate__training_run__isnull=False)
@@ -234,6 +326,22 @@ def tasks_available_to(*, labeler, profile, now):
         tasks = tasks.filter(Q(prompt__language__in=profile.languages) | Q(kind=Task.Kind.WRITE_PROMPT)
                              | Q(chat_language, kind=Task.Kind.CHAT))
     return tasks.order_by("-priority", "created_at", "pk")
+
+
+PRIORITY_LANE = "priority"
+
+
+def open_lanes():
+    """The lanes of the queue that hold open tasks: each kind of task, and PRIORITY_LANE for tasks given a
+    priority above 0. One query of an index probe per lane, so that a lease walks only lanes with work."""
+    table = connection.ops.quote_name(Task._meta.db_table)
+    probes = [(kind, "kind = %s", [kind]) for kind in Task.Kind.values] + [(PRIORITY_LANE, "priority > %s", [0])]
+    sql = " UNION ALL ".join(f"SELECT %s WHERE EXISTS (SELECT 1 FROM {table} WHERE state = %s AND {condition})"
+                             for _, condition, _ in probes)
+    params = [value for lane, _, condition_params in probes for value in (lane, Task.State.OPEN, *condition_params)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _first_training_data(labeler):
@@ -326,17 +434,19 @@ def completions_in_order(assignment):
     return [completions[cid] for cid in order + sorted(set(completions) - set(order))]
 
 
+SUGGESTERS = (ModelVersion.Kind.POLICY, ModelVersion.Kind.SFT)
+
+
 def model_suggestion(prompt):
-    """A reply to the prompt written by the active policy, or before there is one by the active SFT model."""
-    for kind in (ModelVersion.Kind.POLICY, ModelVersion.Kind.SFT):
-        suggestion = (
-            Completion.objects.filter(prompt=prompt, model_version__kind=kind,
-                                      model_version__status=ModelVersion.Status.ACTIVE)
-            .select_related("model_version").order_by("-created_at", "-pk").first()
-        )
-        if suggestion:
-            return suggestion
-    return None
+    """A reply to the prompt written by the active policy, before there is one by the active SFT model, and failing
+    both the newest reply of an earlier version."""
+    return (
+        Completion.objects.filter(prompt=prompt, model_version__kind__in=SUGGESTERS)
+        .select_related("model_version")
+        .order_by(Case(When(model_version__status=ModelVersion.Status.ACTIVE, then=0), default=1),
+                  Case(When(model_version__kind=ModelVersion.Kind.POLICY, then=0), default=1), "-created_at", "-pk")
+        .first()
+    )
 
 
 def workspace_panel(labeler):
@@ -367,25 +477,65 @@ def review_queue():
 
 
 def result_of(assignment):
-    """What the labeler submitted for an assignment, by kind, for reading back."""
+    """Everything the labeler submitted for an assignment, by kind, for reading back."""
     kind = assignment.task.kind
     if kind == Task.Kind.WRITE_PROMPT:
         return {"written_prompt": getattr(assignment, "written_prompt", None)}
     if kind == Task.Kind.WRITE_DEMONSTRATION:
-        return {"demonstration": getattr(assignment, "demonstration", None)}
+        return _demonstration_result(getattr(assignment, "demonstration", None))
     if kind == Task.Kind.RANK_COMPLETIONS:
-        ranking = getattr(assignment, "ranking", None)
-        letters = {c.pk: chr(ord("A") + i) for i, c in enumerate(completions_in_order(assignment))}
-        ratings = {r.completion_id: r for r in ranking.ratings.all()} if ranking else {}
-        return {
-            "ranking": ranking,
-            "ranked_groups": [[letters[cid] for cid in group] for group in ranking.groups] if ranking else [],
-            "outputs": [(letters[c.pk], c, ratings.get(c.pk)) for c in completions_in_order(assignment)],
-        }
+        return _ranking_result(assignment, getattr(assignment, "ranking", None))
     if kind == Task.Kind.CHAT:
         conversation = getattr(assignment, "conversation", None)
         return {"conversation": conversation, "chat_messages": chat_messages(conversation) if conversation else []}
-    return {"annotation": getattr(assignment, "annotation", None)}
+    annotation = getattr(assignment, "annotation", None)
+    return {"annotation": annotation, "annotation_flags": _flags_set(annotation, PromptAnnotation)}
+
+
+def _flags_set(row, model):
+    """The names of the yes/no flags set on `row` of `model`, as the task page labels them."""
+    if row is None:
+        return []
+    return [model._meta.get_field(flag).verbose_name.capitalize() for flag in model.FLAGS if getattr(row, flag)]
+
+
+def _demonstration_result(demonstration):
+    """The labeler's turns after the prompt's, each with the model whose suggestion it started from."""
+    if demonstration is None:
+        return {"demonstration": None, "demonstration_turns": []}
+    prompt = demonstration.prompt
+    opening = len(prompt.turns) if isinstance(prompt.turns, list) and prompt.turns else 1
+    used = {entry.get("turn"): entry.get("model_version") for entry in demonstration.turn_suggestions or []
+            if isinstance(entry, dict) and entry.get("used")}
+    turns = [{**turn, "suggested_by": used.get(number)}
+             for number, turn in enumerate(demonstration.messages[opening:], start=1) if isinstance(turn, dict)]
+    return {"demonstration": demonstration, "demonstration_turns": turns}
+
+
+def _ranking_result(assignment, ranking):
+    """Per output in the order the labeler saw them: its rank (tied outputs share one), rating, flags, notes."""
+    completions = completions_in_order(assignment)
+    letters = {c.pk: chr(ord("A") + i) for i, c in enumerate(completions)}
+    groups = [[cid for cid in group if cid in letters] for group in ranking.groups] if ranking else []
+    rank_of = {cid: (rank, group) for rank, group in enumerate(groups, start=1) for cid in group}
+    ratings = {r.completion_id: r for r in ranking.ratings.all()} if ranking else {}
+    outputs = []
+    for completion in completions:
+        rank, group = rank_of.get(completion.pk, (None, []))
+        rating = ratings.get(completion.pk)
+        outputs.append({
+            "letter": letters[completion.pk],
+            "completion": completion,
+            "rank": rank,
+            "tied_with": [letters[cid] for cid in group if cid != completion.pk],
+            "rating": rating,
+            "flags": _flags_set(rating, CompletionRating),
+        })
+    return {
+        "ranking": ranking,
+        "ranked_groups": [[letters[cid] for cid in group] for group in groups],
+        "outputs": outputs,
+    }
 
 
 # Quality of labelers in production

@@ -52,7 +52,11 @@ class Task(models.Model):
         indexes = [
             models.Index(
                 fields=["-priority", "created_at", "id"], condition=Q(state="open"), name="open_task_queue"
-            )
+            ),
+            # A lease walks one kind's queue at a time (QUEUE_SHARES).
+            models.Index(
+                fields=["kind", "-priority", "created_at", "id"], condition=Q(state="open"), name="open_task_queue_kind"
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(required_annotations__gte=1), name="task_needs_an_annotation"),

@@ -58,10 +58,12 @@ def task_lease_next(*, labeler):
             # Gold tasks come at GOLD_TASK_RATE, looking like any other; they are scored on submit.
             queues = [gold, regular] if random.random() < settings.GOLD_TASK_RATE else [regular]
             # Tasks given a priority above 0 (an evaluation's, say) come first whatever their kind; then the kinds
-            # in turn by their shares.
-            kinds = kinds_in_turn(profile.task_kinds)
-            queues = [lane for queue in queues for lane in [queue.filter(priority__gt=0),
-                                                            *(queue.filter(kind=kind) for kind in kinds)]]
+            # in turn by their shares. Lanes with no open task are not walked.
+            lanes = selectors.open_lanes()
+            kinds = [kind for kind in kinds_in_turn(profile.task_kinds) if kind in lanes]
+            first = [selectors.PRIORITY_LANE] if selectors.PRIORITY_LANE in lanes else []
+            queues = [queue.filter(priority__gt=0) if lane == selectors.PRIORITY_LANE else queue.filter(kind=lane)
+                      for queue in queues for lane in first + kinds]
         task = next((found for queue in queues if (found := _lock_next_task(queue, now))), None)
         if task is None:
             return None
