@@ -41,6 +41,10 @@ class TimedForm(forms.Form):
 
     time_spent = forms.IntegerField(min_value=0, required=False, widget=forms.HiddenInput)
 
+    def field_error_count(self):
+        """How many fields the page marks as refused, for the summary above the form."""
+        return sum(1 for name in self.errors if name in self.fields)
+
     def add_answer_error(self, exc):
         """Show the service's ValidationError beside the field it is about; here, above the form."""
         self.add_error(None, exc)
@@ -124,6 +128,22 @@ class DemonstrationForm(TimedForm):
 class RankingForm(TimedForm):
     """Per output: a 1-7 rating, the metadata flags, notes and a rank; ties share a rank."""
 
+    # The key that toggles each flag of the output in focus; none of them is a key the page uses otherwise
+    # (j and k move between outputs, n opens the notes, b goes to the board).
+    FLAG_KEYS = {
+        "fails_to_follow_instruction": "f",
+        "inappropriate_for_customer_assistant": "i",
+        "hallucination": "h",
+        "satisfies_constraint": "c",
+        "sexual_content": "s",
+        "violent_content": "v",
+        "encourages_violence": "e",
+        "denigrates_protected_class": "d",
+        "harmful_advice": "a",
+        "expresses_opinion": "o",
+        "expresses_moral_judgment": "m",
+    }
+
     none_acceptable = forms.BooleanField(required=False, label="None of these outputs is acceptable")
 
     def __init__(self, *args, completions, **kwargs):
@@ -139,7 +159,10 @@ class RankingForm(TimedForm):
             )
             for flag in CompletionRating.FLAGS:
                 self.fields[f"{flag}_{cid}"] = forms.BooleanField(
-                    required=False, label=_flag_label(CompletionRating, flag)
+                    required=False, label=_flag_label(CompletionRating, flag),
+                    help_text=CompletionRating._meta.get_field(flag).help_text,
+                    widget=forms.CheckboxInput(attrs={"data-key": self.FLAG_KEYS[flag],
+                                                      "aria-keyshortcuts": self.FLAG_KEYS[flag]}),
                 )
             self.fields[f"notes_{cid}"] = forms.CharField(
                 required=False, label="Notes", widget=forms.Textarea(attrs={"rows": 2})
@@ -157,10 +180,18 @@ class RankingForm(TimedForm):
                 "letter": chr(ord("A") + index),
                 "completion": completion,
                 "rating": self[f"rating_{cid}"],
-                "flags": [self[f"{flag}_{cid}"] for flag in CompletionRating.FLAGS],
+                "flags": [(self[f"{flag}_{cid}"], self.FLAG_KEYS[flag]) for flag in CompletionRating.FLAGS],
                 "notes": self[f"notes_{cid}"],
                 "rank": self[f"rank_{cid}"],
             }
+
+    def unranked(self):
+        """The letters of the outputs refused for want of a rank, for the board to name."""
+        return [output["letter"] for output in self.outputs() if output["rank"].errors]
+
+    def flag_keys(self):
+        """(label, key) of each flag, for the page's list of shortcuts."""
+        return [(_flag_label(CompletionRating, flag), self.FLAG_KEYS[flag]) for flag in CompletionRating.FLAGS]
 
     def add_answer_error(self, exc):
         """A problem with one output's notes goes beside those notes."""

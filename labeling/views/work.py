@@ -24,15 +24,22 @@ def work_next(request):
     return _to_next_task(request)
 
 
-def _to_next_task(request):
+def _to_next_task(request, done=""):
+    """Lease the next task and open it. `done` says what just happened to the last one ("Saved."): it opens the
+    one message the labeler reads next, so that it never sits beside a message that says the opposite."""
     try:
         assignment = services.task_lease_next(labeler=request.user)
     except ValidationError as exc:
+        if done:
+            messages.success(request, done)
         messages.error(request, " ".join(exc.messages))
         return redirect("labeler-home")
     if assignment is None:
-        messages.info(request, "Nothing is waiting for you right now. Check back soon.")
+        tell = messages.success if done else messages.info
+        tell(request, f"{done} Nothing is waiting for you right now. Check back soon.".lstrip())
         return redirect("labeler-home")
+    if done:
+        messages.success(request, f"{done} Here is your next task.")
     return redirect("assignment", pk=assignment.pk)
 
 
@@ -79,8 +86,7 @@ def assignment(request, pk):
         else:
             if assignment.task.is_practice:  # feedback at once: the researchers' answer and why
                 return redirect("my-work-detail", pk=assignment.pk)
-            messages.success(request, "Saved. Here is your next task.")
-            return _to_next_task(request)
+            return _to_next_task(request, done="Saved.")
     context = {
         "assignment": assignment,
         "task": assignment.task,
@@ -138,8 +144,7 @@ def assignment_skip(request, pk):
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("my-work-detail", pk=assignment.pk)
-    messages.info(request, "Skipped; the task goes back to others.")
-    return _to_next_task(request)
+    return _to_next_task(request, done="Skipped; the task goes back to others.")
 
 
 @role_required(Role.LABELER)

@@ -1,4 +1,10 @@
-// Task pages: timer, shortcuts, extra chat turns and the ranking board.
+// Task pages: timer, shortcuts, extra chat turns, the ranking board and errors that clear once fixed.
+
+// Whether a key pressed in `target` is typing, which no page shortcut may take.
+function isTyping(target) {
+  return /^(TEXTAREA|SELECT)$/.test(target.tagName) || target.isContentEditable
+    || (target.tagName === "INPUT" && !["radio", "checkbox"].includes(target.type));
+}
 
 // Every task page: the timer (seconds on the page, sent with the answer, or with a chat when it ends),
 // Ctrl+Enter to submit the page's form (the answer; on a chat, the turn), and the shortcuts behind "?".
@@ -21,8 +27,7 @@ window.taskSeconds = (function () {
   document.querySelectorAll("[data-toggle-help]").forEach((b) => b.addEventListener("click", toggleHelp));
   document.addEventListener("keydown", (event) => {
     const target = event.target;
-    const typing = /^(TEXTAREA|SELECT)$/.test(target.tagName)
-      || (target.tagName === "INPUT" && !["radio", "checkbox"].includes(target.type));
+    const typing = isTyping(target);
     // Not from a text area of its own (a chat's rewrite of a reply): that one is saved with its button.
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && form
         && (target.tagName !== "TEXTAREA" || form.contains(target))) {
@@ -81,7 +86,10 @@ window.taskSeconds = (function () {
   const selectOf = (chip) => document.getElementById(chip.dataset.for);
   function place(chip, rank) {
     slotFor(rank).appendChild(chip);
-    selectOf(chip).value = rank ? String(rank) : "";
+    const select = selectOf(chip);
+    select.value = rank ? String(rank) : "";
+    // As if the labeler had chosen it in the select: an error about this rank clears.
+    select.dispatchEvent(new Event("change", { bubbles: true }));
   }
   template.content.querySelectorAll(".chip").forEach((chip) => {
     const node = chip.cloneNode(true);
@@ -102,7 +110,12 @@ window.taskSeconds = (function () {
         node.focus();
       }
     });
-    selectOf(node).addEventListener("change", (event) => slotFor(event.target.value).appendChild(node));
+    selectOf(node).addEventListener("change", (event) => {
+      const slot = slotFor(event.target.value);
+      if (node.parentElement !== slot) slot.appendChild(node);
+      const unranked = document.getElementById("board-error");
+      if (unranked && !slots[0].querySelector(".chip")) unranked.remove();
+    });
   });
   slots.forEach((slot) => {
     slot.addEventListener("dragover", (event) => { event.preventDefault(); slot.classList.add("over"); });
@@ -114,6 +127,80 @@ window.taskSeconds = (function () {
       if (chip) place(chip, slot.dataset.rank);
     });
   });
+
+  // Outputs from the keyboard: j and k move between them; in one, 1-7 rate it, its flags' letters toggle
+  // them, n opens its notes (Esc comes back); b goes to the first letter on the board not ranked yet.
+  const outputs = [...document.querySelectorAll(".output")];
+  const firstChip = () => slots[0].querySelector(".chip") || board.querySelector(".chip");
+  function rate(output, value, target) {
+    const radio = output.querySelector(`.rating input[type=radio][value="${value}"]`);
+    if (!radio) return;
+    radio.checked = true;
+    radio.dispatchEvent(new Event("change", { bubbles: true }));
+    if (target.type === "radio") radio.focus();  // arrow keys go on from the rating just set
+  }
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (target.tagName === "TEXTAREA" && event.key === "Escape" && target.closest(".output")) {
+      target.closest(".output").focus();
+      return;
+    }
+    if (isTyping(target)) return;
+    const output = target.closest(".output");
+    const index = outputs.indexOf(output);
+    const key = event.key;
+    let handled = true;
+    if (key === "j" || key === "k") {
+      const next = key === "j" ? (index < 0 ? 0 : Math.min(index + 1, outputs.length - 1))
+        : (index < 0 ? outputs.length - 1 : Math.max(index - 1, 0));
+      outputs[next].focus();
+    } else if (key === "b") {
+      firstChip().focus();
+    } else if (output && /^[1-7]$/.test(key)) {
+      rate(output, key, target);
+    } else if (output && key === "n") {
+      const notes = output.querySelector("details.notes");
+      notes.open = true;
+      notes.querySelector("textarea").focus();
+    } else if (output && output.querySelector(`input[data-key="${key}"]`)) {
+      const flag = output.querySelector(`input[data-key="${key}"]`);
+      flag.checked = !flag.checked;
+      flag.dispatchEvent(new Event("change", { bubbles: true }));
+    } else {
+      handled = false;
+    }
+    if (handled) event.preventDefault();
+  });
+})();
+
+// Errors the server marked beside a field clear as the labeler fixes it: once each control of the marked
+// box holds a valid value and one of them differs from what was refused. The summary above the form goes
+// with the last of them; errors about the whole answer stay until the next submit.
+(function () {
+  const form = document.getElementById("task-form");
+  if (!form) return;
+  const valueOf = (control) => (["radio", "checkbox"].includes(control.type) ? control.checked : control.value);
+  const controls = (box) => [...box.querySelectorAll("input, select, textarea")];
+  const refused = new Map();
+  form.querySelectorAll(".has-error").forEach((box) => {
+    controls(box).forEach((control) => refused.set(control, valueOf(control)));
+  });
+  function clear(event) {
+    const box = event.target.closest(".has-error");
+    if (!box || !form.contains(box)) return;
+    const fields = controls(box);
+    if (!fields.every((control) => control.checkValidity())) return;
+    if (!fields.some((control) => valueOf(control) !== refused.get(control))) return;
+    box.classList.remove("has-error");
+    box.querySelectorAll(".error").forEach((error) => error.remove());
+    if (!form.querySelector(".has-error")) {
+      const summary = document.getElementById("error-summary");
+      if (summary) summary.remove();
+    }
+  }
+  form.addEventListener("change", clear);
+  form.addEventListener("input", clear);
 })();
 
 // Demonstrations: the model suggests a reply for any assistant turn, from the conversation so far.

@@ -153,10 +153,11 @@ def test_my_work_lists_submissions_read_only(page, alice):
     TaskFactory(prompt=PromptFactory(text="Is a tomato a fruit?"))
     start(page, alice)
     page.get_by_label("Use case", exact=True).select_option("open_qa")
+    page.get_by_label("Closed domain").check()
     page.get_by_role("button", name="Submit").click()
     page.goto("/work/mine/")
     page.get_by_role("link", name="Annotate a prompt").click()
-    expect(page.locator(".result")).to_contain_text("Use case: Open QA")
+    expect(page.locator(".result dd")).to_have_text(["Closed domain", "Open QA", "en", "none marked"])
     expect(page.locator("form#task-form")).to_have_count(0)
     shot(page, "my_work")
 
