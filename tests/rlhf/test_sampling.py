@@ -32,6 +32,14 @@ def test_k_completions_per_prompt_with_counts_reasons_and_version(sampler):
     assert len({s.text for s in results[0]}) > 1
 
 
+def test_prompts_are_generated_together_a_batch_at_a_time(tiny_model, monkeypatch):
+    sampler = HFSampler(str(tiny_model), device="cpu", batch_size=8)
+    generate, batches = sampler.model.generate, []
+    monkeypatch.setattr(sampler.model, "generate", lambda **kw: batches.append(len(kw["input_ids"])) or generate(**kw))
+    results = sampler.sample([f"Name colour {n}." for n in range(11)], 4, SamplingParams(max_new_tokens=4))
+    assert batches == [8, 3] and [len(samples) for samples in results] == [4] * 11
+
+
 def test_a_seed_replays_a_request_and_another_seed_differs(sampler):
     params = SamplingParams(max_new_tokens=10, seed=3)
     first = sampler.sample(PROMPTS, 4, params)
