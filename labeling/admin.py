@@ -222,9 +222,24 @@ class LabelerProfileAdmin(admin.ModelAdmin):
 
 @admin.register(Guidelines)
 class GuidelinesAdmin(admin.ModelAdmin):
+    """Published through the service as the next version; a published version stays as labelers acknowledged it, so
+    a change is published as a new version, which every labeler acknowledges before more work."""
+
     list_display = ["version", "title", "published_at", "published_by"]
     search_fields = ["title", "body"]
-    readonly_fields = ["published_at"]
+    fields = ["title", "body"]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_fields(self, request, obj=None):
+        return ["version", "title", "body", "published_at", "published_by"] if obj else self.fields
+
+    def save_model(self, request, obj, form, change):
+        # The form's fields are required and stripped, as the service asks.
+        published = services.guidelines_publish(title=obj.title, body=obj.body, published_by=request.user)
+        obj.pk, obj.version, obj.published_at, obj.published_by = (published.pk, published.version,
+                                                                   published.published_at, request.user)
 
 
 @admin.register(ScreeningItem)

@@ -368,3 +368,23 @@ def test_an_invitation_shows_its_whole_link_with_a_copy_button_in_the_admin(clie
         assert '<script src="/static/js/copy.js"></script>' in page
     add_page = client.get(reverse("admin:labeling_invitation_add")).content.decode()
     assert "made when saved" in add_page and not copy_fields(add_page)
+
+
+def test_guidelines_added_in_the_admin_are_published_as_the_next_version_and_stay_as_published(client, admin_user):
+    from labeling.models import Guidelines
+
+    services.guidelines_publish(title="First", body="Be helpful.")
+    client.force_login(admin_user)
+    response = client.post(reverse("admin:labeling_guidelines_add"), {"title": "Second", "body": "Be truthful."})
+    assert response.status_code == 302
+    second = Guidelines.objects.first()
+    assert (second.version, second.title, second.published_by) == (2, "Second", admin_user)
+    assert client.post(reverse("admin:labeling_guidelines_add"), {"title": " ", "body": "x"}).status_code == 200
+    assert Guidelines.objects.count() == 2
+
+    url = reverse("admin:labeling_guidelines_change", args=[second.pk])
+    page = client.get(url).content.decode()
+    assert "Be truthful." in page and 'name="body"' not in page
+    assert client.post(url, {"title": "Changed", "body": "Changed"}).status_code == 403
+    second.refresh_from_db()
+    assert second.body == "Be truthful."
