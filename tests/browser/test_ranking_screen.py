@@ -144,6 +144,15 @@ def test_ranking_nine_outputs_with_the_mouse(page, alice, viewport):
     shown = sorted(completions, key=lambda c: letter[c.pk])
     assert [rated[c.pk].rating for c in shown] == [1 + n % 7 for n in range(9)]
 
+    page.goto("/work/mine/")
+    page.get_by_role("link", name="Rank completions").click()
+    flagged, cut = page.locator(f"#result-{letter[ids[4]]}"), page.locator(".result .cut-off")
+    expect(flagged).to_contain_text("Hallucination")
+    expect(flagged).to_contain_text("Cut off at the length limit")
+    expect(cut).to_have_count(2)
+    expect(page.locator(f"#result-{letter[ids[0]]}")).to_contain_text(f"tied with {letter[ids[1]]}")
+    shot(page, f"my_work_ranking_{size}")
+
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 def test_ranking_nine_outputs_with_the_keyboard_alone(page, alice, viewport):

@@ -58,7 +58,10 @@ def test_writing_a_prompt_keeps_the_text_when_validation_fails(page, alice):
     expect(page.locator(".has-error")).to_contain_text("needs the use case it is based on")
     expect(page.get_by_label("Prompt")).to_have_value(text)
     shot(page, "write_prompt_error")
+    expect(page.locator("#error-summary")).to_have_text("1 answer needs fixing: each is marked below.")
     page.get_by_label("Use case", exact=True).select_option("brainstorming")
+    expect(page.locator(".has-error")).to_have_count(0)  # fixed, so the error goes before the next submit
+    expect(page.locator("#error-summary")).to_have_count(0)
     page.get_by_role("button", name="Submit").click()
     expect(page.get_by_text("Saved")).to_be_visible()
     prompt = Prompt.objects.get(created_by=alice)
