@@ -314,7 +314,7 @@ def tasks_available_to(*, labeler, profile, now):
     if profile.task_kinds:
         tasks = tasks.filter(kind__in=profile.task_kinds)
     if settings.DEMONSTRATIONS_WAIT_FOR_SUGGESTION:  # until the model has written a reply to suggest
-        suggested = Exists(Completion.objects.filter(prompt=OuterRef("prompt"), model_version__kind__in=SUGGESTERS))
+        suggested = Exists(Completion.objects.filter(SUGGESTERS, prompt=OuterRef("prompt")))
         tasks = tasks.exclude(Q(kind=Task.Kind.WRITE_DEMONSTRATION) & ~suggested)
     # Evaluations that ask for held-out labelers: not for one whose data a candidate may have learnt from.
     held_out = Evaluation.objects.filter(state=Evaluation.State.OPEN, held_out_labelers=True,
@@ -434,14 +434,17 @@ def completions_in_order(assignment):
     return [completions[cid] for cid in order + sorted(set(completions) - set(order))]
 
 
-SUGGESTERS = (ModelVersion.Kind.POLICY, ModelVersion.Kind.SFT)
+# The replies a demonstration may start from: a policy's or an SFT model's that is, or was, the active one (never a
+# version the gate refused, or one not yet judged).
+SUGGESTERS = Q(model_version__kind__in=[ModelVersion.Kind.POLICY, ModelVersion.Kind.SFT],
+               model_version__status__in=[ModelVersion.Status.ACTIVE, ModelVersion.Status.RETIRED])
 
 
 def model_suggestion(prompt):
     """A reply to the prompt written by the active policy, before there is one by the active SFT model, and failing
-    both the newest reply of an earlier version."""
+    both the newest reply of an earlier active version."""
     return (
-        Completion.objects.filter(prompt=prompt, model_version__kind__in=SUGGESTERS)
+        Completion.objects.filter(SUGGESTERS, prompt=prompt)
         .select_related("model_version")
         .order_by(Case(When(model_version__status=ModelVersion.Status.ACTIVE, then=0), default=1),
                   Case(When(model_version__kind=ModelVersion.Kind.POLICY, then=0), default=1), "-created_at", "-pk")

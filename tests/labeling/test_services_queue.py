@@ -141,10 +141,11 @@ def test_the_suggestion_is_the_active_models_reply_first():
     assert selectors.model_suggestion(prompt) == sft
     policy = CompletionFactory(prompt=prompt, model_version=ModelVersionFactory(status="active"))
     assert selectors.model_suggestion(prompt) == policy
-    reward = ModelVersionFactory(kind="reward", status="active")
-    CompletionFactory(prompt=prompt, model_version=reward)
-    assert selectors.model_suggestion(prompt) == policy
-    assert Completion.objects.count() == 4
+    for never_active in (ModelVersionFactory(status="ready"), ModelVersionFactory(status="failed"),
+                         ModelVersionFactory(kind="reward", status="active")):
+        CompletionFactory(prompt=prompt, model_version=never_active)
+        assert selectors.model_suggestion(prompt) == policy
+    assert Completion.objects.count() == 6
 
 
 # Beat's rules, on the Training page
