@@ -66,8 +66,9 @@ def test_a_researcher_starts_an_evaluation_a_labeler_judges_it_and_the_researche
     expect(bench.get_by_text("Nothing is waiting for you right now")).to_be_visible()
     assert Ranking.objects.filter(task__evaluation=evaluation).count() == 2
 
-    desk.reload()  # the numbers the page showed are out of date: a worker counts the new judgments
-    expect(desk.locator(".summary")).to_contain_text("a worker is counting them")
+    # The page shows the last numbers while a worker counts the new judgments (tests/labeling/test_evaluations.py),
+    # and reloads itself until it shows them.
+    desk.reload()
     expect(desk.locator(".summary")).to_contain_text("2 judgments on 2 prompts", timeout=30_000)
     table = desk.locator("table.win-rates")
     expect(table).to_contain_text("100% [100%, 100%]")

@@ -511,7 +511,7 @@ def test_the_reward_models_win_rate_stands_beside_the_humans_on_the_same_outputs
 
 
 def test_results_follow_each_new_judgment_and_pages_serve_the_last_numbers_while_a_worker_counts(
-        versions, test_prompts, judges, monkeypatch):
+        versions, test_prompts, judges, monkeypatch, as_researcher):
     candidate, base = versions
     alice, bob = judges
     evaluation = Evaluation.objects.create(candidate=candidate, state=Evaluation.State.OPEN)
@@ -523,6 +523,9 @@ def test_results_follow_each_new_judgment_and_pages_serve_the_last_numbers_while
     judged(evaluation, test_prompts[1], {candidate: "C", base: "D"}, [([[base], [candidate]], ratings)], [bob])
     recounts = []
     monkeypatch.setattr("labeling.tasks.refresh_evaluation.delay", recounts.append)
+    page = as_researcher.get(f"/research/evaluations/{evaluation.pk}/").content.decode()
+    assert "1 judgment on 1 prompt" in page and "a worker is counting them" in page
+    assert '<meta http-equiv="refresh"' in page
     shown = evaluation_results(evaluation, stale_ok=True)  # a page: the last numbers while a worker counts
     assert (shown["judgments"], shown["stale"], recounts) == (1, True, [evaluation.pk])
     assert evaluation_results(evaluation)["judgments"] == 2  # the API, the gate: what is new is counted first
