@@ -112,6 +112,10 @@ def _database():
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django can use: {exc}") from None
     if not config.get("ENGINE"):
         raise ImproperlyConfigured(f"DATABASE_URL names an unknown database scheme: {url.split(':', 1)[0]!r}.")
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        # No JIT compilation: the site's queries touch few rows, but the lease's plan is costed high when a lane of
+        # the queue holds no fitting task, and compiling it took PostgreSQL 0.1 to 0.6 s of CPU for a 2 ms query.
+        config.setdefault("OPTIONS", {})["options"] = "-c jit=off"
     return config
 
 
@@ -120,7 +124,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "config.cache.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {
         "default": {
@@ -197,7 +201,7 @@ API_JSON_MAX_DEPTH = env_int("API_JSON_MAX_DEPTH", 32, minimum=1, maximum=500)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "labeling.api.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

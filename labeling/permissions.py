@@ -13,7 +13,11 @@ from .models import Role
 def roles_of(user):
     if not user.is_authenticated:
         return set()
-    roles = {group.name for group in user.groups.all() if group.name in Role.values}
+    # The API's authentication reads the group names with the user (api/authentication.py); pages ask here.
+    names = getattr(user, "group_names", None)
+    if names is None:
+        names = [group.name for group in user.groups.all()]
+    roles = {name for name in names if name in Role.values}
     if user.is_superuser:
         roles.add(Role.ADMIN)
     return roles

@@ -10,6 +10,7 @@ def user_set_role(*, user, role):
     role = Role(role)
     user.groups.remove(*Group.objects.filter(name__in=Role.values).exclude(name=role))
     user.groups.add(Group.objects.get(name=role))
+    vars(user).pop("group_names", None)  # the groups read with the user by the API's authentication
     user.is_staff = role == Role.ADMIN or user.is_superuser
     user.save(update_fields=["is_staff"])
     if role == Role.LABELER:

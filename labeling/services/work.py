@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, OuterRef, Q, Subquery, prefetch_related_objects
+from django.db.models import Count, OuterRef, Subquery, prefetch_related_objects
 from django.utils import timezone
 
 from .. import answers, quality, selectors
@@ -40,10 +40,10 @@ def task_lease_next(*, labeler):
     now = timezone.now()
     with transaction.atomic():
         # Locking the profile serialises one labeler's requests: a double click gets one lease.
-        profile = LabelerProfile.objects.select_for_update().filter(user=labeler).first()
+        profile = selectors.work_profile(labeler, now=now, lock=True)
         check_may_work(profile)
-        current = labeler.assignments.filter(state=Assignment.State.ACTIVE, lease_expires_at__gt=now).first()
-        if current:
+        if profile.live_lease_id:
+            current = Assignment.objects.get(pk=profile.live_lease_id)
             try:
                 check_may_work(profile, current.task)
                 return current
@@ -131,11 +131,7 @@ def _lock_next_task(candidates, now):
 
 
 def _slots_taken(task, now, *, besides=None):
-    return (
-        task.assignments.exclude(pk=besides)
-        .filter(Q(state=Assignment.State.SUBMITTED) | Q(state=Assignment.State.ACTIVE, lease_expires_at__gt=now))
-        .count()
-    )
+    return selectors.task_slots_taken(task.pk, now=now, besides=besides)
 
 
 def _shuffled_completions(task):
@@ -194,7 +190,7 @@ def _submit(assignment, labeler, time_spent_seconds, kind, save):
             return assignment
         if assignment.state == Assignment.State.SKIPPED:
             raise ValidationError("You skipped this task, so it can't be submitted.")
-        check_may_work(LabelerProfile.objects.filter(user=labeler).first(), assignment.task)
+        check_may_work(selectors.work_profile(labeler, now=now), assignment.task)
         if assignment.state == Assignment.State.EXPIRED or assignment.lease_expires_at <= now:
             _reclaim_slot(assignment, now)
         save(assignment)
@@ -234,12 +230,15 @@ def _reclaim_slot(assignment, now):
 
 
 def _close_if_done(task):
-    submitted = (
-        Assignment.objects.filter(task=OuterRef("pk"), state=Assignment.State.SUBMITTED)
-        .order_by().values("task").annotate(n=Count("pk")).values("n")
-    )
-    closed = Task.objects.filter(pk=task.pk, required_annotations__lte=Subquery(submitted)).update(
-        state=Task.State.COMPLETED)
+    """Called under the task's lock, after a submit: a task that needs one result is done without a count."""
+    closed = Task.objects.filter(pk=task.pk)
+    if task.required_annotations > 1:
+        submitted = (
+            Assignment.objects.filter(task=OuterRef("pk"), state=Assignment.State.SUBMITTED)
+            .order_by().values("task").annotate(n=Count("pk")).values("n")
+        )
+        closed = closed.filter(required_annotations__lte=Subquery(submitted))
+    closed = closed.update(state=Task.State.COMPLETED)
     if closed and task.kind == Task.Kind.RANK_COMPLETIONS and task.required_annotations > 1:
         orders = list(Ranking.objects.filter(task=task).values_list("groups", flat=True))
         Task.objects.filter(pk=task.pk).update(consensus=quality.ranked_pairs_consensus(orders))
