@@ -131,9 +131,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_gunicorn(env, port, workers, threads, log):
+def start_gunicorn(env, port, workers, threads, worker_class, log):
+    # A sync worker serves one request at a time and closes the connection after it; gunicorn turns a sync worker
+    # given threads into a gthread one, so it gets none.
+    threads_option = ["--threads", str(threads)] if worker_class == "gthread" else []
     cmd = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "--bind", f"{HOST}:{port}",
-           "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
+           "--workers", str(workers), *threads_option, "--worker-class", worker_class,
            "--keep-alive", "30", "--timeout", "60", "--error-logfile", "-"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 60
@@ -344,6 +347,11 @@ HEADER = (f"{'mode':<7} {'load':>9} {'cycles/s':>9} {'empty':>6} {'dropped':>7} 
           f"{'sub p50':>7} {'p95':>7} {'p99':>7} {'errors':>6} {'dups':>5}")
 
 
+def server_settings(args):
+    threads = f" --threads {args.threads}" if args.worker_class == "gthread" else ""
+    return f"--worker-class {args.worker_class} --workers {args.workers}{threads}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--closed", default="1,8,32,128", help="Labeler counts for closed loop (default: %(default)s).")
@@ -352,7 +360,9 @@ def main():
     parser.add_argument("--seconds", type=float, default=15, help="Length of each run (default: %(default)s).")
     parser.add_argument("--tasks", type=int, default=20000, help="Ranking tasks to seed (default: %(default)s).")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=4, help="Threads per gthread worker (default: %(default)s).")
+    parser.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread",
+                        help="gunicorn's worker class (default: %(default)s); sync workers take no threads.")
     parser.add_argument("--throttle-rate", default="1000000/hour",
                         help="API_THROTTLE_RATE for the server; the project default (6000/hour per user) would "
                              "answer a fast simulated labeler with 429s.")
@@ -387,9 +397,8 @@ def main():
 
             port = free_port()
             with open(log_path, "w") as log:
-                server = start_gunicorn(env, port, args.workers, args.threads, log)
-                print(f"gunicorn on {HOST}:{port}: --workers {args.workers} --threads {args.threads}",
-                      file=sys.stderr)
+                server = start_gunicorn(env, port, args.workers, args.threads, args.worker_class, log)
+                print(f"gunicorn on {HOST}:{port}: {server_settings(args)}", file=sys.stderr)
                 rows, all_errors = [], []
                 runs = [("closed", str(n), n) for n in closed]
                 if args.open_rate > 0:
@@ -405,7 +414,7 @@ def main():
                     rows.append(row(mode, load, stats, elapsed, duplicate_leases(bench_url)))
                     all_errors += [f"[{mode} {load}] {e}" for e in stats.errors]
                     print(rows[-1], file=sys.stderr)
-            print(f"server: gunicorn --workers {args.workers} --threads {args.threads}; {args.seconds:g} s per run; "
+            print(f"server: gunicorn {server_settings(args)}; {args.seconds:g} s per run; "
                   f"latency in ms; next latency in open loop counts from the scheduled start; "
                   f"dropped: open-loop arrivals not started by the end of the run")
             print(HEADER)

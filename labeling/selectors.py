@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import BooleanField, Case, Count, Exists, Expression, OuterRef, Q, When
 from django.db.models.functions import TruncDate
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
@@ -383,10 +384,14 @@ PRIORITY_LANE = "priority"
 
 def open_lanes():
     """The lanes of the queue that hold open tasks: each kind of task, and PRIORITY_LANE for tasks given a
-    priority above 0. One query of an index probe per lane, so that a lease walks only lanes with work."""
+    priority above 0. One query of an index probe per lane, so that a lease walks only lanes with work.
+
+    Each probe asks for the lane's first task in the queue's order, which only the queue's indexes answer: asked
+    whether any row exists, PostgreSQL may read the table from its start instead, past every completed task."""
     table = connection.ops.quote_name(Task._meta.db_table)
     probes = [(kind, "kind = %s", [kind]) for kind in Task.Kind.values] + [(PRIORITY_LANE, "priority > %s", [0])]
-    sql = " UNION ALL ".join(f"SELECT %s WHERE EXISTS (SELECT 1 FROM {table} WHERE state = %s AND {condition})"
+    sql = " UNION ALL ".join(f"SELECT %s WHERE (SELECT id FROM {table} WHERE state = %s AND {condition} "
+                             "ORDER BY priority DESC, created_at, id LIMIT 1) IS NOT NULL"
                              for _, condition, _ in probes)
     params = [value for lane, _, condition_params in probes for value in (lane, Task.State.OPEN, *condition_params)]
     with connection.cursor() as cursor:
@@ -399,6 +404,18 @@ def assignment_of(labeler, pk):
     return get_object_or_404(
         Assignment.objects.select_related("task__prompt"), pk=pk, labeler=labeler
     )
+
+
+def assignment_to_answer(labeler, pk):
+    """One of the labeler's own assignments, as a submit or a skip needs it before its service locks and reads it:
+    its id and its task's kind (`task_kind`). Anyone else's is a 404."""
+    found = Assignment.objects.raw(
+        "SELECT a.id, t.kind AS task_kind FROM labeling_assignment a JOIN labeling_task t ON t.id = a.task_id "
+        "WHERE a.id = %s AND a.labeler_id = %s", [pk, labeler.pk])
+    assignment = next(iter(found), None)
+    if assignment is None:
+        raise Http404("No Assignment matches the given query.")
+    return assignment
 
 
 def conversation_of(labeler, pk):
@@ -460,21 +477,23 @@ def guidelines_pending(profile):
     return latest if latest and profile.guidelines_acknowledged_id != latest.pk else None
 
 
-def work_profile(labeler, *, now, lock=False):
+def work_profile(labeler, *, live_at=None, lock=False):
     """The labeler's profile as a lease or a submit checks it, in one query: with `newest_guidelines_id` (of the
-    newest guidelines, None before any) and `live_lease_id` (the labeler's lease still running at `now`, None
-    without one); locked with `lock`. None for a user without a profile.
+    newest guidelines, None before any) and, given `live_at`, `live_lease_id` (the labeler's lease still running
+    then, None without one); locked with `lock`. None for a user without a profile.
 
-    Written in SQL: it runs on every lease and submit, where the three ORM queries it replaces cost several times
-    their database time to build."""
-    sql = ("SELECT p.*, (SELECT g.id FROM labeling_guidelines g ORDER BY g.version DESC LIMIT 1) AS "
-           "newest_guidelines_id, (SELECT a.id FROM labeling_assignment a WHERE a.labeler_id = p.user_id AND "
-           "a.state = %s AND a.lease_expires_at > %s ORDER BY a.leased_at DESC LIMIT 1) AS live_lease_id "
-           "FROM labeling_labelerprofile p WHERE p.user_id = %s")
+    Written in SQL: it runs on every lease and submit, where the ORM queries it replaces cost several times their
+    database time to build."""
+    columns, params = ["p.*", "(SELECT g.id FROM labeling_guidelines g ORDER BY g.version DESC LIMIT 1) "
+                              "AS newest_guidelines_id"], []
+    if live_at is not None:
+        columns.append("(SELECT a.id FROM labeling_assignment a WHERE a.labeler_id = p.user_id AND a.state = %s "
+                       "AND a.lease_expires_at > %s ORDER BY a.leased_at DESC LIMIT 1) AS live_lease_id")
+        params += [Assignment.State.ACTIVE, connection.ops.adapt_datetimefield_value(live_at)]
+    sql = f"SELECT {', '.join(columns)} FROM labeling_labelerprofile p WHERE p.user_id = %s"
     if lock and connection.features.has_select_for_update_of:  # SQLite locks the whole database instead
         sql += " FOR UPDATE OF p"
-    params = [Assignment.State.ACTIVE, connection.ops.adapt_datetimefield_value(now), labeler.pk]
-    return next(iter(LabelerProfile.objects.raw(sql, params)), None)
+    return next(iter(LabelerProfile.objects.raw(sql, [*params, labeler.pk])), None)
 
 
 def labeler_overview(user):

@@ -40,7 +40,7 @@ def task_lease_next(*, labeler):
     now = timezone.now()
     with transaction.atomic():
         # Locking the profile serialises one labeler's requests: a double click gets one lease.
-        profile = selectors.work_profile(labeler, now=now, lock=True)
+        profile = selectors.work_profile(labeler, live_at=now, lock=True)
         check_may_work(profile)
         if profile.live_lease_id:
             current = Assignment.objects.get(pk=profile.live_lease_id)
@@ -119,12 +119,10 @@ def _lock_next_task(candidates, now):
     its row: another labeler may have taken the last slot and committed in the
     meantime. So the slots are counted again, in a fresh snapshot, under the lock.
     """
+    candidates = candidates.select_related("prompt").select_for_update(skip_locked=True, of=("self",))
     passed = []
     while True:
-        task = (
-            candidates.exclude(pk__in=passed).select_related("prompt")
-            .select_for_update(skip_locked=True, of=("self",)).first()
-        )
+        task = (candidates.exclude(pk__in=passed) if passed else candidates).first()
         if task is None or _slots_taken(task, now) < task.required_annotations:
             return task
         passed.append(task.pk)
@@ -190,7 +188,7 @@ def _submit(assignment, labeler, time_spent_seconds, kind, save):
             return assignment
         if assignment.state == Assignment.State.SKIPPED:
             raise ValidationError("You skipped this task, so it can't be submitted.")
-        check_may_work(selectors.work_profile(labeler, now=now), assignment.task)
+        check_may_work(selectors.work_profile(labeler), assignment.task)
         if assignment.state == Assignment.State.EXPIRED or assignment.lease_expires_at <= now:
             _reclaim_slot(assignment, now)
         save(assignment)
