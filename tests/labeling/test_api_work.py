@@ -1,6 +1,20 @@
 import pytest
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+from rest_framework.test import APIClient
 
-from labeling.models import Assignment, Demonstration, LabelerProfile, ModelVersion, PromptAnnotation, Ranking, Task
+from labeling import services
+from labeling.api.work import AssignmentSerializer
+from labeling.models import (
+    Assignment,
+    Demonstration,
+    LabelerProfile,
+    ModelVersion,
+    PromptAnnotation,
+    Ranking,
+    Role,
+    Task,
+)
 from tests.conftest import api_client_for
 from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, TaskFactory, ranking_task
 
@@ -99,3 +113,72 @@ def test_a_demonstration_lease_carries_the_policys_suggestion(alice):
               "used_model_suggestion": True}
     assert alice.post(f"/api/work/assignments/{lease['id']}/submit/", answer, format="json").status_code == 200
     assert Demonstration.objects.get().suggestion_model_version == sft
+
+
+def ranking_answer(lease):
+    shown = [c["id"] for c in lease["completions"]]
+    return {"groups": [shown[:2], *[[cid] for cid in shown[2:]]], "ratings": {str(cid): {"rating": 5} for cid in shown}}
+
+
+def test_a_lease_and_its_submit_stay_within_their_queries(alice, django_assert_max_num_queries, settings):
+    # The labeler's whole cycle, savepoints included: a query more here runs for every labeler on every task.
+    settings.GOLD_TASK_RATE = 0  # a lease that looks for a gold task first asks once more
+    ranking_task(k=4)
+    with django_assert_max_num_queries(9):
+        lease = alice.post("/api/work/next/").json()
+    with django_assert_max_num_queries(12):
+        response = alice.post(f"/api/work/assignments/{lease['id']}/submit/", ranking_answer(lease), format="json")
+    assert response.status_code == 200 and response.json()["state"] == "submitted"
+
+
+def test_a_role_taken_away_holds_from_the_next_request(alice, labeler):
+    ranking_task(k=4)
+    assert alice.post("/api/work/next/").status_code == 200
+    services.user_set_role(user=labeler, role=Role.RESEARCHER)
+    response = alice.post("/api/work/next/")
+    assert response.status_code == 403 and response.json()["detail"] == "This endpoint is for labelers."
+    services.user_set_role(user=labeler, role=Role.LABELER)
+    assert alice.post("/api/work/next/").status_code == 200
+
+
+def test_a_token_that_is_wrong_or_whose_user_is_inactive_is_refused(alice, labeler):
+    assert APIClient().post("/api/work/next/", HTTP_AUTHORIZATION="Token nosuchtoken").json() == {
+        "detail": "Invalid token."}
+    get_user_model().objects.filter(pk=labeler.pk).update(is_active=False)
+    response = alice.post("/api/work/next/")
+    assert response.status_code == 401 and response.json() == {"detail": "User inactive or deleted."}
+
+
+def test_new_guidelines_hold_from_the_next_lease_and_the_next_submit(alice, labeler):
+    ranking_task(k=4), ranking_task(k=4)
+    lease = alice.post("/api/work/next/").json()
+    guidelines = services.guidelines_publish(title="Ranking", body="Prefer the honest answer.")
+    url = f"/api/work/assignments/{lease['id']}/submit/"
+    for refused in (alice.post(url, ranking_answer(lease), format="json"), alice.post("/api/work/next/")):
+        assert refused.status_code == 400
+        assert "acknowledge the guidelines (version 1)" in refused.json()["detail"]
+    services.guidelines_acknowledge(user=labeler, version=guidelines.version)
+    assert alice.post(url, ranking_answer(lease), format="json").status_code == 200
+    assert alice.post("/api/work/next/").status_code == 200
+
+
+def test_an_assignment_reads_as_drf_renders_its_fields(alice, labeler):
+    # The serializer writes its fields out by hand for speed; this holds it to DRF's own rendering of them.
+    prompt = PromptFactory()
+    sft = ModelVersionFactory(kind=ModelVersion.Kind.SFT, status=ModelVersion.Status.ACTIVE)
+    CompletionFactory(prompt=prompt, model_version=sft)
+    TaskFactory(kind=Task.Kind.WRITE_DEMONSTRATION, prompt=prompt, priority=3)
+    Task.objects.filter(pk=ranking_task(k=4).pk).update(priority=2)
+    services.chat_task_create(priority=1)
+    lease = alice.post("/api/work/next/").json()
+    alice.post(f"/api/work/assignments/{lease['id']}/skip/", {"reason": "unclear_intent"}, format="json")
+    lease = alice.post("/api/work/next/").json()
+    alice.post(f"/api/work/assignments/{lease['id']}/submit/", ranking_answer(lease), format="json")
+    services.chat_start(assignment=services.task_lease_next(labeler=labeler), labeler=labeler)
+    assignments = Assignment.objects.filter(labeler=labeler)
+    assert {(a.task.kind, a.state) for a in assignments} == {("write_demonstration", "skipped"),
+                                                            ("rank_completions", "submitted"), ("chat", "active")}
+    for assignment in assignments:
+        serializer = AssignmentSerializer(assignment)
+        by_drf = serializers.Serializer.to_representation(serializer, assignment)
+        assert serializer.data == by_drf and list(serializer.data) == list(by_drf)

@@ -8,8 +8,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 
-from labeling import services
-from labeling.models import Assignment, LabelerProfile, PromptAnnotation, Ranking, Role, Task
+from labeling import selectors, services
+from labeling.models import Assignment, LabelerProfile, Prompt, PromptAnnotation, Ranking, Role, Task
 from tests.factories import PromptFactory, TaskFactory, UserFactory, ranking_task
 
 pytestmark = pytest.mark.django_db
@@ -88,6 +88,32 @@ def test_kinds_and_languages_a_labeler_is_not_enabled_for_are_left_out(alice):
     assert lease(alice).task == english
     annotate(lease(alice), alice)
     assert lease(alice) is None
+
+
+def test_a_chat_without_a_language_and_a_prompt_to_write_go_to_labelers_of_any_language(alice):
+    activate(alice, languages=["fr"])
+    TaskFactory(prompt=PromptFactory(language="en"))
+    chat = Task.objects.create(kind=Task.Kind.CHAT, params={"system_prompt": ""})
+    to_write = TaskFactory(kind=Task.Kind.WRITE_PROMPT, prompt=None)
+    assert lease(alice).task == chat
+    services.assignment_skip(assignment=lease(alice), labeler=alice, reason="unclear_intent")
+    assert lease(alice).task == to_write
+    services.assignment_skip(assignment=lease(alice), labeler=alice, reason="unclear_intent")
+    assert lease(alice) is None
+
+
+def test_the_tasks_available_are_the_same_read_inside_another_query(alice, bob):
+    had, french = TaskFactory(), TaskFactory(prompt=PromptFactory(language="fr"))
+    open_ones = TaskFactory.create_batch(3)
+    activate(alice, languages=["en"])
+    services.assignment_skip(assignment=lease(alice), labeler=alice, reason="unclear_intent")
+    full = TaskFactory(required_annotations=1)
+    Assignment.objects.create(task=full, labeler=bob, lease_expires_at=timezone.now() + timedelta(minutes=5))
+    profile = LabelerProfile.objects.get(user=alice)
+    available = selectors.tasks_available_to(labeler=alice, profile=profile, now=timezone.now())
+    assert list(available) == open_ones
+    assert set(Prompt.objects.filter(pk__in=available.values("prompt"))) == {task.prompt for task in open_ones}
+    assert had.assignments.get().labeler == alice and french not in available
 
 
 def test_a_labeler_never_ranks_their_own_prompt(alice, bob):
