@@ -198,7 +198,8 @@ def test_the_ranking_page_shows_a_notes_problem_beside_those_notes(client, alice
     assert response.status_code == 400
     page = response.content.decode()
     message = page.index(f"The notes on completion {shown[1]} must be at most 2,000 characters long")
-    assert page.index(f'name="notes_{shown[1]}"') < message < page.index(f'name="rank_{shown[1]}"')
+    # After those notes, in the same output's card: before the next output's fields.
+    assert page.index(f'name="notes_{shown[1]}"') < message < page.index(f'name="rating_{shown[2]}"')
     assert not Ranking.objects.filter(task=task).exists()
 
 

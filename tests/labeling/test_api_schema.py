@@ -85,6 +85,7 @@ class World:
 
 @pytest.fixture
 def world(users, settings):
+    settings.QUEUE_SHARES = {"rank_completions": 1}  # the lease below takes the ranking task, not the demonstration
     # A private cache, so that earlier runs' request counts cannot throttle this one.
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.CHAT_STREAM_SECONDS = 0.2  # a reply no worker writes here streams no longer than this
