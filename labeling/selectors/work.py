@@ -26,7 +26,8 @@ from ..models import (
 
 
 class _TaskCondition(Expression):
-    """A condition on tasks written in SQL, `{task}` standing for the task table as the query names it."""
+    """A condition on tasks written in SQL, `{task}` standing for the task table as the query names it and
+    `{language}` for the language its params name (NULL where they name none), in the database's JSON dialect."""
 
     def __init__(self, sql, params):
         super().__init__(output_field=BooleanField())
@@ -34,7 +35,9 @@ class _TaskCondition(Expression):
 
     def as_sql(self, compiler, connection):
         task = compiler.quote_name_unless_alias(compiler.query.base_table)
-        return f"({self.sql.format(task=task)})", self.params
+        language = (f"({task}.params ->> 'language')" if connection.vendor == "postgresql"
+                    else f"json_extract({task}.params, '$.language')")
+        return f"({self.sql.format(task=task, language=language)})", self.params
 
 
 # Ends a subquery on the prompt of the task at hand, so that PostgreSQL looks it up task by task as it walks the
@@ -94,7 +97,7 @@ def tasks_available_to(*, labeler, profile, now):
         languages = _placeholders(profile.languages)
         rules.append(("EXISTS (SELECT 1 FROM labeling_prompt p WHERE p.id = {task}.prompt_id AND p.language IN "
                       + languages + " " + _PER_TASK + ") OR {task}.kind = %s OR ({task}.kind = %s AND "
-                      "(({task}.params -> 'language') IS NULL OR ({task}.params ->> 'language') IN " + languages + "))",
+                      "({language} IS NULL OR {language} IN " + languages + "))",
                       [*profile.languages, Kind.WRITE_PROMPT, Kind.CHAT, *profile.languages]))
     condition = _TaskCondition(" AND ".join(f"({sql})" for sql, _ in rules),
                                [param for _, params in rules for param in params])
