@@ -32,6 +32,8 @@ class TokenAuthentication(authentication.TokenAuthentication):
     """
 
     def authenticate_credentials(self, key):
+        if "\x00" in key or len(key) > Token._meta.get_field("key").max_length:  # no stored key looks like it
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
         rows = list(get_user_model().objects.raw(_user_by_token_sql(), [key]))
         if not rows:
             raise exceptions.AuthenticationFailed(_("Invalid token."))

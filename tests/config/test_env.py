@@ -100,3 +100,20 @@ def test_language_codes_are_compared_in_lower_case():
         capture_output=True, text=True,
     )
     assert check.stdout.strip() == "['en', 'fr']"
+
+
+@pytest.mark.parametrize("value", ['{"rank_completions": -1}', '{"rank_completions": "lots"}',
+                                   '{"rank_completions": NaN}', '{"rank_completions": true}', "[1, 2]"])
+def test_start_up_refuses_queue_shares_that_are_not_non_negative_numbers(value):
+    result = _start(SECRET_KEY="s", QUEUE_SHARES=value)
+    assert result.returncode != 0 and "ImproperlyConfigured: QUEUE_SHARES must" in result.stderr
+
+
+def test_manage_py_check_names_a_queue_share_of_no_kind_of_task(settings):
+    from labeling.checks import queue_shares_check
+
+    settings.QUEUE_SHARES = {"rank_completions": 1, "rankings": 2}
+    [error] = queue_shares_check(None)
+    assert "'rankings', which is no kind of task" in error.msg
+    settings.QUEUE_SHARES = {"rank_completions": 1}
+    assert queue_shares_check(None) == []

@@ -254,3 +254,11 @@ def test_the_parsers_refuse_hostile_bodies_without_the_middleware(researcher):
     assert response.status_code == 400
     assert response.data == {"detail": "The JSON body nests arrays and objects deeper than 32 levels; flatten it."}
     assert not Prompt.objects.exists()
+
+
+@pytest.mark.parametrize("key", ["abc\x00def", "a" * 5_000, "é" * 40, "two words"])
+def test_a_malformed_token_is_refused_as_invalid(key, labeler):
+    from rest_framework.test import APIClient
+
+    response = APIClient().post("/api/work/next/", {}, format="json", HTTP_AUTHORIZATION=f"Token {key}")
+    assert response.status_code == 401 and "token" in response.json()["detail"].lower()
