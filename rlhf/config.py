@@ -104,8 +104,37 @@ def _number(name, value, kind):
     return float(value)
 
 
+LORA_TARGETS = r"all-linear|[A-Za-z_][\w.]*(,[A-Za-z_][\w.]*)*"
+
+
 @dataclass
-class TrainConfig:
+class AdapterOptions:
+    """LoRA (Hu et al. 2021) through `peft`: a low-rank update trained on a frozen model."""
+
+    lora_rank: int = option(0, "Train LoRA adapters of this rank on the frozen model instead of every weight; the "
+                               "saved model is the adapter over its named base. 0: full fine-tuning.")
+    lora_alpha: float = option(32.0, "LoRA's scale: the update is multiplied by alpha / rank.")
+    lora_dropout: float = option(0.05, "Dropout on the adapters' input while training.")
+    lora_target_modules: str = option("all-linear", "The layers that get adapters: all-linear (every linear layer "
+                                                    "but the output head), or module names such as q_proj,v_proj.",
+                                      pattern=LORA_TARGETS)
+
+
+@dataclass
+class MemoryOptions:
+    """What lets a larger model fit a device, and what it costs in speed (bench/README.md measures each)."""
+
+    mixed_precision: str = option("no", "Compute in bf16 (or fp16 on a GPU without bf16) under autocast, the "
+                                        "weights and optimizer state kept in float32: no, bf16 or fp16.",
+                                  choices=("no", "bf16", "fp16"))
+    gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass instead of keeping "
+                                                 "them: less memory, about a third more compute.")
+    fsdp: bool = option(False, "Under torchrun, shard weights, gradients and optimizer state over the processes "
+                               "(FSDP) instead of holding a copy on each (DDP).")
+
+
+@dataclass
+class TrainConfig(MemoryOptions, AdapterOptions):
     """What every trainer shares: where from, where to, and how long."""
 
     data: str = option("", "Training file: JSONL, JSONL.gz or Parquet, as the exports write them.", required=True)
@@ -115,6 +144,8 @@ class TrainConfig:
     dataset_id: str = option("", "The export snapshot's id, recorded with the checkpoint.")
     epochs: int = option(1, "Passes over the training file.", minimum=1)
     batch_size: int = option(8, "Examples per optimizer step on each process.", minimum=1)
+    micro_batch_size: int = option(0, "Examples per forward and backward pass: the gradients of ceil(batch_size / "
+                                      "micro_batch_size) passes are accumulated into each step. 0: the whole batch.")
     lr: float = option(9.65e-6, "Peak learning rate (InstructGPT's SFT rate for 1.3B).")
     warmup_steps: int = option(0, "Linear warm-up steps before the cosine decay.")
     min_lr_ratio: float = option(0.1, "The cosine schedule decays to this share of the peak rate.")
@@ -163,7 +194,7 @@ class RewardConfig(TrainConfig):
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(MemoryOptions, AdapterOptions):
     """PPO-ptx (InstructGPT step 3): maximise the reward model's score with a KL penalty to the SFT
     model, pretraining gradients mixed in."""
 
@@ -307,7 +338,8 @@ def _shown(value, limit=60):
 def parser_for(config_class, parser=None):
     parser = parser or argparse.ArgumentParser(description=config_class.__doc__)
     parser.add_argument("--config", metavar="YAML", help="A YAML file setting any of the options below by name.")
-    for f in dataclasses.fields(config_class):
+    shared = {f.name for options in (MemoryOptions, AdapterOptions) for f in dataclasses.fields(options)}
+    for f in sorted(dataclasses.fields(config_class), key=lambda f: f.name in shared):  # the job's own first
         flag = "--" + f.name.replace("_", "-")
         help = f.metadata.get("help", "")
         if f.type is bool or f.type == "bool":
