@@ -6,6 +6,8 @@ An output folder holds:
     metrics.jsonl       one line per optimizer step and per validation
     checkpoint/state.pt the latest resumable state: model and optimizer state, scheduler, step,
                         samples seen, every process's RNG state
+    checkpoint/shards-N/ under FSDP, the model and optimizer state in every process's shards
+                        (torch.distributed.checkpoint); state.pt then names this folder instead
     model/              the final model, written last
 
 A folder without `"finished": true` in run.json is an interrupted run and must not be used.
@@ -13,11 +15,14 @@ A folder without `"finished": true` in run.json is an interrupted run and must n
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from . import __version__
 from .data import sha256_of
@@ -61,6 +66,31 @@ def save_checkpoint(output, state):
     tmp = folder / "state.pt.tmp"
     torch.save(state, tmp)
     tmp.replace(folder / "state.pt")
+
+
+def save_sharded_checkpoint(output, model, optimizer, state, is_main):
+    """Every process writes its shards of the model and optimizer to a new folder; then rank 0 replaces
+    state.pt, naming that folder, and removes the older ones. A run stopped at any point resumes from a
+    complete checkpoint: state.pt names the new folder only once all of it is written."""
+    folder = Path(output) / "checkpoint"
+    shards = f"shards-{state['step']:08d}"
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    # Rank 0 writes the folder's metadata after every process has reported its shards written.
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=folder / shards)
+    if is_main:
+        save_checkpoint(output, {**state, "shards": shards})
+        for old in folder.glob("shards-*"):
+            if old.name != shards:
+                shutil.rmtree(old)
+
+
+def load_shards(output, state, model, optimizer):
+    """The model and optimizer state from a sharded checkpoint, into a model sharded over any number of
+    processes, or not sharded at all."""
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.load({"model": model_state, "optimizer": optimizer_state},
+             checkpoint_id=Path(output) / "checkpoint" / state["shards"])
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
 
 
 def load_state(output):
