@@ -68,7 +68,7 @@ def test_micro_batches_give_the_gradients_and_weights_of_whole_batches(tmp_path,
     # differ in how many tokens their losses are means over.
     passes = trained(kind, tmp_path, tiny_model, "passes", dropout=False, fit_head=False, micro_batch_size=3)
     assert len(gradients) == 4
-    for whole_step, passes_step in zip(gradients[:2], gradients[2:]):
+    for whole_step, passes_step in zip(gradients[:2], gradients[2:], strict=True):
         for a, b in zip(whole_step, passes_step, strict=True):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
     losses = logged_losses(whole)
@@ -130,8 +130,9 @@ def test_a_trainer_with_gradient_checkpointing_ends_with_the_weights_of_one_with
     plain = trained("sft", tmp_path, tiny_model, "plain")
     checkpointed = trained("sft", tmp_path, tiny_model, "checkpointed", gradient_checkpointing=True)
     assert checkpointed.model.is_activation_checkpointing and not plain.model.is_activation_checkpointing
-    for (name, a), (_, b) in zip(plain.model.state_dict().items(), checkpointed.model.state_dict().items()):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+    expected = plain.model.state_dict()
+    for name, weight in checkpointed.model.state_dict().items():
+        assert torch.allclose(weight, expected[name], rtol=1e-5, atol=1e-6), name
 
 
 def test_bf16_mixed_precision_trains_in_bf16_and_keeps_float32_weights(tmp_path, tiny_model):
