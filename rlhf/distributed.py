@@ -116,7 +116,7 @@ def gathered(model, skeleton, context):
         if id(meta) not in filled:
             filled[id(meta)] = torch.nn.Parameter(full[name], meta.requires_grad)
         setattr(skeleton.get_submodule(owner), attribute, filled[id(meta)])
-    return skeleton
+    return skeleton.cpu()  # the buffers, copied where the model was
 
 
 def teardown(context):

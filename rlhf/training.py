@@ -29,7 +29,7 @@ def cosine_schedule(optimizer, warmup_steps, total_steps, min_lr_ratio):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def targets(item):
+def next_token_targets(item):
     """The number of next-token targets of an (ids, labels) example, or 1 for any other example."""
     if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], list):
         return sum(label != -100 for label in item[1][1:])
@@ -115,7 +115,7 @@ class Trainer(ABC):
         models, counts its next-token targets (those the SFT loss averages); any other counts one. A subclass
         whose loss is a mean over something else says so here.
         """
-        return sum(targets(item) for item in batch)
+        return sum(next_token_targets(item) for item in batch)
 
     def start(self):
         """Work before the first step of a new run (every process); returns metrics for the summary."""
@@ -146,11 +146,8 @@ class Trainer(ABC):
         if not config.resume:
             begin_run(self.output, config, context, self.name, self.total_steps)
         started_with = self.start() if not config.resume else {}
-        if config.fsdp and not context.distributed and context.is_main:
-            tqdm.write(f"{self.name}: fsdp shards the model over the processes torchrun starts; one process "
-                       "holds all of it.")
         skeleton = distributed.skeleton(self.model) if self.sharded else None
-        model = context.wrap(self.model, fsdp=config.fsdp)
+        model = self.wrap()
         # Under FSDP the parameters are replaced by their shards: the optimizer is made for those.
         trained = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trained, lr=config.lr, betas=tuple(config.betas),
@@ -189,19 +186,14 @@ class Trainer(ABC):
         if self.valid and not self.total_steps:  # nothing but `start` trained: validate that
             self.validate(log, 0, 0)
         log.close()
-        summary = {}
-        finished_with = self.finish() if context.is_main or self.sharded else {}
-        if self.sharded:  # rank 0 saves the whole model, in the format everything else loads
-            whole = distributed.gathered(self.model, skeleton, context)
-            if context.is_main:
-                self.model = whole
-        if context.is_main:
-            summary = {"steps": step, "samples_seen": samples_seen, "output": str(self.output / "model"),
-                       "valid": getattr(self, "last_validation", None), **started_with, **finished_with}
-            self.save_model(self.output / "model")
-            mark_finished(self.output, summary)
-        context.barrier()
-        return summary
+        return self.end_run(step, samples_seen, started_with, skeleton)
+
+    def wrap(self):
+        """The model as the loop calls it: DDP or FSDP under torchrun (`Context.wrap`), else itself."""
+        if self.config.fsdp and not self.context.distributed and self.context.is_main:
+            tqdm.write(f"{self.name}: fsdp shards the model over the processes torchrun starts; one process "
+                       "holds all of it.")
+        return self.context.wrap(self.model, fsdp=self.config.fsdp)
 
     def accumulate(self, model, batch, scaler):
         """Forward and backward passes over a step's micro-batches; returns the whole batch's metrics.
@@ -222,6 +214,22 @@ class Trainer(ABC):
             for name, value in {"loss": loss.item(), **metrics}.items():
                 sums[name] = sums.get(name, 0.0) + value * weight / total
         return sums
+
+    def end_run(self, step, samples_seen, started_with, skeleton):
+        """`finish`, then the final model and the run's summary (returned on rank 0, empty elsewhere)."""
+        context, summary = self.context, {}
+        finished_with = self.finish() if context.is_main or self.sharded else {}
+        if self.sharded:  # rank 0 saves the whole model, in the format everything else loads
+            whole = distributed.gathered(self.model, skeleton, context)
+            if context.is_main:
+                self.model = whole
+        if context.is_main:
+            summary = {"steps": step, "samples_seen": samples_seen, "output": str(self.output / "model"),
+                       "valid": getattr(self, "last_validation", None), **started_with, **finished_with}
+            self.save_model(self.output / "model")
+            mark_finished(self.output, summary)
+        context.barrier()
+        return summary
 
     def resume(self, optimizer, scheduler):
         """(step, samples seen) from the checkpoint, whose state is loaded into the model, optimizer and schedule."""
