@@ -297,7 +297,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "status", "parent", "created_at", "activated_at"]
     list_filter = ["kind", "status"]
     search_fields = ["name", "artifact_path"]
-    readonly_fields = ["kind", "status", "status_reason", "artifact_path", "parent", "training_run", "metrics",
+    readonly_fields = ["kind", "status", "status_reason", "artifact_path", "base_path", "adapter", "parent",
+                       "training_run", "metrics",
                        "endpoint_url", "endpoint_model", "endpoint_key_env", "created_at", "activated_at"]
     actions = ["activate"]
 

@@ -198,8 +198,8 @@ def sampler_serve(version):
     try:
         if settings.SAMPLER_SERVER == "rlhf":
             client.request("POST", "/load_model", {"model": name, "path": path})
-        elif (Path(path) / "adapter_config.json").is_file():
-            client.request("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        elif version.base_path:
+            _load_lora_adapter(client, name, path)
         else:
             raise ServerError(f"vLLM cannot load the full weights of {name} while it runs: restart it with --model "
                               f"{path} --served-model-name {name}.")
@@ -207,6 +207,17 @@ def sampler_serve(version):
         _record(ok=False, message=f"Could not load {name}: {exc}")
         raise SamplerUnavailable(f"Could not load {name}: {exc}") from None
     _record(ok=True, message=f"Loaded {name}.")
+
+
+def _load_lora_adapter(client, name, path):
+    """vLLM's runtime adapter loading (VLLM_ALLOW_RUNTIME_LORA_UPDATING): a name it holds already is served."""
+    from rlhf.sampling import ServerError
+
+    try:
+        client.request("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path}, text=True)
+    except ServerError as exc:
+        if exc.status != 400 or "already been loaded" not in str(exc):
+            raise
 
 
 def _record(*, ok, message):

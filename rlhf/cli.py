@@ -16,6 +16,7 @@ COMMANDS = {
     "train-ppo": (configs.PPOConfig, "rlhf.train_ppo:train_ppo"),
     "eval-policy": (configs.EvalPolicyConfig, "rlhf.train_ppo:eval_policy"),
     "serve": (configs.ServeConfig, "rlhf.serve:serve"),
+    "merge": (configs.MergeConfig, "rlhf.adapters:merge"),
     "prepare-model": (configs.PrepareModelConfig, "rlhf.prepare:prepare_model"),
 }
 

@@ -191,6 +191,8 @@ class RewardConfig(TrainConfig):
         """What is wrong with these options together, or None."""
         if not options["epochs"] and not options["fit_head"]:
             return "options 'epochs' 0 and 'fit_head' false leave nothing to train"
+        if options["lora_rank"] and options["train_top_layers"]:
+            return "options 'lora_rank' and 'train_top_layers' are two ways to train less; choose one"
 
 
 @dataclass
@@ -319,6 +321,15 @@ class ServeConfig:
     api_key: str = option("", "A bearer token every request must carry (default: $RLHF_SERVE_API_KEY); "
                               "empty: none.")
     device: str = option("auto", "cpu, cuda, or auto.", pattern=DEVICE)
+
+
+@dataclass
+class MergeConfig:
+    """Merge a LoRA adapter into its base: full weights that any tool loads without peft."""
+
+    adapter: str = option("", "The adapter folder (adapter_config.json names its base).", required=True)
+    output: str = option("", "Where to write the merged model folder.", required=True)
+    dtype: str = option("float32", "Dtype of the merged weights: float32, bfloat16 or float16.", choices=DTYPES)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Loading policies and reward models from local folders, and turning prompts into token ids.
 
 Nothing here reaches the network: every load is from a folder on disk (HF_HUB_OFFLINE is set by
-the package). A reward model is a Hugging Face `AutoModelForSequenceClassification` with one label,
+the package). A folder holds full weights or a LoRA adapter over a named base (rlhf/adapters.py),
+which loads merged into that base. A reward model is a Hugging Face `AutoModelForSequenceClassification` with one label,
 so TRL and plain transformers load it too; `RewardModel` reads its score at the last non-padding
 token and adds the bias stored in its config (`reward_bias`), which centres demonstrations at 0.
 """
@@ -20,6 +21,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from .adapters import ADAPTER_CONFIG, base_of, is_adapter, load_base, merged, save, with_lora
+
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -34,22 +37,44 @@ def pick_device(name="auto"):
 
 def _folder(path):
     folder = Path(path)
-    if not (folder / "config.json").is_file():
+    if not (folder / "config.json").is_file() and not is_adapter(folder):
         hint = " Run `python -m rlhf prepare-model` to create the default model." if "SmolLM2" in str(path) else ""
-        raise FileNotFoundError(f"{folder} is not a model folder (no config.json).{hint}")
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json or {ADAPTER_CONFIG}).{hint}")
     return folder
 
 
+def is_reward_folder(path):
+    """Whether `path` holds a reward model (full weights or adapter) rather than a language model."""
+    folder = _folder(path)
+    if is_adapter(folder):
+        return json.loads((folder / ADAPTER_CONFIG).read_text()).get("task_type") == "SEQ_CLS"
+    config = json.loads((folder / "config.json").read_text())
+    return any(name.endswith("ForSequenceClassification") for name in config.get("architectures") or [])
+
+
 def load_tokenizer(path, padding_side="right"):
-    tokenizer = AutoTokenizer.from_pretrained(_folder(path))
+    folder = _folder(path)
+    if is_adapter(folder) and not (folder / "tokenizer_config.json").is_file():
+        folder = base_of(folder)  # an adapter saved without its tokenizer uses its base's
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
     return tokenizer
 
 
-def load_policy(path, dtype=torch.float32):
-    return AutoModelForCausalLM.from_pretrained(_folder(path), dtype=dtype)
+def load_policy(path, dtype=torch.float32, lora=None):
+    """A language model folder, or an adapter merged into its base. With `lora` (options with a `lora_rank`), the
+    weights stay frozen under a trainable adapter: a new one, or the folder's own adapter, trained on."""
+    from peft import TaskType
+
+    folder = _folder(path)
+    if lora is not None and lora.lora_rank:
+        return with_lora(load_base(AutoModelForCausalLM, folder, dtype), lora, TaskType.CAUSAL_LM,
+                         start=folder if is_adapter(folder) else None)
+    if is_adapter(folder):
+        return merged(load_base(AutoModelForCausalLM, folder, dtype), folder)
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
 
 
 def prompt_messages(prompt):
@@ -155,18 +180,30 @@ class RewardModel(nn.Module):
 
     POOLINGS = ("last", "mean")
 
-    def __init__(self, model):
+    def __init__(self, model, peft_model=None):
         super().__init__()
         self.model = model  # an AutoModelForSequenceClassification with num_labels=1
+        self.__dict__["peft_model"] = peft_model  # the adapters' wrapper of `model`, when it trains adapters
 
     @classmethod
-    def from_pretrained(cls, path, dtype=torch.float32):
-        """A reward model folder, or a language model folder to start one from (the head starts at random)."""
+    def from_pretrained(cls, path, dtype=torch.float32, lora=None):
+        """A reward model folder (full weights, or an adapter merged into its base), or a language model folder
+        to start one from (the head starts at random). With `lora` (options with a `lora_rank`), the weights stay
+        frozen under a trainable adapter and head: a new adapter, or the folder's own, trained on."""
+        from peft import TaskType
+
         folder = _folder(path)
-        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1, dtype=dtype)
+        peft_model = None
+        if lora is not None and lora.lora_rank:
+            model = load_base(AutoModelForSequenceClassification, folder, dtype, num_labels=1)
+            peft_model = with_lora(model, lora, TaskType.SEQ_CLS, start=folder if is_adapter(folder) else None)
+        elif is_adapter(folder):
+            model = merged(load_base(AutoModelForSequenceClassification, folder, dtype, num_labels=1), folder)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1, dtype=dtype)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = load_tokenizer(folder).pad_token_id
-        reward_model = cls(model)
+        reward_model = cls(model, peft_model)
         reward_model.pooling = reward_model.pooling  # a config naming another is refused here, not read as `last`
         return reward_model
 
@@ -224,9 +261,15 @@ class RewardModel(nn.Module):
             module.requires_grad_(False)
 
     def save_pretrained(self, folder, bias=None):
+        """Full weights, or the adapter and head with the config that holds the bias and pooling."""
         if bias is not None:
             self.model.config.reward_bias = float(bias)
-        self.model.save_pretrained(folder)
+        if self.peft_model is None:
+            self.model.save_pretrained(folder)
+            return
+        save(self.peft_model, folder)
+        self.model.config.architectures = [type(self.model).__name__]  # what the merged weights will be
+        self.model.config.save_pretrained(folder)
 
 
 def save_tiny_model(folder, seed=0):

@@ -261,11 +261,12 @@ class OpenAISampler:
         tokens = logprobs.get("content") if self.endpoint == "chat" else logprobs.get("tokens")
         return len(tokens) if tokens is not None else None
 
-    def request(self, method, path, body=None):
-        """The server's JSON reply to `method` `path` (under the base URL); ServerError if there is none."""
+    def request(self, method, path, body=None, text=False):
+        """The server's JSON reply to `method` `path` (under the base URL), or with `text` its reply as text (vLLM's
+        adapter routes answer so); ServerError if there is none."""
         with self._open(method, path, body) as response:
             try:
-                return json.load(response)
+                return response.read().decode(errors="replace") if text else json.load(response)
             except ValueError as exc:
                 raise ServerError(f"{self.base_url}{path} answered something that is not JSON: {exc}") from None
             except (OSError, http.client.HTTPException) as exc:

@@ -2,9 +2,12 @@
 
 For trying the OpenAI backend without vLLM, and for a GPU node that should serve its policies to
 samplers elsewhere. It holds up to `max_models` models by name; with `models_dir` set,
-`POST /v1/load_model {"model": name, "path": folder}` loads another folder from under that
-directory while it runs (and `POST /v1/unload_model {"model": name}` drops one), which is how the
-site makes it serve a newly activated version. A request names the model it wants; one that is not
+`POST /v1/load_model {"model": name, "path": folder}` loads another folder (full weights, or a LoRA
+adapter over its base) from under that directory while it runs, and `POST /v1/unload_model
+{"model": name}` drops one: that is how the site makes it serve a newly activated version. It also
+answers vLLM's `POST /v1/load_lora_adapter {"lora_name", "lora_path"}` and `/v1/unload_lora_adapter`
+as vLLM does (plain-text success; 400 for a name already loaded), so the site's vLLM mode runs
+against it too. A request names the model it wants; one that is not
 loaded is a 404, as vLLM answers. `"stream": true` sends the reply as server-sent events while it is
 generated. One request generates at a time; vLLM or TGI are the choice at scale.
 """
@@ -23,6 +26,7 @@ from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from .adapters import ADAPTER_CONFIG, is_adapter
 from .sampling import HFSampler, Sample, SamplingParams
 
 
@@ -122,7 +126,8 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
         def do_POST(self):
             routes = {"/v1/chat/completions": lambda body: self.complete("chat", body),
                       "/v1/completions": lambda body: self.complete("completions", body),
-                      "/v1/load_model": self.load, "/v1/unload_model": self.unload}
+                      "/v1/load_model": self.load, "/v1/unload_model": self.unload,
+                      "/v1/load_lora_adapter": self.load_adapter, "/v1/unload_lora_adapter": self.unload_adapter}
             route = routes.get(self.path.rstrip("/"))
             if route is None:
                 return self.reply(404, {"error": {"message": f"No route {self.path}.", "type": "NotFoundError"}})
@@ -137,7 +142,9 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
                 if callable(payload):  # a stream: checked, and now answered as it is generated
                     model = payload()
                     return
-                model = payload.get("model", "") if isinstance(payload, dict) else ""
+                if isinstance(payload, str):  # vLLM answers its adapter routes in plain text
+                    return self.reply(status, payload)
+                model = payload.get("model", "")
             except RequestError as exc:
                 status, payload = exc.status, {"error": {"message": str(exc), "type": exc.kind, "code": exc.status}}
             except (ValueError, TypeError, KeyError) as exc:
@@ -181,6 +188,32 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
             name, path = body.get("model"), body.get("path")
             if not isinstance(name, str) or not name.strip() or not isinstance(path, str) or not path:
                 raise RequestError(400, "`model` (the name to serve it under) and `path` (its folder) are needed.")
+            self.add(name, path)
+            return {"id": name, "object": "model", "model": name}
+
+        def unload(self, body):
+            models.remove(_text(body.get("model"), "`model`"))
+            return {"id": body.get("model"), "object": "model", "deleted": True}
+
+        def load_adapter(self, body):
+            name, path = body.get("lora_name"), body.get("lora_path")
+            if not isinstance(name, str) or not name.strip() or not isinstance(path, str) or not path:
+                raise RequestError(400, "Both 'lora_name' and 'lora_path' must be provided.")
+            if name in models.names():
+                raise RequestError(400, f"The lora adapter '{name}' has already been loaded.")
+            self.add(name, path, adapter=True)
+            return f"Success: LoRA adapter '{name}' added successfully."
+
+        def unload_adapter(self, body):
+            name = _text(body.get("lora_name"), "'lora_name'")
+            try:
+                models.remove(name)
+            except RequestError:
+                raise RequestError(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError") from None
+            return f"Success: LoRA adapter '{name}' removed successfully."
+
+        def add(self, name, path, adapter=False):
+            """Serve the folder at `path` (full weights, or an adapter over its base; `adapter`: only that) as `name`."""
             _text(name, "`model`"), _text(path, "`path`")
             if "\x00" in path:
                 raise RequestError(400, "`path` holds a NUL character.")
@@ -189,16 +222,13 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
             folder = Path(path).resolve()
             if not folder.is_relative_to(root):
                 raise RequestError(403, f"`path` must be under {root}.", "permission_error")
-            if not (folder / "config.json").is_file():
-                raise RequestError(400, f"{path} is not a model folder (it has no config.json).")
+            if adapter and not is_adapter(folder):
+                raise RequestError(400, f"{path} is not a LoRA adapter folder (it has no {ADAPTER_CONFIG}).")
+            if not (folder / "config.json").is_file() and not is_adapter(folder):
+                raise RequestError(400, f"{path} is not a model folder (it has no config.json or {ADAPTER_CONFIG}).")
             with loading:  # one load at a time; requests for loaded models go on meanwhile
                 if name not in models.names():
                     models.add(name, HFSampler(str(folder), device, name, batch_size=1))
-            return {"id": name, "object": "model", "model": name}
-
-        def unload(self, body):
-            models.remove(_text(body.get("model"), "`model`"))
-            return {"id": body.get("model"), "object": "model", "deleted": True}
 
         def complete(self, kind, body):
             prompt = _messages(body.get("messages")) if kind == "chat" else _text(body.get("prompt"), "`prompt`")
@@ -282,9 +312,10 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
             return name
 
         def reply(self, status, payload):
-            data = json.dumps(payload).encode()
+            text = isinstance(payload, str)
+            data = payload.encode() if text else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import distributed, losses
+from . import adapters, distributed, losses
 from .checkpoint import load_state, save_checkpoint
 from .data import load_prompts, load_ptx
 from .kl import AdaptiveKL, FixedKL
@@ -146,7 +146,7 @@ class PPOTrainer:
         # Dropout stays off throughout, as in TRL and OpenRLHF: with it the ratio of new to old
         # log-probabilities would move before any update, and clipping would act on noise.
         self.policy, self.value_model = policy.to(device).eval(), ValueModel(value_model).to(device).eval()
-        self.reference = reference.to(device).eval().requires_grad_(False)
+        self.reference = reference.to(device).eval()
         self.prompts = [truncate_left(encode_prompt(tokenizer, p), config.max_prompt_length) for p in prompts]
         self.prompt_items = prompts
         self.ptx = [self.encode_ptx(item) for item in ptx]
@@ -159,7 +159,8 @@ class PPOTrainer:
         self.total_steps = config.steps or self.batches_per_pass
         self.kl_control = (AdaptiveKL(config.beta, config.target_kl, config.kl_horizon) if config.target_kl
                            else FixedKL(config.beta))
-        self.ema = ({n: p.detach().clone() for n, p in policy.named_parameters()} if config.ema else None)
+        self.ema = ({n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+                    if config.ema else None)
 
     def encode_ptx(self, item):
         if isinstance(item, str):
@@ -262,24 +263,28 @@ class PPOTrainer:
     def update_ema(self):
         if self.ema is None:
             return
+        params = dict(self.policy.named_parameters())
         with torch.no_grad():
-            for name, param in self.policy.named_parameters():
-                self.ema[name].mul_(self.config.ema).add_(param.detach(), alpha=1 - self.config.ema)
+            for name, average in self.ema.items():
+                average.mul_(self.config.ema).add_(params[name].detach(), alpha=1 - self.config.ema)
 
-    def final_policy(self):
-        if self.ema is None:
-            return self.policy
-        averaged = copy.deepcopy(self.policy)
+    def save_policy(self, folder):
+        """The policy as trained (with LoRA, its adapter alone), or its moving average when `ema` is set."""
+        params = dict(self.policy.named_parameters())  # tied weights appear once here
+        trained = {name: params[name].detach().clone() for name in self.ema or ()}
         with torch.no_grad():
-            for name, param in averaged.named_parameters():  # tied weights appear once here
-                param.copy_(self.ema[name])
-        return averaged
+            for name, average in (self.ema or {}).items():
+                params[name].copy_(average)
+            adapters.save(self.policy, folder)
+            for name, value in trained.items():
+                params[name].copy_(value)
+        self.tokenizer.save_pretrained(folder)
 
     # The loop
 
     def fit(self):
         config, context = self.config, self.context
-        params = list(self.policy.parameters()) + list(self.value_model.parameters())
+        params = [p for model in (self.policy, self.value_model) for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=0.0)
         step, episodes = self.resume_or_record(optimizer)
         log = MetricsLog(self.output / "metrics.jsonl", context.is_main, step if config.resume else None)
@@ -308,10 +313,9 @@ class PPOTrainer:
         log.close()
         summary = {}
         if context.is_main:
-            self.final_policy().save_pretrained(self.output / "model")
-            self.tokenizer.save_pretrained(self.output / "model")
+            self.save_policy(self.output / "model")
             summary = {"steps": step, "episodes": episodes, "output": str(self.output / "model"),
-                       "beta": self.kl_control.beta}
+                       "beta": self.kl_control.beta, "adapter": adapters.adapter_record(self.policy)}
             mark_finished(self.output, summary)
         context.barrier()
         return summary
@@ -347,9 +351,15 @@ def train_ppo(config):
     context = distributed.setup(config.device, config.seed)
     try:
         tokenizer = load_tokenizer(config.policy, padding_side="left")
-        policy, reference = load_policy(config.policy), load_policy(config.reference or config.policy)
-        reward_model = RewardModel.from_pretrained(config.reward_model).to(context.device).requires_grad_(False)
-        value_model = RewardModel.from_pretrained(config.value_model or config.reward_model)
+        reference_start, value_start = config.reference or config.policy, config.value_model or config.reward_model
+        if config.lora_rank:  # one copy of the policy's base, and one of the reward model's
+            policy, reference = adapters.policy_and_reference(config, config.policy, reference_start)
+            value_model, reward_model = adapters.value_and_reward(config, config.reward_model, value_start)
+        else:
+            policy, reference = load_policy(config.policy), load_policy(reference_start).requires_grad_(False)
+            reward_model = RewardModel.from_pretrained(config.reward_model).requires_grad_(False)
+            value_model = RewardModel.from_pretrained(value_start)
+        reward_model.to(context.device)
         scorer = RewardScorer(reward_model, load_tokenizer(config.reward_model), max_length=config.reward_max_length)
         trainer = PPOTrainer(config, policy, reference, value_model, scorer, tokenizer, prompts, ptx, context)
         return trainer.fit()

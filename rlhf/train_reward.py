@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import distributed
+from . import adapters, distributed
 from .config import RewardConfig
 from .data import load_demonstrations, load_rankings
 from .losses import ranking_loss
@@ -183,15 +183,16 @@ class RewardTrainer(Trainer):
 
     def finish(self):
         """Centre the labelers' demonstrations at 0, as InstructGPT did before RL."""
+        adapter = {"adapter": adapters.adapter_record(self.model.peft_model)}
         if not self.demonstrations:
-            return {}
+            return adapter
         sequences = [encode_for_reward(self.tokenizer, None, m, self.config.max_length) for m in self.demonstrations]
         self.model.eval()
         with torch.no_grad():
             mean = statistics.fmean(score(self.model, self.tokenizer, sequences, self.config.batch_size,
                                           self.context.device))
         self.bias = self.model.bias - mean
-        return {"demonstration_mean_before_bias": mean, "reward_bias": self.bias}
+        return {**adapter, "demonstration_mean_before_bias": mean, "reward_bias": self.bias}
 
     def save_model(self, folder):
         self.model.save_pretrained(folder, bias=getattr(self, "bias", None))
@@ -218,7 +219,7 @@ def train_reward(config):
     context = distributed.setup(config.device, config.seed)
     try:
         tokenizer = load_tokenizer(config.model)
-        model = RewardModel.from_pretrained(config.model, dtype=getattr(torch, config.dtype))
+        model = RewardModel.from_pretrained(config.model, dtype=getattr(torch, config.dtype), lora=config)
         model.pooling = config.pooling
         model.train_top_layers(config.train_top_layers)
         trainer = RewardTrainer(config, model, tokenizer, rankings, valid, context, demonstrations=demonstrations)

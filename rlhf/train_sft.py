@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
+from . import adapters, distributed
 from .data import load_demonstrations
 from .losses import sft_loss
 from .models import assistant_labels, load_policy, load_tokenizer, pad, pick_device, truncate_left
@@ -29,8 +29,11 @@ class SFTTrainer(Trainer):
         return validation_loss(self.model, items, self.tokenizer.pad_token_id, self.config.batch_size,
                                self.context.device)
 
+    def finish(self):
+        return {"adapter": adapters.adapter_record(self.model)}
+
     def save_model(self, folder):
-        self.model.save_pretrained(folder)
+        adapters.save(self.model, folder)
         self.tokenizer.save_pretrained(folder)
 
 
@@ -76,7 +79,7 @@ def train_sft(config):
     context = distributed.setup(config.device, config.seed)
     try:
         tokenizer = load_tokenizer(config.model)
-        model = load_policy(config.model, dtype=getattr(torch, config.dtype))
+        model = load_policy(config.model, dtype=getattr(torch, config.dtype), lora=config)
         trainer = SFTTrainer(config, model, tokenizer, demonstrations, valid, context)
         return trainer.fit()
     finally:

@@ -119,7 +119,8 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "kind", "name", "served_name", "status", "artifact_path", "parent", "training_run", "metrics",
+        fields = ["id", "kind", "name", "served_name", "status", "artifact_path", "base_path", "adapter", "parent",
+                  "training_run", "metrics",
                   "endpoint_url", "endpoint_model", "created_at", "activated_at"]
 
 

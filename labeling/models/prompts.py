@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -102,6 +104,10 @@ class ModelVersion(models.Model):
     name = models.CharField(max_length=100)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.TRAINING)
     artifact_path = models.CharField(max_length=500, blank=True)
+    base_path = models.CharField(
+        max_length=500, blank=True,
+        help_text="For a LoRA adapter: the full-weights folder it applies to; empty for full weights.")
+    adapter = models.JSONField(default=dict, blank=True, help_text="For a LoRA adapter: its rank, alpha and layers.")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
     training_run = models.OneToOneField(
         "TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="model_version"
@@ -131,6 +137,16 @@ class ModelVersion(models.Model):
 
     def get_absolute_url(self):
         return reverse("model-version", args=[self.pk])
+
+    @property
+    def base_version(self):
+        """The version whose weights an adapter applies to, when one is registered; None for the first base model."""
+        if not self.base_path:
+            return None
+        base = Path(self.base_path).resolve()
+        versions = ModelVersion.objects.exclude(artifact_path="").exclude(pk=self.pk).order_by("created_at")
+        return next((v for v in versions.only("kind", "name", "artifact_path")
+                     if Path(v.artifact_path).resolve() == base), None)
 
     @property
     def served_name(self):

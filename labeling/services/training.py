@@ -316,10 +316,13 @@ def _tail(path, size):
 
 
 def _register(run, plan, summary):
+    adapter = summary.get("adapter") or {}
     version, _ = ModelVersion.objects.update_or_create(
         kind=plan["model_kind"], name=f"{run.kind}-{run.pk}",
         defaults={"status": ModelVersion.Status.READY, "artifact_path": summary["output"], "parent": run.base_model,
-                  "training_run": run, "metrics": {k: v for k, v in summary.items() if k != "output"}},
+                  "base_path": adapter.get("base", ""), "adapter": {k: v for k, v in adapter.items() if k != "base"},
+                  "training_run": run,
+                  "metrics": {k: v for k, v in summary.items() if k not in ("output", "adapter")}},
     )
     return version
 

@@ -102,7 +102,7 @@ def test_every_option_is_explained_in_help():
         assert out.returncode == 0, out.stderr
         assert "--config YAML" in out.stdout
     for config_class in (configs.SampleConfig, configs.SFTConfig, configs.RewardConfig, configs.EvalRewardConfig,
-                         configs.ServeConfig, configs.PrepareModelConfig):
+                         configs.ServeConfig, configs.PrepareModelConfig, configs.MergeConfig):
         for field in config_class.__dataclass_fields__.values():
             assert field.metadata.get("help"), f"{config_class.__name__}.{field.name} has no help"
 
