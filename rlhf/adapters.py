@@ -131,6 +131,10 @@ class AdapterView(nn.Module):
         with using(self.peft_model, self.adapter):
             return self.module.generate(*args, **kwargs)
 
+    @property
+    def generation_config(self):
+        return self.module.generation_config
+
 
 def policy_and_reference(options, policy, reference, dtype=torch.float32):
     """(policy, reference) on one copy of their base: the policy an adapter (new, or `policy`'s own when that is an

@@ -133,17 +133,19 @@ class HFSampler:
         input_ids = pad(encoded, self.tokenizer.pad_token_id, side="left").to(self.device)
         attention_mask = pad([[1] * len(e) for e in encoded], 0, side="left").to(self.device)
         torch.manual_seed(seed)
-        sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p,
-                    "top_k": 0} if params.temperature > 0 else {"do_sample": False}
+        greedy = params.temperature == 0  # one sequence per prompt, then K copies of it
+        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": params.temperature,
+                                                        "top_p": params.top_p, "top_k": 0}
         out = self.model.generate(
             input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=params.max_new_tokens,
-            num_return_sequences=k, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.stop_ids),
-            output_scores=logprobs, return_dict_in_generate=True, **sampling, **generate_options,
+            num_return_sequences=1 if greedy else k, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(self.stop_ids), output_scores=logprobs, return_dict_in_generate=True, **sampling, **generate_options,
         )
         new_tokens = out.sequences[:, input_ids.shape[1]:].tolist()
         scores = (self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).tolist()
                   if logprobs else [None] * len(new_tokens))
-        samples = [self._sample(tokens, row) for tokens, row in zip(new_tokens, scores)]
+        copies = k if greedy else 1
+        samples = [self._sample(tokens, row) for tokens, row in zip(new_tokens, scores) for _ in range(copies)]
         return [samples[i * k:(i + 1) * k] for i in range(len(prompts))]
 
     def _sample(self, tokens, scores):

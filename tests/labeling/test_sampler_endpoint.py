@@ -129,17 +129,74 @@ def test_a_fixed_server_that_does_not_serve_the_active_version_leaves_the_prompt
     assert not Completion.objects.exists() and Prompt.objects.get().needs_completions
 
 
+def adapter_version(settings, tiny_model, name):
+    """A policy version that is a LoRA adapter over the base model, as a LoRA training run leaves it (its weights
+    drawn at random, so that what it writes differs from the base's)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from rlhf import adapters
+    from rlhf.models import load_policy, load_tokenizer
+
+    folder = settings.MODELS_DIR / name
+    torch.manual_seed(0)
+    model = get_peft_model(load_policy(tiny_model), LoraConfig(r=4, target_modules="all-linear",
+                                                               init_lora_weights=False))
+    adapters.save(model, folder)
+    load_tokenizer(tiny_model).save_pretrained(folder)
+    record = adapters.adapter_record(model)
+    return ModelVersion.objects.create(kind="policy", name=name, status="ready", artifact_path=str(folder),
+                                       base_path=record.pop("base"), adapter=record)
+
+
+def written_by(folder, completion):
+    """What the model folder writes, greedily, for the completion's prompt with the completion's own parameters."""
+    from rlhf.sampling import HFSampler, SamplingParams
+
+    params = SamplingParams(**completion.sampling_params)
+    assert params.temperature == 0
+    return HFSampler(str(folder), device="cpu", batch_size=1).sample([completion.prompt.text], 1, params)[0][0].text
+
+
+@pytest.mark.parametrize("backend", ["in-process", "rlhf", "vllm"])
+def test_an_activated_adapter_version_is_what_sampling_then_uses(endpoint, settings, tiny_model, backend,
+                                                                 django_capture_on_commit_callbacks):
+    if backend == "in-process":
+        settings.SAMPLER_URL = ""
+    settings.SAMPLER_SERVER = "vllm" if backend == "vllm" else "rlhf"
+    settings.SAMPLE_TEMPERATURE = 0  # greedy: each completion is what the model itself finds likeliest
+    services.model_version_active("policy")
+    version = adapter_version(settings, tiny_model, "ppo-11")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.model_version_activate(version=version, reason="passed the gate")
+    if backend != "in-process":
+        assert "policy-ppo-11" in served(endpoint)  # loaded on activation, without a restart
+    prompt = PromptFactory(needs_completions=True)
+    assert services.completions_sample(prompt_ids=[prompt.pk]) == 1
+    completions = list(Completion.objects.order_by("id"))
+    assert {c.model_version.name for c in completions} == {"ppo-11"}
+    assert {c.text for c in completions} == {written_by(version.artifact_path, completions[0])}  # adapter and base
+    assert completions[0].text != written_by(tiny_model, completions[0])
+    if backend != "in-process":
+        assert wait_for(lambda: endpoint.requests()) and endpoint.requests()[-1][3] == "policy-ppo-11"
+
+
 def test_vllm_is_asked_to_load_adapter_versions_and_told_to_restart_for_full_weights(endpoint, settings, tiny_model):
     settings.SAMPLER_SERVER = "vllm"
     full = trained_version(settings, tiny_model, "ppo-5")
     with pytest.raises(samplers.SamplerUnavailable, match="vLLM cannot load the full weights of policy-ppo-5 .*"
                                                           "--served-model-name policy-ppo-5"):
         samplers.sampler_serve(full)
-    adapter = trained_version(settings, tiny_model, "ppo-6")
-    (settings.MODELS_DIR / "ppo-6" / "adapter_config.json").write_text("{}")
-    with pytest.raises(samplers.SamplerUnavailable, match="/v1/load_lora_adapter answered 404"):  # rlhf serve has none
-        samplers.sampler_serve(adapter)
-    assert samplers.sampler_state()["failures"] == 2
+    adapter = adapter_version(settings, tiny_model, "ppo-6")
+    samplers.sampler_serve(adapter)
+    samplers.sampler_serve(adapter)  # vLLM answers 400 for a name it holds already: served all the same
+    assert "policy-ppo-6" in served(endpoint)
+    assert samplers.sampler_state()["ok"] is True
+    broken = adapter_version(settings, tiny_model, "ppo-8")
+    (settings.MODELS_DIR / "ppo-8" / "adapter_config.json").unlink()
+    with pytest.raises(samplers.SamplerUnavailable, match="load_lora_adapter answered 400: .*not a LoRA adapter"):
+        samplers.sampler_serve(broken)
+    assert samplers.sampler_state()["failures"] == 1
 
 
 def test_an_in_process_model_that_cannot_load_is_a_sampler_failure(settings, tmp_path):

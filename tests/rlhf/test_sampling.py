@@ -32,6 +32,16 @@ def test_k_completions_per_prompt_with_counts_reasons_and_version(sampler):
     assert len({s.text for s in results[0]}) > 1
 
 
+def test_temperature_0_gives_k_copies_of_the_greedy_completion(sampler):
+    params = SamplingParams(temperature=0, max_new_tokens=8, seed=7)
+    results = sampler.sample(PROMPTS, 4, params, logprobs=True)
+    assert [len(samples) for samples in results] == [4, 4, 4]
+    for samples, prompt in zip(results, PROMPTS):
+        assert len({(s.text, tuple(s.logprobs)) for s in samples}) == 1
+        alone = sampler.sample([prompt], 1, SamplingParams(temperature=0, max_new_tokens=8, seed=99), logprobs=True)
+        assert alone[0][0].text == samples[0].text and alone[0][0].logprobs == pytest.approx(samples[0].logprobs)
+
+
 def test_prompts_are_generated_together_a_batch_at_a_time(tiny_model, monkeypatch):
     sampler = HFSampler(str(tiny_model), device="cpu", batch_size=8)
     generate, batches = sampler.model.generate, []
