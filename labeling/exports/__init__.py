@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 
 from rlhf.data import sha256_of  # the checksum rlhf records of the files it trains on
 
-from ..models import Export
+from ..models import Export, ModelVersion
 from .dialogues import Dialogues
 from .filters import FILTERS, OVERLAP_MODES, STYLES, filters_parse
 from .labelers import LabelerStats
@@ -26,8 +26,8 @@ from .writers import WRITERS, is_flat
 
 SCHEMA_VERSION = 1
 
-__all__ = ["FILTERS", "OVERLAP_MODES", "SCHEMA_VERSION", "STYLES", "filters_parse", "sha256_of", "source_for",
-           "write"]
+__all__ = ["FILTERS", "OVERLAP_MODES", "SCHEMA_VERSION", "STYLES", "filters_parse", "model_versions", "sha256_of",
+           "source_for", "write"]
 
 
 def pseudonym(user_id):
@@ -77,6 +77,32 @@ def write(source, fmt, path, progress=None, every=5000):
     if progress:
         progress(total, total)
     return {"rows": rows, **source.counts}, [field.name for field in source.schema]
+
+
+def model_versions(names):
+    """What reproduces each model version whose outputs an export holds: its weights (full, or a LoRA adapter and the
+    base it applies to), the version it was trained from, and its training run's options and data snapshots."""
+    found = (ModelVersion.objects.filter(name__in=names).order_by("kind", "name")
+             .select_related("parent", "training_run__base_model", "training_run__reference_model",
+                             "training_run__reward_model"))
+    name = lambda version: version and {"kind": version.kind, "name": version.name}  # noqa: E731
+    described = []
+    for version in found:
+        run = version.training_run
+        described.append({
+            "name": version.name, "kind": version.kind, "served_name": version.served_name,
+            "weights": "endpoint" if version.endpoint_url else "adapter" if version.base_path else "full",
+            "artifact_path": version.artifact_path, "base_path": version.base_path, "adapter": version.adapter,
+            "endpoint": {"url": version.endpoint_url, "model": version.endpoint_model} if version.endpoint_url else None,
+            "trained_from": name(version.parent),
+            "training_run": run and {
+                "id": run.pk, "kind": run.kind, "options": run.config, "export": run.export_id,
+                "valid_export": run.valid_export_id, "ptx_export": run.ptx_export_id, "ptx_path": run.ptx_path,
+                "base_model": name(run.base_model), "reference_model": name(run.reference_model),
+                "reward_model": name(run.reward_model),
+            },
+        })
+    return described
 
 
 @lru_cache(maxsize=1)

@@ -77,7 +77,7 @@ class Dialogues(Source):
                     if row := self.row(prompt, message.text, "chat", split=split, language=language,
                                        conversation_id=conversation.pk, turn=message.position,
                                        model_text=message.original_text,
-                                       model_version=message.model_version.name if message.model_version_id else None,
+                                       model_version=self.saw(message.model_version and message.model_version.name),
                                        labeler=conversation.labeler_id, created_at=conversation.ended_at):
                         kept += 1
                         yield row
@@ -101,7 +101,8 @@ class Dialogues(Source):
                 suggestion = suggestions.get(n - opening + 1, {})
                 if messages[n]["role"] == "assistant" and (row := self.row(
                         messages[:n], messages[n]["content"], "demonstration", split=split, language=language,
-                        demonstration_id=pk, turn=n + 1 - system, suggested_by=suggestion.get("model_version"),
+                        demonstration_id=pk, turn=n + 1 - system,
+                        suggested_by=self.saw(suggestion.get("model_version")),
                         used_suggestion=suggestion.get("used", False), labeler=author, created_at=at)):
                     kept += 1
                     yield row

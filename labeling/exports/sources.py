@@ -95,6 +95,13 @@ class Source:
         self.filters, self.name_of, self.fmt, self.with_identities = filters, name_of, fmt, with_identities
         self.done, self.counts = 0, {}
         self.limits = answers.Limits.from_settings()
+        self.versions = set()  # the names of the model versions whose outputs the rows hold
+
+    def saw(self, version):
+        """`version` (a model version's name, or None), noted for the manifest."""
+        if version:
+            self.versions.add(version)
+        return version
 
     def total(self):
         return self.queryset().count()
@@ -221,7 +228,7 @@ class PreferencePairs(RankedTasks):
     def rows(self):
         mode = self.filters.get("overlap", "every")
         for batch in batched(self.tasks(()), BATCH // 4):
-            texts = completion_texts(row for _, rows in batch for row in rows)
+            texts = completion_texts((row for _, rows in batch for row in rows), self.versions)
             stored = self.stored_consensus(batch) if mode == "consensus" else {}
             for task_id, rankings in batch:
                 prompt = self.prompt_of(rankings[0], self.style)
@@ -252,9 +259,12 @@ def _with_distance(orders, pairs):
     return [((better, worse), sum(r[worse] - r[better] for r in ranks) / len(ranks)) for better, worse in pairs]
 
 
-def completion_texts(ranking_rows):
+def completion_texts(ranking_rows, versions):
+    """{completion id: text} of the rankings' completions; the names of the versions that wrote them join `versions`."""
     ids = {cid for row in ranking_rows for group in row[3] for cid in group}
-    return dict(Completion.objects.filter(pk__in=ids).values_list("pk", "text"))
+    found = list(Completion.objects.filter(pk__in=ids).values_list("pk", "text", "model_version__name"))
+    versions.update(version for _, _, version in found if version)
+    return {pk: text for pk, text, _ in found}
 
 
 RATING = pa.struct([("rating", pa.int8()), ("flags", pa.list_(pa.string())), ("notes", pa.string())])
@@ -286,6 +296,7 @@ class Rankings(RankedTasks):
         for batch in batched(self.tasks(fields), BATCH // 4):
             rows = [row for _, rankings in batch for row in rankings]
             completions = completion_details(rows)
+            self.versions.update(c["model_version"] for c in completions.values() if c["model_version"])
             ratings = {} if consensus else ratings_of([row[1] for row in rows])
             stored = self.stored_consensus(batch) if consensus else {}
             for task_id, rankings in batch:
@@ -434,8 +445,9 @@ class Demonstrations(Source):
             yield {
                 "messages": messages, "source": "demonstration", "demonstration_id": pk, "completion_id": None,
                 "prompt_id": prompt_id, "split": split, "language": language, "use_case": use_case,
-                "labeler": self.name_of(author), "used_model_suggestion": used, "suggestion_model_version": version,
-                "completion_model_version": None, "time_spent_seconds": spent, "created_at": at.isoformat(),
+                "labeler": self.name_of(author), "used_model_suggestion": used,
+                "suggestion_model_version": self.saw(version), "completion_model_version": None,
+                "time_spent_seconds": spent, "created_at": at.isoformat(),
             }
         self.counts["demonstrations"] = kept
 
@@ -481,7 +493,8 @@ class Demonstrations(Source):
                 "messages": messages, "source": "top_rated_completion", "demonstration_id": None,
                 "completion_id": pk, "prompt_id": prompt_id, "split": split, "language": language,
                 "use_case": use_case, "labeler": self.name_of(rater), "used_model_suggestion": None,
-                "suggestion_model_version": None, "completion_model_version": version, "time_spent_seconds": None,
+                "suggestion_model_version": None, "completion_model_version": self.saw(version),
+                "time_spent_seconds": None,
                 "created_at": at.isoformat(),
             }
         self.counts["top_rated_completions"] = kept

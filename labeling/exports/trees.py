@@ -125,6 +125,7 @@ class OasstTrees(Source):
                 "pk", "text", "model_version__name", "created_at"
             )
         }
+        self.versions.update(version for _, version, _ in completions.values() if version)
         demonstrations = defaultdict(list)
         for *row, params in self.demonstrations().filter(prompt_id__in=prompt_ids).order_by("id").values_list(
             "prompt_id", "id", "author_id", "messages", "created_at", "assignment__task__params"
@@ -198,7 +199,7 @@ class OasstTrees(Source):
         model = message.role == "assistant" and not message.rewritten
         return _node(f"chat-message-{message.pk}", None if model else user, message.text, message.role,
                      created=created, synthetic=model, replies=replies,
-                     model_name=message.model_version.name if model and message.model_version_id else None)
+                     model_name=self.saw(message.model_version.name if model and message.model_version_id else None))
 
     def tree(self, prompt_id, text, turns, language, created_at, replies, prompter=None):
         nodes, labels = replies[prompt_id]

@@ -63,7 +63,7 @@ def export_run(*, export_id, on_progress=None):
             export.kind, export.filters, with_identities=export.with_identities, fmt=export.format
         )
         counts, columns = exports.write(source, export.format, partial, progress)
-        summary = source.summary()
+        summary = {**source.summary(), "model_versions": exports.model_versions(source.versions)}
     except Exception as exc:
         partial.unlink(missing_ok=True)
         logger.exception("Export #%s failed", export_id)

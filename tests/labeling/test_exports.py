@@ -442,3 +442,36 @@ def test_labeler_stats_carry_gold_accuracy(researcher, labeler, settings):
     services.annotation_submit(assignment=assignment, labeler=labeler, flags={}, use_case="chat", language="en")
     (row,) = [r for r in read(build(researcher, "labeler_stats")) if r["labeler"] == exports.pseudonym(labeler.pk)]
     assert (row["gold_tasks"], row["gold_accuracy"]) == (1, pytest.approx(11 / 12))  # missed the one flag
+
+
+@pytest.mark.parametrize("kind", ["rankings", "preference_pairs"])
+def test_the_manifest_says_how_to_reproduce_each_model_version_whose_outputs_it_holds(researcher, labeler, kind):
+    from labeling.models import Completion, TrainingRun
+
+    data = services.export_create(kind="ppo_prompts", fmt="jsonl", filters={}, created_by=researcher, queue=False)
+    sft = ModelVersionFactory(kind="sft", name="sft-2", artifact_path="/models/sft-2")
+    run = TrainingRun.objects.create(kind="ppo", state="succeeded", config={"lora_rank": 16, "steps": 40},
+                                     export=data, base_model=sft, reference_model=sft)
+    adapter = ModelVersionFactory(name="ppo-7", artifact_path="/models/ppo-7", base_path="/models/base",
+                                  adapter={"rank": 16, "alpha": 32.0, "target_modules": ["q_proj", "v_proj"]},
+                                  parent=sft, training_run=run)
+    full = ModelVersionFactory(name="base", artifact_path="/models/base")
+    ModelVersionFactory(name="never-sampled")
+    task = ranking_task(k=4)
+    first, *rest = task.completions.order_by("id")
+    Completion.objects.filter(pk=first.pk).update(model_version=adapter)
+    Completion.objects.filter(pk__in=[c.pk for c in rest]).update(model_version=full)
+    rank(task, labeler, [[0], [1], [2], [3]])
+    described = {v["name"]: v for v in build(researcher, kind).manifest["model_versions"]}
+    assert set(described) == {"ppo-7", "base"}
+    assert described["ppo-7"] == {
+        "name": "ppo-7", "kind": "policy", "served_name": "policy-ppo-7", "weights": "adapter",
+        "artifact_path": "/models/ppo-7", "base_path": "/models/base",
+        "adapter": {"rank": 16, "alpha": 32.0, "target_modules": ["q_proj", "v_proj"]}, "endpoint": None,
+        "trained_from": {"kind": "sft", "name": "sft-2"},
+        "training_run": {"id": run.pk, "kind": "ppo", "options": {"lora_rank": 16, "steps": 40}, "export": data.pk,
+                         "valid_export": None, "ptx_export": None, "ptx_path": "",
+                         "base_model": {"kind": "sft", "name": "sft-2"},
+                         "reference_model": {"kind": "sft", "name": "sft-2"}, "reward_model": None},
+    }
+    assert (described["base"]["weights"], described["base"]["training_run"]) == ("full", None)
