@@ -1,4 +1,9 @@
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +85,30 @@ def test_micro_batches_give_the_gradients_and_weights_of_whole_batches(tmp_path,
         return
     for (name, a), (_, b) in zip(whole.model.state_dict().items(), passes.model.state_dict().items(), strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+
+
+def test_micro_batches_under_ddp_end_with_the_weights_of_whole_batches(tmp_path, tiny_model):
+    model = tmp_path / "no-dropout"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "resid_pdrop": 0, "embd_pdrop": 0, "attn_pdrop": 0}))
+    data = write_jsonl(tmp_path / "d.jsonl", demonstrations(16))
+    torchrun = Path(sys.executable).parent / "torchrun"
+
+    def train(name, *options):
+        run = subprocess.run(
+            [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "rlhf", "train-sft", "--data", str(data),
+             "--model", str(model), "--output", str(tmp_path / name), "--batch-size", "4", "--epochs", "1",
+             "--lr", "1e-3", "--device", "cpu", *options],
+            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return load_policy(tmp_path / name / "model").state_dict()
+
+    # Each process's passes are only added up locally until the last one, whose backward averages the sum over
+    # both: had a process stepped on its own gradients, rank 0's weights would be its own, not these.
+    whole, passes = train("whole"), train("passes", "--micro-batch-size", "3")
+    for name, weight in passes.items():
+        assert torch.allclose(weight, whole[name], rtol=1e-5, atol=1e-6), name
 
 
 def test_the_default_weight_of_a_demonstration_is_its_assistant_tokens_and_of_anything_else_one(tiny_model):
