@@ -83,6 +83,7 @@ def test_fsdp_on_two_gpus_with_nccl_and_bf16_trains_and_resumes(tmp_path, tiny_m
                                           same=lambda a, b: torch.allclose(a, b, atol=2e-3))
 
 
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")  # one process, as meant
 def test_a_checkpoint_stopped_while_its_shards_are_written_leaves_the_last_one_to_resume(tmp_path, tiny_model,
                                                                                         monkeypatch):
     model = load_policy(tiny_model)
