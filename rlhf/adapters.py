@@ -86,12 +86,18 @@ def with_lora(model, options, task_type, start=None):
     """`model`, frozen, under one trainable adapter: a new one of `options`, or the adapter at `start` trained on
     (it keeps its own rank and layers). A reward model's head trains beside its adapter and is saved with it."""
     from peft import PeftConfig, PeftModel, get_peft_model
+    from peft.utils import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
 
     if start is None:
         return get_peft_model(model, lora_config(options, task_type))
     config = PeftConfig.from_pretrained(str(start))
-    config.task_type = task_type  # an SFT adapter goes on training as a reward model's
-    return PeftModel.from_pretrained(model, str(start), is_trainable=True, config=config)
+    if config.task_type == task_type:
+        return PeftModel.from_pretrained(model, str(start), is_trainable=True)
+    # An SFT adapter goes on training as a reward model's: its layers' weights, beside a head of the model's own.
+    config.task_type, config.inference_mode = task_type, False
+    peft_model = get_peft_model(model, config)
+    set_peft_model_state_dict(peft_model, get_peft_model_state_dict(peft_model) | load_peft_weights(str(start)))
+    return peft_model
 
 
 def save(model, folder):

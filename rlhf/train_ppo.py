@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import adapters, distributed, losses
+from . import adapters, distributed, losses, memory
 from .checkpoint import load_state, save_checkpoint
 from .data import load_prompts, load_ptx
 from .kl import AdaptiveKL, FixedKL
@@ -147,6 +147,14 @@ class PPOTrainer:
         # log-probabilities would move before any update, and clipping would act on noise.
         self.policy, self.value_model = policy.to(device).eval(), ValueModel(value_model).to(device).eval()
         self.reference = reference.to(device).eval()
+        memory.check_mixed_precision(config, device)
+        self.scaler = memory.grad_scaler(config, device)
+        if config.gradient_checkpointing:
+            for model in (self.policy, self.value_model):
+                memory.enable_gradient_checkpointing(model)
+                for module in model.modules():  # checkpointing needs training mode; dropout stays off all the same
+                    if isinstance(module, torch.nn.Dropout):
+                        module.p = 0.0
         self.prompts = [truncate_left(encode_prompt(tokenizer, p), config.max_prompt_length) for p in prompts]
         self.prompt_items = prompts
         self.ptx = [self.encode_ptx(item) for item in ptx]
@@ -181,6 +189,10 @@ class PPOTrainer:
 
     @torch.no_grad()
     def rollout(self, indices):
+        with memory.autocast(self.config, self.context.device):
+            return self._rollout(indices)
+
+    def _rollout(self, indices):
         config, device = self.config, self.context.device
         g = generate(self.policy, self.tokenizer, [self.prompts[i] for i in indices], temperature=config.temperature,
                      top_p=config.top_p, max_new_tokens=config.max_new_tokens, device=device)
@@ -225,6 +237,8 @@ class PPOTrainer:
     def update(self, policy, value_model, optimizer, rollout, step):
         """`ppo_epochs` passes over the rollout in minibatches; returns the mean of each logged loss."""
         episodes, totals, updates = rollout.input_ids.shape[0], {}, 0
+        training = self.config.gradient_checkpointing  # HF models checkpoint only in training mode
+        policy.train(training), value_model.train(training)
         for epoch in range(self.config.ppo_epochs):
             generator = torch.Generator().manual_seed(self.config.seed + step * 31 + epoch)
             order = torch.randperm(episodes, generator=generator).to(self.context.device)
@@ -235,25 +249,29 @@ class PPOTrainer:
                 for name, value in metrics.items():
                     totals[name] = totals.get(name, 0.0) + value
                 updates += 1
+        policy.eval(), value_model.eval()  # generation keeps its cache, which checkpointing would turn off
         return {name: value / updates for name, value in totals.items()}
 
     def minibatch_step(self, policy, value_model, optimizer, batch, ptx, prompt_length):
         config, n_rl, width = self.config, batch["input_ids"].shape[0], batch["input_ids"].shape[1]
         input_ids, attention_mask, ptx_labels = self.with_ptx(batch, ptx)
-        logits = forward(policy, input_ids, attention_mask)
+        with memory.autocast(config, self.context.device):
+            logits = forward(policy, input_ids, attention_mask)
+            values = value_model(batch["input_ids"], batch["attention_mask"])[:, prompt_length - 1:-1]
         rl_logits = logits[:n_rl, :width]
         logprobs = response_logprobs(rl_logits, batch["input_ids"], prompt_length)
         policy_loss, clip_fraction = losses.policy_loss(logprobs, batch["logprobs"], batch["advantages"],
                                                         batch["mask"], config.clip)
-        values = value_model(batch["input_ids"], batch["attention_mask"])[:, prompt_length - 1:-1]
         value_loss = losses.value_loss(values, batch["values"], batch["returns"], batch["mask"], config.value_clip)
         ptx_loss = losses.sft_loss(logits[n_rl:], ptx_labels) if ptx else torch.zeros((), device=logits.device)
         loss = policy_loss + config.vf_coef * value_loss + config.ptx_coef * ptx_loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
-        optimizer.step()
+        self.scaler.step(optimizer)
+        self.scaler.update()
         self.update_ema()
         with torch.no_grad():
             entropy = losses.entropy(rl_logits[:, prompt_length - 1:-1], batch["mask"]).item()

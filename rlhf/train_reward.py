@@ -169,6 +169,10 @@ class RewardTrainer(Trainer):
         self.model.head.weight.data.copy_(w.to(self.model.head.weight)[None])
         return {"head_strength": strength, "head_cv_accuracy": accuracy}
 
+    def loss_weight(self, batch):
+        """The loss is a mean over the rankings that order a pair (all ties add nothing)."""
+        return sum(len(groups) > 1 for _, groups, _ in batch)
+
     def loss(self, model, batch):
         encoded = [seq for seqs, *_ in batch for seq in seqs]
         tensors = reward_batch(encoded, self.tokenizer.pad_token_id)

@@ -437,3 +437,43 @@ def test_a_policy_round_starts_from_the_sft_model_its_reference_with_the_ptx_ter
     evaluated = yaml.safe_load((Path(policy_run.output_path) / "evaluate.yaml").read_text())
     assert evaluated == {"max_new_tokens": 8, "temperature": 1.0, "batch_size": 4, "reward_max_length": 192,
                          "seed": 1234, "device": "cpu"}
+
+
+@pytest.mark.slow
+def test_a_loop_of_lora_runs_registers_adapters_over_the_base_and_the_registry_shows_both(
+        loop_settings, labeler, client, researcher):
+    lora = {"lora_rank": 4, "lora_alpha": 8.0}
+    for kind in ("reward", "sft", "ppo"):
+        loop_settings.TRAINING_OPTIONS[kind] |= lora
+    planted_rankings(96, "train", labeler)
+    planted_rankings(16, "valid", labeler, start=1000)
+    demonstrations(12, "train", labeler)
+    demonstrations(4, "valid", labeler)
+    base = Path(loop_settings.POLICY_MODEL).resolve()
+    sft = run_now("sft", epochs=3, lr=1e-2, max_length=96)
+    reward = run_now("reward", max_length=128)  # which starts a policy round from the active SFT model
+    for run in (reward, sft):
+        assert run.state == "succeeded" and run.gate["passed"], (run.error, run.gate)
+        version = run.model_version
+        assert version.status == "active" and version.base_path == str(base)
+        assert version.adapter == {"rank": 4, "alpha": 8.0, "target_modules": [
+            "transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj", "transformer.h.0.mlp.c_fc",
+            "transformer.h.0.mlp.c_proj", "transformer.h.1.attn.c_attn", "transformer.h.1.attn.c_proj",
+            "transformer.h.1.mlp.c_fc", "transformer.h.1.mlp.c_proj"]}
+        assert (Path(version.artifact_path) / "adapter_config.json").is_file()
+    # The policy round starts from the SFT adapter (its reference) and optimises against the reward adapter.
+    policy = services.training_run_execute(run_id=TrainingRun.objects.get(kind="ppo", state="queued").pk)
+    assert policy.state == "succeeded", policy.error
+    assert (policy.base_model, policy.reference_model, policy.reward_model) == (
+        sft.model_version, sft.model_version, reward.model_version)
+    version = policy.model_version
+    assert version.base_path == str(base) and version.adapter["rank"] == 4 and version.parent == sft.model_version
+    assert "win_rate" in version.metrics  # the gate's eval-policy read the adapter over its base
+
+    client.force_login(researcher)
+    page = client.get(f"/research/models/{version.pk}/").content.decode()
+    first = ModelVersion.objects.get(kind="sft", name="base")
+    assert "LoRA adapter (rank 4, alpha 8)" in page and f'href="/research/models/{first.pk}/"' in page
+    assert str(base) in client.get("/research/models/").content.decode()
+    found = client.get(f"/api/model-versions/{version.pk}/").json()
+    assert found["base_path"] == str(base) and found["adapter"]["rank"] == 4

@@ -157,9 +157,16 @@ def test_a_policy_that_starts_from_an_sft_adapter_trains_it_on_and_keeps_it_froz
 
 
 def test_train_ppo_with_lora_from_the_command_line_over_adapter_versions(tmp_path, tiny_base):
-    rm = train_reward(reward_config(tmp_path, tiny_base, epochs=0, **LORA))["output"]
     sft = train_sft(SFTConfig(data=str(write_jsonl(tmp_path / "d.jsonl", demonstrations(8))), model=str(tiny_base),
                               output=str(tmp_path / "sft"), epochs=1, batch_size=8, device="cpu", **LORA))["output"]
+    # The reward model starts from the SFT model, as InstructGPT's: here from its adapter's weights.
+    from peft.utils import get_peft_model_state_dict, load_peft_weights
+
+    started = get_peft_model_state_dict(RewardModel.from_pretrained(sft, lora=PPOConfig(**LORA)).peft_model)
+    assert all(torch.equal(started[name], weight) for name, weight in load_peft_weights(sft).items())
+    rm = train_reward(reward_config(tmp_path, sft, epochs=1, **LORA))["output"]
+    assert adapters.base_of(rm) == tiny_base.resolve()
+    assert eval_reward(EvalRewardConfig(model=rm, data=str(tmp_path / "valid.jsonl")))["accuracy"] >= 0.9
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p} for p in PROMPTS[:4]])
     run = subprocess.run(
         [sys.executable, "-m", "rlhf", "train-ppo", "--data", str(prompts), "--policy", sft, "--reward-model", rm,

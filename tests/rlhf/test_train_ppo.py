@@ -117,3 +117,27 @@ def planted_score_texts(tokenizer):
         ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         return planted_score(prompts, texts, ids)
     return score
+
+
+def test_gradient_checkpointing_leaves_the_update_as_it_was_and_bf16_keeps_float32_weights(tmp_path, tiny_model):
+    plain = make_trainer(tmp_path, tiny_model, name="plain", steps=1)
+    rollout = plain.rollout(plain.prompt_batch(0))
+
+    def first_update(trainer):
+        optimizer = torch.optim.AdamW([p for p in trainer.policy.parameters() if p.requires_grad], lr=1e-3)
+        metrics = trainer.update(trainer.policy, trainer.value_model, optimizer, rollout, 0)
+        return metrics, trainer.policy.state_dict()
+
+    expected, weights = first_update(plain)
+    trainer = make_trainer(tmp_path, tiny_model, name="checkpointed", steps=1, gradient_checkpointing=True)
+    assert trainer.policy.is_activation_checkpointing and not plain.policy.is_activation_checkpointing
+    checkpointed, weights_checkpointed = first_update(trainer)
+    assert checkpointed == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert all(torch.allclose(weights[k], weights_checkpointed[k], atol=1e-6) for k in weights)
+
+    mixed = make_trainer(tmp_path, tiny_model, name="bf16", steps=3, mixed_precision="bf16")
+    mixed.fit()
+    assert all(p.dtype == torch.float32 for p in mixed.policy.parameters())
+    assert [s["step"] for s in curve(tmp_path, "bf16")] == [1, 2, 3]
+    assert not torch.equal(mixed.policy.state_dict()["transformer.h.0.mlp.c_fc.weight"],
+                           load_policy(tiny_model).state_dict()["transformer.h.0.mlp.c_fc.weight"])
