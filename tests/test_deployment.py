@@ -150,3 +150,19 @@ def test_without_https_settings_the_deployment_checks_fail(tmp_path):
     assert found.returncode != 0
     for check in ["security.W004", "security.W008", "security.W012", "security.W016"]:  # HSTS, redirect, cookies
         assert check in found.stderr
+
+
+def test_its_training_options_are_adapters_over_the_model_vllm_serves(compose, settings):
+    import json
+
+    from labeling.services.training import training_options
+
+    environment = compose["x-app"]["environment"]
+    settings.TRAINING_OPTIONS = json.loads(environment["TRAINING_OPTIONS"])
+    for kind in ("sft", "reward", "ppo"):
+        assert training_options(kind=kind)["lora_rank"] > 0  # checked as a run request checks them
+    vllm = words(compose["services"]["vllm"]["command"])
+    assert vllm[vllm.index("--model") + 1] == environment["POLICY_MODEL"] and "--enable-lora" in vllm
+    ranks = [options["lora_rank"] for options in settings.TRAINING_OPTIONS.values()]
+    assert int(vllm[vllm.index("--max-lora-rank") + 1]) >= max(ranks)
+    assert compose["services"]["vllm"]["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
