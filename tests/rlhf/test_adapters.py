@@ -206,3 +206,12 @@ def test_the_reference_and_reward_views_compute_with_their_own_adapter_and_leave
     assert not torch.allclose(scores(value, tokenizer), scores(reward, tokenizer), atol=1e-3)
     assert value.peft_model.active_adapter == adapters.TRAINED
     assert all(p.requires_grad == (".default." in n) for n, p in value.named_parameters() if "lora_" in n)
+
+
+def test_lora_and_training_only_the_top_layers_are_refused_together():
+    from rlhf.config import OptionError, RewardConfig, check_options
+
+    with pytest.raises(OptionError, match="'lora_rank' and 'train_top_layers' are two ways to train less"):
+        check_options(RewardConfig, {"lora_rank": 8, "train_top_layers": 2})
+    with pytest.raises(OptionError, match="option 'lora_target_modules' must match"):
+        check_options(RewardConfig, {"lora_target_modules": "q_proj;rm -rf"})
