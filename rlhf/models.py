@@ -1,10 +1,11 @@
 """Loading policies and reward models from local folders, and turning prompts into token ids.
 
 Nothing here reaches the network: every load is from a folder on disk (HF_HUB_OFFLINE is set by
-the package). A folder holds full weights or a LoRA adapter over a named base (rlhf/adapters.py),
-which loads merged into that base. A reward model is a Hugging Face `AutoModelForSequenceClassification` with one label,
-so TRL and plain transformers load it too; `RewardModel` reads its score at the last non-padding
-token and adds the bias stored in its config (`reward_bias`), which centres demonstrations at 0.
+the package). A folder holds full weights, or a LoRA adapter over a named base (rlhf/adapters.py)
+that loads merged into that base. A reward model is a Hugging Face
+`AutoModelForSequenceClassification` with one label, so TRL and plain transformers load it too;
+`RewardModel` reads its score at the last non-padding token and adds the bias stored in its config
+(`reward_bias`), which centres demonstrations at 0.
 """
 
 import json
