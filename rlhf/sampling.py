@@ -139,7 +139,8 @@ class HFSampler:
         out = self.model.generate(
             input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=params.max_new_tokens,
             num_return_sequences=1 if greedy else k, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=sorted(self.stop_ids), output_scores=logprobs, return_dict_in_generate=True, **sampling, **generate_options,
+            eos_token_id=sorted(self.stop_ids), output_scores=logprobs, return_dict_in_generate=True, **sampling,
+            **generate_options,
         )
         new_tokens = out.sequences[:, input_ids.shape[1]:].tolist()
         scores = (self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).tolist()

@@ -213,7 +213,8 @@ def make_server(sampler, host="127.0.0.1", port=8000, model_name=None, *, models
             return f"Success: LoRA adapter '{name}' removed successfully."
 
         def add(self, name, path, adapter=False):
-            """Serve the folder at `path` (full weights, or an adapter over its base; `adapter`: only that) as `name`."""
+            """Serve the folder at `path` (full weights or an adapter over its base; with `adapter`, only an adapter)
+            as `name`."""
             _text(name, "`model`"), _text(path, "`path`")
             if "\x00" in path:
                 raise RequestError(400, "`path` holds a NUL character.")

@@ -93,7 +93,8 @@ def model_versions(names):
             "name": version.name, "kind": version.kind, "served_name": version.served_name,
             "weights": "endpoint" if version.endpoint_url else "adapter" if version.base_path else "full",
             "artifact_path": version.artifact_path, "base_path": version.base_path, "adapter": version.adapter,
-            "endpoint": {"url": version.endpoint_url, "model": version.endpoint_model} if version.endpoint_url else None,
+            "endpoint": ({"url": version.endpoint_url, "model": version.endpoint_model} if version.endpoint_url
+                         else None),
             "trained_from": name(version.parent),
             "training_run": run and {
                 "id": run.pk, "kind": run.kind, "options": run.config, "export": run.export_id,
