@@ -157,6 +157,62 @@ def test_the_server_refuses_loads_it_should_not_make(loading_server, body, statu
     assert client.models() == ["policy-base"]
 
 
+def adapter_over(base, folder):
+    """A LoRA adapter over `base` with weights drawn at random, saved as training saves one."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from rlhf import adapters
+    from rlhf.models import load_policy
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_policy(base), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    adapters.save(model, folder)
+    return folder
+
+
+def test_the_server_loads_adapters_over_their_base_and_answers_vllms_adapter_routes(loading_server, tiny_model):
+    url, folder = loading_server
+    adapter_over(tiny_model, folder / "ppo-4")
+    client = OpenAISampler(url, "policy-ppo-4", api_key="secret")
+    answer = client.request("POST", "/load_lora_adapter", {"lora_name": "policy-ppo-4",
+                                                           "lora_path": str(folder / "ppo-4")}, text=True)
+    assert answer == "Success: LoRA adapter 'policy-ppo-4' added successfully."  # vLLM's words, in plain text
+    with pytest.raises(ServerError, match="answered 400: .*'policy-ppo-4' has already been loaded"):
+        client.request("POST", "/load_lora_adapter", {"lora_name": "policy-ppo-4", "lora_path": str(folder / "v2")})
+    params = SamplingParams(temperature=0, max_new_tokens=6)
+    (served,) = client.sample(["Name a colour."], 4, params)
+    from rlhf.models import load_policy
+
+    merged = HFSampler(str(folder / "ppo-4"), device="cpu").sample(["Name a colour."], 1, params)[0][0]
+    base = HFSampler(str(tiny_model), device="cpu").sample(["Name a colour."], 1, params)[0][0]
+    assert {s.text for s in served} == {merged.text} and merged.text != base.text
+    assert load_policy(folder / "ppo-4").num_parameters() == load_policy(tiny_model).num_parameters()
+    assert client.request("POST", "/unload_lora_adapter", {"lora_name": "policy-ppo-4"}, text=True) == (
+        "Success: LoRA adapter 'policy-ppo-4' removed successfully.")
+    with pytest.raises(ServerError, match="answered 404: .*'policy-ppo-4' cannot be found"):
+        client.request("POST", "/unload_lora_adapter", {"lora_name": "policy-ppo-4"})
+    client.request("POST", "/load_model", {"model": "policy-ppo-4", "path": str(folder / "ppo-4")})  # rlhf's route
+    assert "policy-ppo-4" in client.models()
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"lora_name": "x", "lora_path": "/etc"}, 403, "must be under"),
+    ({"lora_name": "x", "lora_path": "{folder}/v2"}, 400, "is not a LoRA adapter folder"),
+    ({"lora_name": "x"}, 400, "Both 'lora_name' and 'lora_path' must be provided"),
+    ({"lora_name": "x", "lora_path": "{folder}/a\x00b"}, 400, "NUL"),
+    ({"lora_name": ["x"], "lora_path": "{folder}/v2"}, 400, "Both 'lora_name' and 'lora_path'"),
+])
+def test_the_server_refuses_adapters_it_should_not_load(loading_server, body, status, message):
+    url, folder = loading_server
+    client = OpenAISampler(url, "policy-base", api_key="secret")
+    body = {name: value.format(folder=folder) if isinstance(value, str) else value for name, value in body.items()}
+    with pytest.raises(ServerError) as refused:
+        client.request("POST", "/load_lora_adapter", body)
+    assert refused.value.status == status and message in str(refused.value)
+    assert client.models() == ["policy-base"]
+
+
 def test_the_server_wants_its_key_and_loads_nothing_without_a_models_dir(loading_server, server):
     url, _ = loading_server
     with pytest.raises(ServerError, match="answered 401: .*valid API key"):
