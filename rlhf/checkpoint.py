@@ -6,8 +6,8 @@ An output folder holds:
     metrics.jsonl       one line per optimizer step and per validation
     checkpoint/state.pt the latest resumable state: model and optimizer state, scheduler, step,
                         samples seen, every process's RNG state
-    checkpoint/shards-N/ under FSDP, the model and optimizer state in every process's shards
-                        (torch.distributed.checkpoint); state.pt then names this folder instead
+    checkpoint/shards-N/ under FSDP, the model and optimizer state in every process's shards (and PPO's
+                        moving average), by torch.distributed.checkpoint; state.pt then names this folder
     model/              the final model, written last
 
 A folder without `"finished": true` in run.json is an interrupted run and must not be used.
@@ -68,15 +68,17 @@ def save_checkpoint(output, state):
     tmp.replace(folder / "state.pt")
 
 
-def save_sharded_checkpoint(output, model, optimizer, state, is_main):
-    """Every process writes its shards of the model and optimizer to a new folder; then rank 0 replaces
-    state.pt, naming that folder, and removes the older ones. A run stopped at any point resumes from a
-    complete checkpoint: state.pt names the new folder only once all of it is written."""
+def save_sharded_checkpoint(output, model, optimizer, state, is_main, tensors=None):
+    """Every process writes its shards of the model and optimizer (and of `tensors`, a dict of further weights such
+    as PPO's moving average) to a new folder; then rank 0 replaces state.pt, naming that folder, and removes the
+    older ones. A run stopped at any point resumes from a complete checkpoint: state.pt names the new folder only
+    once all of it is written. Several models trained by one optimizer are saved as one `nn.ModuleDict`."""
     folder = Path(output) / "checkpoint"
     shards = f"shards-{state['step']:08d}"
     model_state, optimizer_state = get_state_dict(model, optimizer)
     # Rank 0 writes the folder's metadata after every process has reported its shards written.
-    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=folder / shards)
+    dcp.save({"model": model_state, "optimizer": optimizer_state, "tensors": tensors or {}},
+             checkpoint_id=folder / shards)
     if is_main:
         save_checkpoint(output, {**state, "shards": shards})
         for old in folder.glob("shards-*"):
@@ -84,11 +86,11 @@ def save_sharded_checkpoint(output, model, optimizer, state, is_main):
                 shutil.rmtree(old)
 
 
-def load_shards(output, state, model, optimizer):
+def load_shards(output, state, model, optimizer, tensors=None):
     """The model and optimizer state from a sharded checkpoint, into a model sharded over any number of
-    processes, or not sharded at all."""
+    processes, or not sharded at all; `tensors`, when given, are loaded in place."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.load({"model": model_state, "optimizer": optimizer_state},
+    dcp.load({"model": model_state, "optimizer": optimizer_state, "tensors": tensors or {}},
              checkpoint_id=Path(output) / "checkpoint" / state["shards"])
     set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
 

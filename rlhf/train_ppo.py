@@ -8,7 +8,6 @@ GAE with the value model (which starts from the reward model); then several epoc
 policy and value updates on minibatches, each mixing in a batch of pretraining text.
 """
 
-import copy
 import json
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import adapters, distributed, losses, memory
-from .checkpoint import load_state, save_checkpoint
+from .checkpoint import load_shards, load_state, save_checkpoint, save_sharded_checkpoint
 from .data import load_prompts, load_ptx
 from .kl import AdaptiveKL, FixedKL
 from .models import (
@@ -49,7 +48,8 @@ class RewardScorer:
     @torch.no_grad()
     def __call__(self, prompts, texts, response_ids=None):
         device = next(self.model.parameters()).device
-        encoded = [encode_for_reward(self.tokenizer, p, t, self.max_length) for p, t in zip(prompts, texts)]
+        encoded = [encode_for_reward(self.tokenizer, prompt, text, self.max_length)
+                   for prompt, text in zip(prompts, texts, strict=True)]
         scores = []
         for start in range(0, len(encoded), self.batch_size):
             batch = reward_batch(encoded[start:start + self.batch_size], self.tokenizer.pad_token_id)
@@ -115,12 +115,15 @@ def stop_ids_of(policy, tokenizer):
 
 
 @torch.no_grad()
-def generate(policy, tokenizer, encoded_prompts, *, temperature, top_p, max_new_tokens, device):
+def generate(policy, tokenizer, encoded_prompts, *, temperature, top_p, max_new_tokens, device, synced_gpus=False):
+    """Sampled responses; with `synced_gpus` (a sharded policy) every process runs max_new_tokens forward passes,
+    those whose responses have all ended included, since each pass gathers weights from all of them."""
     stop_ids = stop_ids_of(policy, tokenizer)
     prompt_ids, prompt_mask = (t.to(device) for t in batch_of(encoded_prompts, tokenizer.pad_token_id, "left"))
     sequences = policy.generate(
         input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, temperature=temperature, top_p=top_p,
         top_k=0, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
+        synced_gpus=synced_gpus,
     )
     prompt_length = prompt_ids.shape[1]
     response = sequences[:, prompt_length:]
@@ -130,9 +133,9 @@ def generate(policy, tokenizer, encoded_prompts, *, temperature, top_p, max_new_
     mask = (torch.arange(response.shape[1], device=device)[None] < length[:, None]).float()
     attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
     input_ids = torch.where(attention_mask.bool(), sequences, tokenizer.pad_token_id)
-    response_ids = [r[:n] for r, n in zip(response.tolist(), length.tolist())]
+    response_ids = [r[:n] for r, n in zip(response.tolist(), length.tolist(), strict=True)]
     texts = [tokenizer.decode(ids[:-1] if e else ids, skip_special_tokens=True).strip()
-             for ids, e in zip(response_ids, ended.tolist())]
+             for ids, e in zip(response_ids, ended.tolist(), strict=True)]
     return Generation(input_ids, attention_mask, prompt_length, mask, ended, texts, response_ids)
 
 
@@ -142,7 +145,12 @@ class PPOTrainer:
     def __init__(self, config, policy, reference, value_model, scorer, tokenizer, prompts, ptx=(), context=None):
         self.config, self.tokenizer, self.scorer = config, tokenizer, scorer
         self.context = context or distributed.Context()
+        self.sharded = config.fsdp and self.context.distributed
+        check_fsdp(config)
         device = self.context.device
+        # The frozen reference and reward model stay whole on each process even under FSDP: with no gradients or
+        # optimizer state they hold a quarter of what the trained models do per weight, and sharding them would
+        # add a gather of every block to each of their forward passes.
         # Dropout stays off throughout, as in TRL and OpenRLHF: with it the ratio of new to old
         # log-probabilities would move before any update, and clipping would act on noise.
         self.policy, self.value_model = policy.to(device).eval(), ValueModel(value_model).to(device).eval()
@@ -167,8 +175,7 @@ class PPOTrainer:
         self.total_steps = config.steps or self.batches_per_pass
         self.kl_control = (AdaptiveKL(config.beta, config.target_kl, config.kl_horizon) if config.target_kl
                            else FixedKL(config.beta))
-        self.ema = ({n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
-                    if config.ema else None)
+        self.ema = None  # made in `fit`, of the weights as trained: under FSDP, this process's shards
 
     def encode_ptx(self, item):
         if isinstance(item, str):
@@ -195,7 +202,8 @@ class PPOTrainer:
     def _rollout(self, indices):
         config, device = self.config, self.context.device
         g = generate(self.policy, self.tokenizer, [self.prompts[i] for i in indices], temperature=config.temperature,
-                     top_p=config.top_p, max_new_tokens=config.max_new_tokens, device=device)
+                     top_p=config.top_p, max_new_tokens=config.max_new_tokens, device=device,
+                     synced_gpus=self.sharded)
         input_ids, attention_mask, prompt_length, mask = g.input_ids, g.attention_mask, g.prompt_length, g.mask
         logprobs = response_logprobs(forward(self.policy, input_ids, attention_mask), input_ids, prompt_length)
         ref_logprobs = response_logprobs(forward(self.reference, input_ids, attention_mask), input_ids, prompt_length)
@@ -286,27 +294,41 @@ class PPOTrainer:
             for name, average in self.ema.items():
                 average.mul_(self.config.ema).add_(params[name].detach(), alpha=1 - self.config.ema)
 
-    def save_policy(self, folder):
-        """The policy as trained (with LoRA, its adapter alone), or its moving average when `ema` is set."""
+    def moving_average(self):
+        """A copy of the trained weights to average into, when `ema` is set: under FSDP, of this process's shards."""
+        if not self.config.ema:
+            return None
+        return {name: p.detach().clone() for name, p in self.policy.named_parameters() if p.requires_grad}
+
+    def save_policy(self, folder, skeleton=None):
+        """The policy as trained (with LoRA, its adapter alone), or its moving average when `ema` is set.
+
+        Rank 0 writes it; under FSDP every process calls this to gather the weights into `skeleton` first.
+        """
         params = dict(self.policy.named_parameters())  # tied weights appear once here
         trained = {name: params[name].detach().clone() for name in self.ema or ()}
         with torch.no_grad():
             for name, average in (self.ema or {}).items():
                 params[name].copy_(average)
-            adapters.save(self.policy, folder)
+            policy = distributed.gathered(self.policy, skeleton, self.context) if self.sharded else self.policy
             for name, value in trained.items():
                 params[name].copy_(value)
-        self.tokenizer.save_pretrained(folder)
+        if self.context.is_main:
+            adapters.save(policy, folder)
+            self.tokenizer.save_pretrained(folder)
 
     # The loop
 
     def fit(self):
         config, context = self.config, self.context
+        skeleton = distributed.skeleton(self.policy) if self.sharded else None
+        policy, value_model = (context.wrap(model, fsdp=config.fsdp) for model in (self.policy, self.value_model))
+        # Under FSDP the parameters are replaced by their shards: the optimizer and the average are made of those.
         params = [p for model in (self.policy, self.value_model) for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=0.0)
+        self.ema = self.moving_average()
         step, episodes = self.resume_or_record(optimizer)
         log = MetricsLog(self.output / "metrics.jsonl", context.is_main, step if config.resume else None)
-        policy, value_model = context.wrap(self.policy), context.wrap(self.value_model)
         bar = tqdm(total=self.total_steps, initial=step, desc=self.name, unit="batch", disable=not context.is_main,
                    dynamic_ncols=True)
         started = time.perf_counter()
@@ -330,8 +352,9 @@ class PPOTrainer:
         bar.close()
         log.close()
         summary = {}
+        if context.is_main or self.sharded:
+            self.save_policy(self.output / "model", skeleton)
         if context.is_main:
-            self.save_policy(self.output / "model")
             summary = {"steps": step, "episodes": episodes, "output": str(self.output / "model"),
                        "beta": self.kl_control.beta, "adapter": adapters.adapter_record(self.policy)}
             mark_finished(self.output, summary)
@@ -344,26 +367,47 @@ class PPOTrainer:
             begin_run(self.output, self.config, self.context, self.name, self.total_steps)
             return 0, 0
         state = load_state(self.output)
-        self.policy.load_state_dict(state["policy"])
-        self.value_model.load_state_dict(state["value_model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if "shards" in state:
+            load_shards(self.output, state, self.trained(), optimizer, self.ema)
+        elif self.sharded:
+            raise ValueError(f"{self.output / 'checkpoint'} holds whole models, written by a run without FSDP; "
+                             "resume it with --no-fsdp.")
+        else:
+            self.policy.load_state_dict(state["policy"])
+            self.value_model.load_state_dict(state["value_model"])
+            optimizer.load_state_dict(state["optimizer"])
+            self.ema = state["ema"]
         self.kl_control.load_state_dict(state["kl_control"])
-        self.ema = state["ema"]
         distributed.set_rng_state(state["rng"][self.context.rank])
         return state["step"], state["episodes"]
 
+    def trained(self):
+        """The policy and value model as one module, which the optimizer's state of both belongs to."""
+        return torch.nn.ModuleDict({"policy": self.policy, "value_model": self.value_model})
+
     def checkpoint(self, optimizer, step, episodes):
-        rng = self.context.gather(distributed.rng_state())
-        if self.context.is_main:
+        state = {"kl_control": self.kl_control.state_dict(), "step": step, "episodes": episodes,
+                 "rng": self.context.gather(distributed.rng_state())}
+        if self.sharded:
+            save_sharded_checkpoint(self.output, self.trained(), optimizer, state, self.context.is_main, self.ema)
+        elif self.context.is_main:
             save_checkpoint(self.output, {
                 "policy": self.policy.state_dict(), "value_model": self.value_model.state_dict(),
-                "optimizer": optimizer.state_dict(), "kl_control": self.kl_control.state_dict(), "ema": self.ema,
-                "step": step, "episodes": episodes, "rng": rng,
+                "optimizer": optimizer.state_dict(), "ema": self.ema, **state,
             })
         self.context.barrier()
 
 
+def check_fsdp(config):
+    """Refuse what FSDP cannot do here, before anything is loaded or written."""
+    if config.fsdp and config.lora_rank:
+        raise ValueError("fsdp shards fully fine-tuned models only: with lora_rank the reference and reward model "
+                         "are views of the trained models' own weights, which this trainer does not shard. Leave "
+                         "out fsdp (DDP then copies the adapters, which are small), or set lora_rank 0.")
+
+
 def train_ppo(config):
+    check_fsdp(config)
     prompts = load_prompts(config.data)
     ptx = load_ptx(config.ptx_data) if config.ptx_data else []
     context = distributed.setup(config.device, config.seed)

@@ -1,7 +1,8 @@
 """FSDP under torchrun: two CPU processes with gloo here, two GPUs with nccl where there are.
 
-Run as a module (`torchrun ... -m tests.rlhf.test_fsdp --stop-after N <train-sft options>`) this file is
-train-sft stopped by an error in its N+1th loss, as a crash would stop it.
+Run as a module (`torchrun ... -m tests.rlhf.test_fsdp train-sft --stop-after N <train-sft options>`) this file
+is train-sft stopped by an error in its N+1th loss, as a crash would stop it; with train-ppo, train-ppo stopped in
+its N+1th update.
 """
 
 import itertools
@@ -15,8 +16,9 @@ import pytest
 import torch
 
 from rlhf import checkpoint
-from rlhf.config import EvalSFTConfig, SFTConfig, from_args, parser_for
+from rlhf.config import EvalSFTConfig, PPOConfig, SFTConfig, from_args, parser_for
 from rlhf.models import load_policy
+from rlhf.train_ppo import PPOTrainer, train_ppo
 from rlhf.train_sft import SFTTrainer, eval_sft, train_sft
 from tests.rlhf.conftest import write_jsonl
 from tests.rlhf.test_train_sft import demonstrations
@@ -52,7 +54,7 @@ def check_fsdp_trains_and_resumes_exactly(tmp_path, tiny_model, device, *extra, 
     saved = eval_sft(EvalSFTConfig(model=str(whole / "model"), data=str(tmp_path / "valid.jsonl"), device="cpu"))
     assert saved["loss"] == pytest.approx(record["summary"]["valid"]["loss"], rel=1e-3 if extra else 1e-5)
 
-    stopped = torchrun("-m", "tests.rlhf.test_fsdp", "--stop-after", "8",
+    stopped = torchrun("-m", "tests.rlhf.test_fsdp", "train-sft", "--stop-after", "8",
                        *train_sft_options(tmp_path, tiny_model, cut, device, *extra))
     assert stopped.returncode != 0 and "stopped after 8 losses" in stopped.stderr  # in step 5
     state = checkpoint.load_state(cut)
@@ -63,7 +65,11 @@ def check_fsdp_trains_and_resumes_exactly(tmp_path, tiny_model, device, *extra, 
                        *train_sft_options(tmp_path, tiny_model, cut, device, *extra))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert steps_logged(cut) == [1, 2, 3, 4, 5, 6] and json.loads((cut / "run.json").read_text())["finished"]
-    expected, got = load_policy(whole / "model").state_dict(), load_policy(cut / "model").state_dict()
+    assert_same_weights(whole / "model", cut / "model", same)
+
+
+def assert_same_weights(expected, got, same):
+    expected, got = load_policy(expected).state_dict(), load_policy(got).state_dict()
     assert expected.keys() == got.keys()
     for name in expected:
         assert same(expected[name], got[name]), name
@@ -81,6 +87,53 @@ def test_fsdp_on_two_gpus_with_nccl_and_bf16_trains_and_resumes(tmp_path, tiny_m
     # GPU kernels may add in another order from run to run: the resumed weights are compared within one bf16 step.
     check_fsdp_trains_and_resumes_exactly(tmp_path, tiny_model, "cuda", "--mixed-precision", "bf16",
                                           same=lambda a, b: torch.allclose(a, b, atol=2e-3))
+
+
+def train_ppo_options(tmp_path, tiny_model, output, device, *extra):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Tell me about item {i}."} for i in range(16)])
+    ptx = write_jsonl(tmp_path / "ptx.jsonl", [{"text": "The quick brown fox jumps over the lazy dog."}] * 4)
+    # 8 prompts a process, 2 a rollout batch: 4 steps of one update each; a checkpoint at 2.
+    return ["--data", str(prompts), "--policy", str(tiny_model), "--reward-model", str(tiny_model), "--output",
+            str(output), "--ptx-data", str(ptx), "--rollout-batch-size", "2", "--minibatch-size", "2", "--ppo-epochs",
+            "1", "--max-new-tokens", "6", "--steps", "4", "--lr", "1e-3", "--ema", "0.5", "--save-every", "2",
+            "--fsdp", "--device", device, *extra]
+
+
+def check_ppo_with_fsdp_trains_and_resumes_exactly(tmp_path, tiny_model, device, *extra, same=torch.equal):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run = torchrun("-m", "rlhf", "train-ppo", *train_ppo_options(tmp_path, tiny_model, whole, device, *extra))
+    assert run.returncode == 0, run.stderr[-3000:]
+    record = json.loads((whole / "run.json").read_text())
+    assert record["finished"] and record["world_size"] == 2 and steps_logged(whole) == [1, 2, 3, 4]
+    trained = load_policy(whole / "model").state_dict()["transformer.h.0.mlp.c_fc.weight"]
+    assert not torch.equal(trained, load_policy(tiny_model).state_dict()["transformer.h.0.mlp.c_fc.weight"])
+    evaluation = subprocess.run(
+        [sys.executable, "-m", "rlhf", "eval-policy", "--policy", str(whole / "model"), "--reference",
+         str(tiny_model), "--reward-model", str(tiny_model), "--data", str(tmp_path / "prompts.jsonl"),
+         "--max-new-tokens", "6", "--device", "cpu", "--output", str(tmp_path / "eval.json")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    assert json.loads((tmp_path / "eval.json").read_text())["prompts"] == 16
+
+    stopped = torchrun("-m", "tests.rlhf.test_fsdp", "train-ppo", "--stop-after", "2",
+                       *train_ppo_options(tmp_path, tiny_model, cut, device, *extra))
+    assert stopped.returncode != 0 and "stopped after 2 updates" in stopped.stderr  # in step 3
+    state = checkpoint.load_state(cut)
+    assert state["step"] == 2 and "policy" not in state and "ema" not in state
+    assert [p.name for p in (cut / "checkpoint").glob("shards-*")] == [state["shards"]] == ["shards-00000002"]
+
+    resumed = torchrun("-m", "rlhf", "train-ppo", "--resume",
+                       *train_ppo_options(tmp_path, tiny_model, cut, device, *extra))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert steps_logged(cut) == [1, 2, 3, 4] and json.loads((cut / "run.json").read_text())["finished"]
+    assert_same_weights(whole / "model", cut / "model", same)  # the moving averages, which every step moves
+
+
+@pytest.mark.slow
+def test_ppo_with_fsdp_on_two_cpu_processes_writes_a_policy_eval_policy_reads_and_resumes_exactly(tmp_path,
+                                                                                                   tiny_model):
+    check_ppo_with_fsdp_trains_and_resumes_exactly(tmp_path, tiny_model, "cpu")
 
 
 @pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")  # one process, as meant
@@ -113,20 +166,29 @@ def test_a_checkpoint_stopped_while_its_shards_are_written_leaves_the_last_one_t
         assert torch.equal(tensor, saved[name]), name
 
 
-def stop_in_a_loss(argv):
-    """train-sft from the command line `--stop-after N <options>`, its N+1th loss raising an error."""
-    stop_after, options = int(argv[1]), argv[2:]
-    config = from_args(SFTConfig, parser_for(SFTConfig).parse_args(options))
-    calls, loss = itertools.count(), SFTTrainer.loss
+def stopping(method, stop_after, what):
+    """`method`, raising an error in its call after the first `stop_after`, as a crash would."""
+    calls = itertools.count()
 
-    def stopping(trainer, model, batch):
+    def stop(*args):
         if next(calls) == stop_after:
-            raise RuntimeError(f"stopped after {stop_after} losses")
-        return loss(trainer, model, batch)
+            raise RuntimeError(f"stopped after {stop_after} {what}")
+        return method(*args)
 
-    SFTTrainer.loss = stopping
-    train_sft(config)
+    return stop
+
+
+def stop_in_training(argv):
+    """From the command line `train-sft --stop-after N <options>`, train-sft whose N+1th loss raises an error, or
+    `train-ppo ...`, train-ppo whose N+1th update does."""
+    job, stop_after, options = argv[0], int(argv[2]), argv[3:]
+    if job == "train-sft":
+        SFTTrainer.loss = stopping(SFTTrainer.loss, stop_after, "losses")
+        train_sft(from_args(SFTConfig, parser_for(SFTConfig).parse_args(options)))
+    else:
+        PPOTrainer.update = stopping(PPOTrainer.update, stop_after, "updates")
+        train_ppo(from_args(PPOConfig, parser_for(PPOConfig).parse_args(options)))
 
 
 if __name__ == "__main__":
-    stop_in_a_loss(sys.argv[1:])
+    stop_in_training(sys.argv[1:])
