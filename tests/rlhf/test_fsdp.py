@@ -83,10 +83,15 @@ def test_fsdp_on_two_cpu_processes_trains_writes_a_loadable_model_and_resumes_ex
 @pytest.mark.gpu
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
-def test_fsdp_on_two_gpus_with_nccl_and_bf16_trains_and_resumes(tmp_path, tiny_model):
+def test_fsdp_on_two_gpus_with_nccl_and_bf16_trains_sft_and_ppo_and_resumes(tmp_path, tiny_model):
     # GPU kernels may add in another order from run to run: the resumed weights are compared within one bf16 step.
-    check_fsdp_trains_and_resumes_exactly(tmp_path, tiny_model, "cuda", "--mixed-precision", "bf16",
-                                          same=lambda a, b: torch.allclose(a, b, atol=2e-3))
+    def close(a, b):
+        return torch.allclose(a, b, atol=2e-3)
+
+    check_fsdp_trains_and_resumes_exactly(tmp_path, tiny_model, "cuda", "--mixed-precision", "bf16", same=close)
+    (tmp_path / "ppo").mkdir()
+    check_ppo_with_fsdp_trains_and_resumes_exactly(tmp_path / "ppo", tiny_model, "cuda", "--mixed-precision", "bf16",
+                                                   same=close)
 
 
 def train_ppo_options(tmp_path, tiny_model, output, device, *extra):

@@ -6,7 +6,7 @@ import torch
 from rlhf import distributed
 from rlhf.config import PPOConfig
 from rlhf.models import RewardModel, load_policy, load_tokenizer
-from rlhf.train_ppo import PPOTrainer, compare_policies
+from rlhf.train_ppo import PPOTrainer, compare_policies, train_ppo
 from tests.rlhf.conftest import write_jsonl
 
 PROMPTS = [f"Tell me about item {i}." for i in range(16)]
@@ -20,9 +20,9 @@ def planted_score(prompts, texts, response_ids):
 
 def make_trainer(tmp_path, tiny_model, name="ppo", ptx=(), **overrides):
     data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p} for p in PROMPTS])
-    values = {"data": str(data), "reward_model": "-", "output": str(tmp_path / name), "steps": 30, "rollout_batch_size": 8,
-              "minibatch_size": 4, "ppo_epochs": 2, "lr": 1e-2, "max_new_tokens": 12, "no_eos_penalty": 0.0,
-              "device": "cpu", "ptx_coef": 0.0}
+    values = {"data": str(data), "reward_model": "-", "output": str(tmp_path / name), "steps": 30,
+              "rollout_batch_size": 8, "minibatch_size": 4, "ppo_epochs": 2, "lr": 1e-2, "max_new_tokens": 12,
+              "no_eos_penalty": 0.0, "device": "cpu", "ptx_coef": 0.0}
     config = PPOConfig(**(values | overrides))
     distributed.seed_everything(config.seed)
     torch.manual_seed(0)
@@ -105,7 +105,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, t
     distributed.seed_everything(4321)
     resumed = make_trainer(tmp_path, tiny_model, name="cut", steps=4, ema=0.9, resume=True)
     resumed.fit()
-    for (name, a), (_, b) in zip(whole.policy.state_dict().items(), resumed.policy.state_dict().items()):
+    for (name, a), (_, b) in zip(whole.policy.state_dict().items(), resumed.policy.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     saved = [load_policy(tmp_path / name / "model").state_dict() for name in ("whole", "cut")]
     assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
@@ -141,3 +141,11 @@ def test_gradient_checkpointing_leaves_the_update_as_it_was_and_bf16_keeps_float
     assert [s["step"] for s in curve(tmp_path, "bf16")] == [1, 2, 3]
     assert not torch.equal(mixed.policy.state_dict()["transformer.h.0.mlp.c_fc.weight"],
                            load_policy(tiny_model).state_dict()["transformer.h.0.mlp.c_fc.weight"])
+
+
+def test_fsdp_with_lora_is_refused_before_anything_is_loaded_or_written(tmp_path):
+    config = PPOConfig(data=str(tmp_path / "missing.jsonl"), reward_model="-", output=str(tmp_path / "ppo"),
+                       fsdp=True, lora_rank=4)
+    with pytest.raises(ValueError, match="set lora_rank 0"):
+        train_ppo(config)
+    assert not (tmp_path / "ppo").exists()
