@@ -116,8 +116,8 @@ def stop_ids_of(policy, tokenizer):
 
 @torch.no_grad()
 def generate(policy, tokenizer, encoded_prompts, *, temperature, top_p, max_new_tokens, device, synced_gpus=False):
-    """Sampled responses; with `synced_gpus` (a sharded policy) every process runs max_new_tokens forward passes,
-    those whose responses have all ended included, since each pass gathers weights from all of them."""
+    """Sampled responses. With `synced_gpus` (a sharded policy) a process whose responses have all ended goes on
+    with forward passes until every process's have, since each pass gathers the weights from all of them."""
     stop_ids = stop_ids_of(policy, tokenizer)
     prompt_ids, prompt_mask = (t.to(device) for t in batch_of(encoded_prompts, tokenizer.pad_token_id, "left"))
     sequences = policy.generate(
@@ -401,9 +401,9 @@ class PPOTrainer:
 def check_fsdp(config):
     """Refuse what FSDP cannot do here, before anything is loaded or written."""
     if config.fsdp and config.lora_rank:
-        raise ValueError("fsdp shards fully fine-tuned models only: with lora_rank the reference and reward model "
-                         "are views of the trained models' own weights, which this trainer does not shard. Leave "
-                         "out fsdp (DDP then copies the adapters, which are small), or set lora_rank 0.")
+        raise ValueError("fsdp shards full fine-tuning only, and lora_rank is set: with LoRA the frozen reference "
+                         "and reward model share the trained models' base weights, which this trainer does not "
+                         "shard. Train the adapters without fsdp (DDP), or set lora_rank 0 to shard every weight.")
 
 
 def train_ppo(config):
