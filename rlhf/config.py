@@ -236,6 +236,8 @@ class PPOConfig(MemoryOptions, AdapterOptions):
     max_prompt_length: int = option(256, "Prompts are cut from the left to this many tokens.", minimum=1)
     no_eos_penalty: float = option(-1.0, "Added to the score of a response cut off before it ended.",
                                    minimum=None)
+    dtype: str = option("float32", "Weights dtype of the four models: float32, bfloat16 or float16. With lora_rank, "
+                                   "the frozen bases take it and the adapters stay float32.", choices=DTYPES)
     seed: int = option(1234, "Seed for data order and sampling (each process adds its rank).")
     save_every: int = option(0, "Write a resumable checkpoint every this many rollout batches; 0 only at the end.")
     resume: bool = option(False, "Continue from the checkpoint in the output folder.")

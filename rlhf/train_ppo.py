@@ -321,6 +321,9 @@ class PPOTrainer:
 
     def fit(self):
         config, context = self.config, self.context
+        if config.fsdp and not context.distributed and context.is_main:
+            tqdm.write(f"{self.name}: fsdp shards the models over the processes torchrun starts; one process holds "
+                       "all of them.")
         skeleton = distributed.skeleton(self.policy) if self.sharded else None
         policy, value_model = (context.wrap(model, fsdp=config.fsdp) for model in (self.policy, self.value_model))
         # Under FSDP the parameters are replaced by their shards: the optimizer and the average are made of those.
@@ -414,13 +417,15 @@ def train_ppo(config):
     try:
         tokenizer = load_tokenizer(config.policy, padding_side="left")
         reference_start, value_start = config.reference or config.policy, config.value_model or config.reward_model
+        dtype = getattr(torch, config.dtype)
         if config.lora_rank:  # one copy of the policy's base, and one of the reward model's
-            policy, reference = adapters.policy_and_reference(config, config.policy, reference_start)
-            value_model, reward_model = adapters.value_and_reward(config, config.reward_model, value_start)
+            policy, reference = adapters.policy_and_reference(config, config.policy, reference_start, dtype)
+            value_model, reward_model = adapters.value_and_reward(config, config.reward_model, value_start, dtype)
         else:
-            policy, reference = load_policy(config.policy), load_policy(reference_start).requires_grad_(False)
-            reward_model = RewardModel.from_pretrained(config.reward_model).requires_grad_(False)
-            value_model = RewardModel.from_pretrained(value_start)
+            policy = load_policy(config.policy, dtype)
+            reference = load_policy(reference_start, dtype).requires_grad_(False)
+            reward_model = RewardModel.from_pretrained(config.reward_model, dtype).requires_grad_(False)
+            value_model = RewardModel.from_pretrained(value_start, dtype)
         reward_model.to(context.device)
         scorer = RewardScorer(reward_model, load_tokenizer(config.reward_model), max_length=config.reward_max_length)
         trainer = PPOTrainer(config, policy, reference, value_model, scorer, tokenizer, prompts, ptx, context)

@@ -215,3 +215,14 @@ def test_lora_and_training_only_the_top_layers_are_refused_together():
         check_options(RewardConfig, {"lora_rank": 8, "train_top_layers": 2})
     with pytest.raises(OptionError, match="option 'lora_target_modules' must match"):
         check_options(RewardConfig, {"lora_target_modules": "q_proj;rm -rf"})
+
+
+def test_lora_ppo_can_hold_its_frozen_bases_in_bf16_and_train_float32_adapters(tmp_path, tiny_base):
+    config = PPOConfig(data="-", reward_model="-", output="-", dtype="bfloat16", **LORA)
+    policy, reference = adapters.policy_and_reference(config, str(tiny_base), str(tiny_base), torch.bfloat16)
+    value, _ = adapters.value_and_reward(config, str(tiny_base), str(tiny_base), torch.bfloat16)
+    for model in (policy, value):
+        assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
+        assert {p.dtype for n, p in model.named_parameters() if "lora_" not in n} == {torch.bfloat16}
+    tokenizer = load_tokenizer(tiny_base)
+    assert torch.allclose(logits(reference, tokenizer).float(), logits(load_policy(tiny_base), tokenizer), atol=0.1)
