@@ -38,14 +38,13 @@ import argparse
 import gzip
 import itertools
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from memory_options import run  # bench/memory_options.py: a fresh child's peak RSS
 from reward_model import HH, hh_messages  # bench/reward_model.py: the HH-RLHF file and how it reads a dialogue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,19 +77,6 @@ def speed_data(folder, count=32):
             {"chosen": hh_messages(row["chosen"]), "rejected": hh_messages(row["rejected"])} for row in rows[:count]]),
         "prompts": write_jsonl(folder / "prompts.jsonl", [{"prompt": first_question(t)} for t in texts[:count]]),
     }
-
-
-def run(command, log, threads, env=None):
-    """(peak RSS in bytes of a fresh child process, None), or (None, the last line it wrote when it failed)."""
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                   env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(threads),
-                                        **(env or {})})
-        _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        lines = [line for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
-        return None, lines[-1] if lines else f"exit status {os.waitstatus_to_exitcode(status)}"
-    return usage.ru_maxrss * 1024, None  # Linux reports kilobytes
 
 
 def training_steps(output):

@@ -46,11 +46,12 @@ def write_demonstrations(path, count):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def run(command, log, threads):
+def run(command, log, threads, env=None):
     """(peak RSS in bytes, None) of a fresh child process, or (None, the last line it wrote when it failed)."""
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                   env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(threads)})
+                                   env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(threads),
+                                        **(env or {})})
         _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status):
         lines = [line for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
