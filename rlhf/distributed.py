@@ -9,6 +9,7 @@ import contextlib
 import copy
 import os
 import random
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,7 +121,12 @@ def gathered(model, skeleton, context):
 
 
 def teardown(context):
+    """Leave the process group, once every process is done with it when the run ended well (a process that left
+    while another still had work in flight has been seen to abort at exit under gloo). After an error another
+    process may be waiting inside a collective, so there is no barrier then."""
     if context.distributed and dist.is_initialized():
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 
